@@ -1,0 +1,7 @@
+//! Configuration: Envoy v3 bootstrap (YAML/JSON) and, later, xDS resources,
+//! parsed into Envoy's own protobuf types, validated, and compiled into the
+//! immutable snapshot the proxy serves from.
+
+pub mod error;
+
+pub use error::{ConfigError, ConfigErrors};
