@@ -3,3 +3,7 @@
 //! The module tree is the architecture; see `DESIGN.md` in the repository.
 
 pub mod config;
+pub mod formatter;
+pub mod http;
+pub mod stats;
+pub mod stream_info;

@@ -1,0 +1,4 @@
+//! HTTP: the connection manager (downstream HTTP/1.1 and HTTP/2), HTTP
+//! filters, and the router.
+
+pub mod body;
