@@ -5,3 +5,4 @@
 pub mod error;
 
 pub use error::{ConfigError, ConfigErrors};
+pub mod proto;
