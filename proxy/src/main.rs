@@ -1,1 +1,84 @@
-fn main() {}
+//! `sluice`: the proxy daemon. Parses Envoy's flags, loads and validates the
+//! bootstrap, and serves (or, with `--mode validate`, only checks).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice::cli::{version_string, Cli, Mode};
+use sluice::config;
+use sluice::logging::{self, LogLevel};
+use sluice::server::{self, Snapshot};
+use sluice::stats::Store;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("{}", version_string());
+        return ExitCode::SUCCESS;
+    }
+    let level: LogLevel = match cli.log_level.parse() {
+        Ok(level) => level,
+        Err(error) => {
+            eprintln!("error: --log-level: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let log = logging::init(level);
+    if let Some(levels) = &cli.component_log_level {
+        if let Err(error) = log.set_component_levels(levels) {
+            eprintln!("error: --component-log-level: {error}");
+            return ExitCode::from(1);
+        }
+    }
+    let source = cli
+        .config_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "--config-yaml".to_string());
+
+    let mut bootstrap = match config::load_bootstrap(cli.config_path.as_deref(), cli.config_yaml.as_deref()) {
+        Ok(bootstrap) => bootstrap,
+        Err(errors) => return report_config_errors(&source, &errors),
+    };
+    apply_node_overrides(&cli, &mut bootstrap);
+
+    let store = Store::new();
+    let snapshot = match Snapshot::compile(bootstrap, &store) {
+        Ok(snapshot) => snapshot,
+        Err(errors) => return report_config_errors(&source, &errors),
+    };
+    match cli.mode {
+        Mode::Validate => {
+            println!("configuration '{source}' OK");
+            ExitCode::SUCCESS
+        }
+        Mode::InitOnly => ExitCode::SUCCESS,
+        Mode::Serve => match server::run(cli, snapshot, store, log) {
+            0 => ExitCode::SUCCESS,
+            code => ExitCode::from(code.clamp(1, 255) as u8),
+        },
+    }
+}
+
+fn report_config_errors(source: &str, errors: &config::ConfigErrors) -> ExitCode {
+    eprintln!("error initializing configuration '{source}':");
+    for error in &errors.0 {
+        eprintln!("  {error}");
+    }
+    ExitCode::from(1)
+}
+
+/// `--service-node`, `--service-cluster` and `--service-zone` override the
+/// bootstrap's node, as in Envoy.
+fn apply_node_overrides(cli: &Cli, bootstrap: &mut envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap) {
+    let node = bootstrap.node.get_or_insert_with(Default::default);
+    if let Some(id) = &cli.service_node {
+        node.id = id.clone();
+    }
+    if let Some(cluster) = &cli.service_cluster {
+        node.cluster = cluster.clone();
+    }
+    if let Some(zone) = &cli.service_zone {
+        node.locality.get_or_insert_with(Default::default).zone = zone.clone();
+    }
+}

@@ -1,0 +1,153 @@
+//! The router's upstream half: pick the cluster and host, rewrite the
+//! request for the upstream, send it through the cluster's connection pool
+//! under the route timeout, and turn failures into Envoy's local replies
+//! and response flags.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, StatusCode};
+
+use super::connection::ConnectionContext;
+use super::headers;
+use super::local_reply::{self, local_reply};
+use super::request_body::{RequestBody, RequestProgress};
+use super::stream::Outcome;
+use crate::http::body;
+use crate::http::router::{ClusterChoice, ForwardAction, RouteMatch};
+use crate::stream_info::{ResponseFlag, StreamInfo};
+
+pub(super) async fn forward(
+    context: &ConnectionContext,
+    matched: &RouteMatch<'_>,
+    action: &ForwardAction,
+    mut parts: http::request::Parts,
+    request_body: RequestBody,
+    progress: &RequestProgress,
+    info: &mut StreamInfo,
+    grpc: bool,
+) -> Outcome {
+    let hcm = &context.hcm;
+    let reply = |status: StatusCode, text: &str| Outcome {
+        response: local_reply(status, text, grpc),
+        deadline: None,
+        idle_timeout: None,
+    };
+
+    let cluster_name = match action.cluster_for(&parts, rand::random()) {
+        ClusterChoice::Named(name) => name,
+        ClusterChoice::NotFound => {
+            hcm.stats.no_cluster.inc();
+            info.add_flag(ResponseFlag::NoClusterFound);
+            return reply(action.cluster_not_found_response_code(), "");
+        }
+    };
+    let Some(cluster) = hcm.clusters.get(&cluster_name) else {
+        hcm.stats.no_cluster.inc();
+        info.add_flag(ResponseFlag::NoClusterFound);
+        return reply(action.cluster_not_found_response_code(), "");
+    };
+    info.upstream_cluster = Some(Arc::from(cluster.name()));
+
+    let hash = action.compute_hash(&parts, Some(context.remote.ip()));
+    let Some(host) = cluster.choose_host(hash) else {
+        info.add_flag(ResponseFlag::NoHealthyUpstream);
+        return reply(StatusCode::SERVICE_UNAVAILABLE, local_reply::NO_HEALTHY_UPSTREAM);
+    };
+    info.upstream_host = Some(host.address());
+
+    let original_path = parts.uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into());
+    if let Some(new_path) = action.rewrite_path(matched, &original_path) {
+        if let Ok(value) = HeaderValue::from_str(&original_path) {
+            parts.headers.insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), value);
+        }
+        match new_path.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => {
+                return reply(StatusCode::BAD_REQUEST, "invalid rewritten path");
+            }
+        }
+    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        // Upstreams get origin-form; the authority travels in Host.
+        if let Ok(uri) = original_path.parse() {
+            parts.uri = uri;
+        }
+    }
+    if let Some(host_value) = action.host_rewrite(&host) {
+        parts.headers.insert(header::HOST, host_value);
+    }
+    hcm.routes.apply_request_headers(matched, &mut parts.headers, info);
+
+    let timeout = action.timeout();
+    if let Some(timeout) = timeout {
+        if !hcm.suppress_envoy_headers {
+            parts.headers.insert(
+                headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
+                HeaderValue::from(timeout.as_millis() as u64),
+            );
+        }
+    }
+    let started = Instant::now();
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // Waiting for response headers is bounded by the route timeout and by
+    // the stream idle timeout, whichever is sooner.
+    let header_wait = match (deadline, hcm.stream_idle_timeout) {
+        (Some(d), Some(idle)) => Some(d.min(tokio::time::Instant::now() + idle)),
+        (Some(d), None) => Some(d),
+        (None, Some(idle)) => Some(tokio::time::Instant::now() + idle),
+        (None, None) => None,
+    };
+    let request = Request::from_parts(parts, body::boxed(request_body));
+    let send = cluster.send(&host, request);
+    let result = match header_wait {
+        Some(at) => tokio::time::timeout_at(at, send).await,
+        None => Ok(send.await),
+    };
+    let stats = cluster.stats();
+    match result {
+        Err(_elapsed) => {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                stats.upstream_rq_timeout.inc();
+                info.add_flag(ResponseFlag::UpstreamRequestTimeout);
+                reply(StatusCode::GATEWAY_TIMEOUT, local_reply::UPSTREAM_TIMEOUT)
+            } else {
+                hcm.stats.downstream_rq_idle_timeout.inc();
+                info.add_flag(ResponseFlag::StreamIdleTimeout);
+                reply(StatusCode::REQUEST_TIMEOUT, local_reply::STREAM_TIMEOUT)
+            }
+        }
+        Ok(Err(error)) => {
+            if progress.timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+                hcm.stats.downstream_rq_timeout.inc();
+                return reply(StatusCode::REQUEST_TIMEOUT, local_reply::REQUEST_TIMEOUT);
+            }
+            let flag = error.response_flag();
+            info.add_flag(flag);
+            let reason = error.transport_failure_reason();
+            let text = if flag == ResponseFlag::UpstreamConnectionFailure {
+                info.upstream_transport_failure_reason = Some(reason.clone());
+                local_reply::upstream_reset_text("connection failure", Some(&reason))
+            } else {
+                local_reply::upstream_reset_text(&reason, None)
+            };
+            tracing::debug!(target: "sluice::router", cluster = cluster.name(), %error, "upstream request failed");
+            reply(StatusCode::SERVICE_UNAVAILABLE, &text)
+        }
+        Ok(Ok(response)) => {
+            let elapsed = started.elapsed();
+            let (mut response_parts, response_body) = response.into_parts();
+            headers::remove_hop_by_hop(&mut response_parts.headers);
+            if !hcm.suppress_envoy_headers {
+                response_parts.headers.insert(
+                    headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+                    HeaderValue::from(elapsed.as_millis() as u64),
+                );
+            }
+            Outcome {
+                response: http::Response::from_parts(response_parts, body::boxed(response_body)),
+                deadline,
+                idle_timeout: action.idle_timeout(),
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Header handling the connection manager does on every request and
+//! response, as Envoy does: x-forwarded-for / x-forwarded-proto,
+//! x-envoy-internal / x-envoy-external-address, x-request-id, hop-by-hop
+//! header removal, and the `server` header.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::config::{HttpConnectionManager, ServerHeader};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+    HeaderName::from_static("x-envoy-external-address");
+pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+
+/// Headers that describe one hop and are never forwarded.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Headers Envoy removes from requests that come from outside the trust
+/// boundary, so clients cannot steer internal behaviour.
+const INTERNAL_ONLY: [&str; 5] = [
+    "x-envoy-internal",
+    "x-envoy-external-address",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-original-path",
+    "x-envoy-downstream-service-cluster",
+];
+
+/// Whether an address is internal as Envoy judges it by default
+/// (RFC 1918, loopback, unique-local IPv6).
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return v4.is_private() || v4.is_loopback();
+            }
+            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00
+        }
+    }
+}
+
+/// The address Envoy considers the client's: the connection peer with
+/// `use_remote_address`, else the XFF entry `xff_num_trusted_hops` from the
+/// right (falling back to the peer).
+fn trusted_client_address(hcm: &HttpConnectionManager, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    if hcm.use_remote_address {
+        return peer.ip();
+    }
+    let entries: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let index_from_right = hcm.xff_num_trusted_hops as usize;
+    if entries.len() > index_from_right {
+        if let Ok(ip) = entries[entries.len() - 1 - index_from_right].parse() {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+/// Rewrites request headers on the way in. Returns the request id, if any.
+pub fn prepare_request(
+    hcm: &HttpConnectionManager,
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+) -> Option<HeaderValue> {
+    let client = trusted_client_address(hcm, headers, peer);
+    let internal = is_internal(client);
+    if hcm.use_remote_address {
+        if !internal {
+            for name in INTERNAL_ONLY {
+                headers.remove(name);
+            }
+        }
+        append_xff(headers, peer.ip());
+        if internal {
+            headers.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+        } else if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+            headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), value);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    remove_hop_by_hop(headers);
+
+    let edge_request = hcm.use_remote_address && !internal;
+    let keep_existing = !edge_request || hcm.preserve_external_request_id;
+    match headers.get(&X_REQUEST_ID) {
+        Some(existing) if keep_existing => Some(existing.clone()),
+        _ if hcm.generate_request_id => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            Some(id)
+        }
+        _ => {
+            if !keep_existing {
+                headers.remove(&X_REQUEST_ID);
+            }
+            headers.get(&X_REQUEST_ID).cloned()
+        }
+    }
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`, and
+/// `te` unless it is `trailers` (gRPC needs it).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(te) = headers.get(http::header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(http::header::TE);
+        }
+    }
+}
+
+/// A random UUID v4 in canonical text form, as Envoy generates for
+/// `x-request-id`.
+pub fn new_request_id() -> HeaderValue {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text[at] = b'-';
+            at += 1;
+        }
+        text[at] = HEX[(byte >> 4) as usize];
+        text[at + 1] = HEX[(byte & 0xf) as usize];
+        at += 2;
+    }
+    HeaderValue::from_bytes(&text).expect("hex and dashes are valid header bytes")
+}
+
+/// Sets the `server` response header per `server_header_transformation`.
+pub fn apply_server_header(hcm: &HttpConnectionManager, headers: &mut HeaderMap) {
+    match hcm.server_header {
+        ServerHeader::Overwrite => {
+            headers.insert(http::header::SERVER, hcm.server_name.clone());
+        }
+        ServerHeader::AppendIfAbsent => {
+            if !headers.contains_key(http::header::SERVER) {
+                headers.insert(http::header::SERVER, hcm.server_name.clone());
+            }
+        }
+        ServerHeader::PassThrough => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = new_request_id();
+        let text = id.to_str().unwrap();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "4");
+        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(new_request_id(), id);
+    }
+
+    #[test]
+    fn internal_addresses_follow_envoy_defaults() {
+        assert!(is_internal("10.1.2.3".parse().unwrap()));
+        assert!(is_internal("127.0.0.1".parse().unwrap()));
+        assert!(is_internal("::1".parse().unwrap()));
+        assert!(is_internal("::ffff:192.168.1.1".parse().unwrap()));
+        assert!(!is_internal("8.8.8.8".parse().unwrap()));
+        assert!(!is_internal("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive, x-custom"));
+        headers.insert("x-custom", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("gzip"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+        let mut grpc = HeaderMap::new();
+        grpc.insert("te", HeaderValue::from_static("trailers"));
+        remove_hop_by_hop(&mut grpc);
+        assert!(grpc.contains_key("te"));
+    }
+
+    #[test]
+    fn xff_appends_the_peer() {
+        let mut headers = HeaderMap::new();
+        append_xff(&mut headers, "10.0.0.1".parse().unwrap());
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1");
+        append_xff(&mut headers, "::ffff:127.0.0.1".parse().unwrap());
+        assert_eq!(headers[&X_FORWARDED_FOR], "10.0.0.1,127.0.0.1");
+    }
+}

@@ -1,0 +1,167 @@
+//! One HTTP request/response exchange (a "stream" in Envoy's terms): header
+//! preparation, route selection and the route's action (forward, redirect,
+//! direct response), response headers, and handing the body to the
+//! [`ResponseBody`] that closes the stream's books.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::connection::ConnectionContext;
+use super::headers;
+use super::local_reply::{self, local_reply};
+use super::request_body::RequestProgress;
+use super::response_body::{ResponseBody, StreamEnd};
+use crate::http::body::{self, Body};
+use crate::http::router::RouteAction;
+use crate::stream_info::{ResponseFlag, StreamInfo};
+
+/// What the route decided and what the forwarder produced, ready to send.
+pub(super) struct Outcome {
+    pub response: Response<Body>,
+    /// The route timeout's deadline, still running while the body streams.
+    pub deadline: Option<tokio::time::Instant>,
+    /// The route's idle timeout (overrides the connection manager's).
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+pub(super) async fn handle(
+    context: Arc<ConnectionContext>,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let hcm = context.hcm.clone();
+    let stats = &hcm.stats;
+    context.active_streams.fetch_add(1, Ordering::Relaxed);
+    context.count_protocol(request.version());
+    stats.downstream_rq_total.inc();
+    stats.downstream_rq_active.inc();
+    if request.version() == http::Version::HTTP_2 {
+        stats.downstream_rq_http2_total.inc();
+    } else {
+        stats.downstream_rq_http1_total.inc();
+    }
+
+    let mut info = StreamInfo::new(Some(context.remote), Some(context.local));
+    info.protocol = Some(request.version());
+    let (mut parts, incoming) = request.into_parts();
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2 carries the authority in the URI; routing and upstreams want Host.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, value);
+            }
+        }
+    }
+    info.request_method = Some(parts.method.clone());
+    info.request_path = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
+    info.request_authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let request_id = headers::prepare_request(&hcm, &mut parts.headers, context.remote);
+    info.request_id = request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if hcm.access_logs.needs_request_headers() {
+        info.request_headers = parts.headers.clone();
+    }
+    let grpc = local_reply::is_grpc(&parts.headers);
+    let progress = Arc::new(RequestProgress::default());
+
+    let mut outcome = match hcm.routes.find(&parts) {
+        None => {
+            stats.no_route.inc();
+            info.add_flag(ResponseFlag::NoRouteFound);
+            Outcome {
+                response: local_reply(StatusCode::NOT_FOUND, "", grpc),
+                deadline: None,
+                idle_timeout: None,
+            }
+        }
+        Some(matched) => {
+            info.route_name = matched.route.name_arc();
+            let mut outcome = match &matched.route.action {
+                RouteAction::DirectResponse(direct) => {
+                    stats.rq_direct_response.inc();
+                    let mut response = Response::new(match &direct.body {
+                        Some(bytes) if !bytes.is_empty() => body::full(bytes.clone()),
+                        _ => body::empty(),
+                    });
+                    *response.status_mut() = direct.status;
+                    if direct.body.as_ref().is_some_and(|b| !b.is_empty()) {
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    }
+                    Outcome { response, deadline: None, idle_timeout: None }
+                }
+                RouteAction::Redirect(redirect) => {
+                    stats.rq_redirect.inc();
+                    let location = redirect.location(&parts, "http");
+                    let mut response = Response::new(body::empty());
+                    *response.status_mut() = redirect.response_code;
+                    if let Ok(value) = HeaderValue::from_str(&location) {
+                        response.headers_mut().insert(header::LOCATION, value);
+                    }
+                    Outcome { response, deadline: None, idle_timeout: None }
+                }
+                RouteAction::Forward(action) => {
+                    let body = super::request_body::RequestBody::new(
+                        incoming,
+                        progress.clone(),
+                        hcm.request_timeout,
+                    );
+                    super::forward::forward(&context, &matched, action, parts_for_forward(&mut parts), body, &progress, &mut info, grpc).await
+                }
+            };
+            hcm.routes
+                .apply_response_headers(&matched, outcome.response.headers_mut(), &info);
+            outcome
+        }
+    };
+
+    let response_headers = outcome.response.headers_mut();
+    headers::apply_server_header(&hcm, response_headers);
+    if hcm.always_set_request_id_in_response {
+        if let Some(id) = request_id {
+            response_headers.insert(headers::X_REQUEST_ID.clone(), id);
+        }
+    }
+    if context.drain.state() != crate::drain::DrainState::Serving
+        && parts.version < http::Version::HTTP_2
+    {
+        response_headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let status = outcome.response.status().as_u16();
+    stats.record_status(status);
+    info.response_code = Some(status);
+    if hcm.access_logs.needs_response_headers() {
+        info.response_headers = outcome.response.headers().clone();
+    }
+    info.response_duration = Some(info.start_instant.elapsed());
+
+    let idle_timeout = outcome.idle_timeout.or(hcm.stream_idle_timeout);
+    let (response_parts, response_body) = outcome.response.into_parts();
+    let end = StreamEnd {
+        info,
+        context,
+        request: progress,
+    };
+    Response::from_parts(
+        response_parts,
+        ResponseBody::new(response_body, end, idle_timeout, outcome.deadline),
+    )
+}
+
+/// Moves the request head out for forwarding, leaving a copy of what the
+/// rest of the stream still reads (version, for the drain check).
+fn parts_for_forward(parts: &mut http::request::Parts) -> http::request::Parts {
+    let (mut placeholder, _) = Request::new(()).into_parts();
+    placeholder.version = parts.version;
+    std::mem::replace(parts, placeholder)
+}

@@ -1,0 +1,214 @@
+//! The running server: compiles the bootstrap, binds listeners, starts one
+//! worker thread per `--concurrency` (each with its own runtime and its own
+//! `SO_REUSEPORT` sockets), serves the admin API, and runs the lifecycle
+//! (ready, drain on SIGTERM or `/drain_listeners`, exit).
+
+mod admin_context;
+pub mod snapshot;
+mod workers;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::cli::{Cli, DrainStrategy};
+use crate::drain::{self, DrainControl};
+use crate::logging::LogHandle;
+use crate::stats::{Gauge, Store};
+pub use snapshot::Snapshot;
+
+/// How long to wait for clusters' first DNS resolution before listening.
+const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Server-wide state shared by the admin API and the lifecycle.
+pub struct Server {
+    pub cli: Cli,
+    pub snapshot: Snapshot,
+    pub store: Store,
+    pub log: LogHandle,
+    pub drain: DrainControl,
+    pub started: SystemTime,
+    pub started_instant: Instant,
+    pub health_check_failed: AtomicBool,
+    pub live: AtomicBool,
+    pub runtime: crate::admin::Runtime,
+    pub quit: Notify,
+    pub listener_addresses: std::sync::Mutex<Vec<(String, std::net::SocketAddr)>>,
+    state_gauge: Gauge,
+    live_gauge: Gauge,
+}
+
+impl Server {
+    fn drain_period(&self) -> Duration {
+        Duration::from_secs(self.cli.drain_time_s)
+    }
+
+    fn immediate(&self) -> bool {
+        self.cli.drain_strategy == DrainStrategy::Immediate
+    }
+
+    /// `/drain_listeners`: graceful drains connections first and closes
+    /// listeners after the drain period; otherwise listeners close now.
+    pub fn drain_listeners(&self, graceful: bool) {
+        if graceful {
+            self.drain.start(self.drain_period(), self.immediate(), true);
+            self.set_draining();
+            let control = self.drain.clone();
+            let period = self.drain_period();
+            let immediate = self.immediate();
+            tokio::spawn(async move {
+                tokio::time::sleep(period).await;
+                control.close_listeners(period, immediate);
+            });
+        } else {
+            self.drain.close_listeners(self.drain_period(), self.immediate());
+            self.set_draining();
+        }
+    }
+
+    fn set_draining(&self) {
+        self.state_gauge.set(1);
+        self.live_gauge.set(0);
+        self.live.store(false, Ordering::Relaxed);
+    }
+
+    /// Connections still open on any listener.
+    fn active_connections(&self) -> i64 {
+        self.snapshot
+            .listeners
+            .iter()
+            .map(|l| l.stats.downstream_cx_active.value())
+            .sum()
+    }
+}
+
+/// Runs the server until it is told to exit; returns the process exit code.
+pub fn run(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
+    let main_runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("cannot start the main runtime: {error}");
+            return 1;
+        }
+    };
+    main_runtime.block_on(serve(cli, snapshot, store, log))
+}
+
+async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
+    let workers = cli.workers();
+    let (drain_control, drain_signal) = drain::channel();
+    let server = Arc::new(Server {
+        state_gauge: store.gauge("server.state"),
+        live_gauge: store.gauge("server.live"),
+        cli,
+        snapshot,
+        store: store.clone(),
+        log,
+        drain: drain_control,
+        started: SystemTime::now(),
+        started_instant: Instant::now(),
+        health_check_failed: AtomicBool::new(false),
+        live: AtomicBool::new(false),
+        runtime: crate::admin::Runtime::from_bootstrap(&Default::default()),
+        quit: Notify::new(),
+        listener_addresses: std::sync::Mutex::new(Vec::new()),
+    });
+    server.state_gauge.set(2); // PRE_INITIALIZING
+    store.gauge("server.concurrency").set(workers as i64);
+
+    // Admin first, as Envoy: operators can look while clusters initialise.
+    if let Some(address) = server.snapshot.admin_address {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                tracing::info!(target: "sluice::admin", "admin address: {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+                let context: Arc<dyn crate::admin::AdminContext> = Arc::new(admin_context::ServerAdmin(server.clone()));
+                let mut closed = drain_signal.clone();
+                tokio::spawn(crate::admin::serve(listener, context, async move {
+                    closed.listeners_closed().await;
+                    std::future::pending::<()>().await
+                }));
+            }
+            Err(error) => {
+                eprintln!("cannot bind admin address {address}: {error}");
+                return 1;
+            }
+        }
+    }
+
+    server.snapshot.clusters.start();
+    server.state_gauge.set(3); // INITIALIZING
+    server.snapshot.clusters.wait_initialized(CLUSTER_INIT_TIMEOUT).await;
+
+    let listeners = match workers::bind_all(&server.snapshot.listeners, workers) {
+        Ok(sockets) => sockets,
+        Err(error) => {
+            eprintln!("{error}");
+            return 1;
+        }
+    };
+    *server.listener_addresses.lock().unwrap() = listeners.addresses();
+    let worker_threads = match workers::start(listeners, workers, drain_signal.clone()) {
+        Ok(handles) => handles,
+        Err(error) => {
+            eprintln!("cannot start workers: {error}");
+            return 1;
+        }
+    };
+    server.state_gauge.set(0); // LIVE
+    server.live_gauge.set(1);
+    server.live.store(true, Ordering::Relaxed);
+    tracing::info!(target: "sluice::main", workers, "all listeners started; server is live");
+    spawn_uptime(server.clone());
+
+    let exit_code = wait_for_exit(&server).await;
+    drop(worker_threads);
+    crate::access_log::flush_all();
+    exit_code
+}
+
+/// Waits for a signal or `/quitquitquit`. SIGTERM/SIGINT drain first:
+/// listeners close, in-flight requests finish (up to `--drain-time-s`).
+async fn wait_for_exit(server: &Arc<Server>) -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return 1,
+    };
+    let mut sigint = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(_) => return 1,
+    };
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!(target: "sluice::main", "caught SIGTERM"),
+        _ = sigint.recv() => tracing::info!(target: "sluice::main", "caught SIGINT"),
+        _ = server.quit.notified() => {
+            tracing::info!(target: "sluice::main", "exiting on /quitquitquit");
+            return 0;
+        }
+    }
+    server.drain.close_listeners(server.drain_period(), true);
+    server.set_draining();
+    let deadline = Instant::now() + server.drain_period();
+    while Instant::now() < deadline && server.active_connections() > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = server.quit.notified() => break,
+        }
+    }
+    0
+}
+
+fn spawn_uptime(server: Arc<Server>) {
+    let uptime = server.store.gauge("server.uptime");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            uptime.set(server.started_instant.elapsed().as_secs() as i64);
+        }
+    });
+}

@@ -1,0 +1,101 @@
+//! Minimal clients for tests: HTTP/1.1 and h2c requests with a deadline,
+//! and a raw TCP exchange for malformed input.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::backend::EchoReply;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The backend's echo, when the request reached one.
+    pub fn echo(&self) -> EchoReply {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not a backend echo ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// GET over a fresh HTTP/1.1 connection.
+pub async fn get(address: SocketAddr, host: &str, path: &str) -> Reply {
+    let request = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    request_on(address, request, false).await
+}
+
+/// GET over a fresh h2c (prior knowledge) connection.
+pub async fn get_h2(address: SocketAddr, host: &str, path: &str) -> Reply {
+    let uri = format!("http://{host}{path}");
+    let request = Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    request_on(address, request, true).await
+}
+
+/// Any request over a fresh connection (HTTP/1.1 or h2c).
+pub async fn request(address: SocketAddr, request: Request<Full<Bytes>>, h2: bool) -> Reply {
+    request_on(address, request, h2).await
+}
+
+async fn request_on(address: SocketAddr, request: Request<Full<Bytes>>, h2: bool) -> Reply {
+    tokio::time::timeout(DEADLINE, async move {
+        let stream = TcpStream::connect(address).await.expect("connect to proxy");
+        let io = TokioIo::new(stream);
+        let response = if h2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .expect("h2 handshake");
+            tokio::spawn(connection);
+            sender.send_request(request).await.expect("h2 request")
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("http1 handshake");
+            tokio::spawn(connection);
+            sender.send_request(request).await.expect("http1 request")
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+    .expect("request finished in time")
+}
+
+/// Writes `bytes` on a fresh connection and reads until the peer closes
+/// (or `wait` passes); returns what came back.
+pub async fn raw_exchange(address: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,13 @@
+//! Test harness for black-box tests: real backends on loopback, the real
+//! `sluice` binary started from a config with placeholders, and small
+//! HTTP/1.1, HTTP/2 and raw-TCP clients. Every wait is bounded.
+
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+pub mod proxy;
+
+pub use backend::{Backend, EchoReply};
+pub use client::{get, get_h2, raw_exchange, request, Reply};
+pub use proxy::{free_port, Sluice};
