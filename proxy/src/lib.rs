@@ -5,5 +5,6 @@
 pub mod config;
 pub mod formatter;
 pub mod http;
+pub mod logging;
 pub mod stats;
 pub mod stream_info;
