@@ -11,7 +11,7 @@ mod quantiles;
 mod tags;
 mod text;
 
-pub use params::{StatsParams, StatsType};
+pub use params::{StatsFormat, StatsParams, StatsType};
 pub use prometheus::render_prometheus;
 pub use quantiles::{format_double, SUPPORTED_QUANTILES};
 pub use tags::{extract_tags, TagExtraction};
