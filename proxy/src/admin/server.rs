@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -27,11 +27,7 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the admin API on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<dyn AdminContext>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, ctx: Arc<dyn AdminContext>, shutdown: impl Future) {
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -101,8 +97,13 @@ async fn answer(ctx: Arc<dyn AdminContext>, request: Request<Incoming>) -> Respo
         }
         Ok(_) => None,
         Err(error) => {
+            let status = if error.is::<LengthLimitError>() {
+                http::StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                http::StatusCode::BAD_REQUEST
+            };
             let mut response = Response::new(full(format!("cannot read request body: {error}\n")));
-            *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            *response.status_mut() = status;
             return response;
         }
     };

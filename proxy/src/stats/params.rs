@@ -96,13 +96,13 @@ impl StatsParams {
 
     /// Whether `name`/`metric` passes `filter`, `usedonly` and `type`.
     pub fn selects(&self, name: &str, metric: &Metric) -> bool {
-        let type_ok = match (self.stats_type, metric) {
-            (StatsType::All, _) => true,
-            (StatsType::Counters, Metric::Counter(_)) => true,
-            (StatsType::Gauges, Metric::Gauge(_)) => true,
-            (StatsType::Histograms, Metric::Histogram(_)) => true,
-            _ => false,
-        };
+        let type_ok = matches!(
+            (self.stats_type, metric),
+            (StatsType::All, _)
+                | (StatsType::Counters, Metric::Counter(_))
+                | (StatsType::Gauges, Metric::Gauge(_))
+                | (StatsType::Histograms, Metric::Histogram(_))
+        );
         type_ok
             && (!self.used_only || metric.used())
             && self.filter.as_ref().is_none_or(|re| re.is_match(name))
