@@ -152,7 +152,7 @@ impl Histogram {
     /// Smallest and largest recorded values, if any were recorded.
     pub fn min_max(&self) -> Option<(f64, f64)> {
         let inverted = self.0.min_milli_inverted.load(Ordering::Relaxed);
-        if inverted == 0 && self.count() == 0 {
+        if inverted == 0 {
             return None;
         }
         let min = (u64::MAX - inverted) as f64 / 1000.0;
