@@ -2,8 +2,10 @@
 //!
 //! The module tree is the architecture; see `DESIGN.md` in the repository.
 
+pub mod admin;
 pub mod config;
 pub mod formatter;
 pub mod http;
+pub mod logging;
 pub mod stats;
 pub mod stream_info;

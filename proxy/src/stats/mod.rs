@@ -5,13 +5,32 @@
 //! request path only touches the returned handles, which are lock-free
 //! atomics. Rendering for the admin API lives in submodules.
 
+mod params;
+mod prometheus;
+mod quantiles;
+mod tags;
+mod text;
+
+pub use params::{StatsFormat, StatsParams, StatsType};
+pub use prometheus::render_prometheus;
+pub use quantiles::{format_double, SUPPORTED_QUANTILES};
+pub use tags::{extract_tags, TagExtraction};
+pub use text::{render_json, render_text};
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A monotonically increasing count.
 #[derive(Debug, Clone, Default)]
-pub struct Counter(Arc<AtomicU64>);
+pub struct Counter(Arc<CounterCell>);
+
+#[derive(Debug, Default)]
+pub struct CounterCell {
+    value: AtomicU64,
+    /// Set by the first write, like Envoy's "used" flag (`/stats?usedonly`).
+    used: AtomicBool,
+}
 
 impl Counter {
     #[inline]
@@ -20,16 +39,35 @@ impl Counter {
     }
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.value.fetch_add(n, Ordering::Relaxed);
+        mark_used(&self.0.used);
     }
     pub fn value(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.value.load(Ordering::Relaxed)
+    }
+    /// Whether anything was ever added (even zero), as Envoy tracks it.
+    pub fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Sets a "used" flag without dirtying the cache line on every write.
+#[inline]
+fn mark_used(flag: &AtomicBool) {
+    if !flag.load(Ordering::Relaxed) {
+        flag.store(true, Ordering::Relaxed);
     }
 }
 
 /// A value that goes up and down (active connections, membership, …).
 #[derive(Debug, Clone, Default)]
-pub struct Gauge(Arc<AtomicI64>);
+pub struct Gauge(Arc<GaugeCell>);
+
+#[derive(Debug, Default)]
+pub struct GaugeCell {
+    value: AtomicI64,
+    used: AtomicBool,
+}
 
 impl Gauge {
     #[inline]
@@ -42,18 +80,25 @@ impl Gauge {
     }
     #[inline]
     pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.value.fetch_add(n, Ordering::Relaxed);
+        mark_used(&self.0.used);
     }
     #[inline]
     pub fn sub(&self, n: i64) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
+        self.0.value.fetch_sub(n, Ordering::Relaxed);
+        mark_used(&self.0.used);
     }
     #[inline]
     pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
+        self.0.value.store(v, Ordering::Relaxed);
+        mark_used(&self.0.used);
     }
     pub fn value(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.value.load(Ordering::Relaxed)
+    }
+    /// Whether the gauge was ever written (even to zero), as Envoy tracks it.
+    pub fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
     }
 }
 
@@ -75,6 +120,11 @@ pub struct HistogramCells {
     count: AtomicU64,
     /// Sum of recorded values, in thousandths (fixed point).
     sum_milli: AtomicU64,
+    /// Largest recorded value, in thousandths.
+    max_milli: AtomicU64,
+    /// `u64::MAX - smallest recorded value` in thousandths, so that the
+    /// zero default means "nothing recorded" and `fetch_max` tracks the min.
+    min_milli_inverted: AtomicU64,
 }
 
 impl Histogram {
@@ -88,6 +138,26 @@ impl Histogram {
         cells.count.fetch_add(1, Ordering::Relaxed);
         let milli = (value.max(0.0) * 1000.0) as u64;
         cells.sum_milli.fetch_add(milli, Ordering::Relaxed);
+        cells.max_milli.fetch_max(milli, Ordering::Relaxed);
+        cells
+            .min_milli_inverted
+            .fetch_max(u64::MAX - milli, Ordering::Relaxed);
+    }
+
+    /// Whether any value was recorded (Envoy's "used").
+    pub fn used(&self) -> bool {
+        self.count() > 0
+    }
+
+    /// Smallest and largest recorded values, if any were recorded.
+    pub fn min_max(&self) -> Option<(f64, f64)> {
+        let inverted = self.0.min_milli_inverted.load(Ordering::Relaxed);
+        if inverted == 0 {
+            return None;
+        }
+        let min = (u64::MAX - inverted) as f64 / 1000.0;
+        let max = self.0.max_milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        Some((min, max.max(min)))
     }
 
     pub fn count(&self) -> u64 {
@@ -114,6 +184,17 @@ pub enum Metric {
     Counter(Counter),
     Gauge(Gauge),
     Histogram(Histogram),
+}
+
+impl Metric {
+    /// Whether the stat was ever written, for `usedonly`.
+    pub fn used(&self) -> bool {
+        match self {
+            Metric::Counter(c) => c.used(),
+            Metric::Gauge(g) => g.used(),
+            Metric::Histogram(h) => h.used(),
+        }
+    }
 }
 
 /// The registry of every stat, by full Envoy name. Cheap to clone.
