@@ -2,6 +2,7 @@
 //!
 //! The module tree is the architecture; see `DESIGN.md` in the repository.
 
+pub mod access_log;
 pub mod config;
 pub mod formatter;
 pub mod http;

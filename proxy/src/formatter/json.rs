@@ -333,7 +333,9 @@ mod tests {
         let errors = JsonFormat::compile(&format, false).unwrap_err();
         let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["list[0]", "outer.bad"]);
-        assert!(errors.0[1].message.contains("Not supported field in StreamInfo: NOPE"));
+        assert!(errors.0[1]
+            .message
+            .contains("Not supported field in StreamInfo: NOPE"));
     }
 
     #[test]

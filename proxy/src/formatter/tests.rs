@@ -26,8 +26,10 @@ pub(crate) fn filled_info() -> StreamInfo {
         "x-request-id",
         HeaderValue::from_static("cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2"),
     );
-    info.response_headers
-        .insert("x-envoy-upstream-service-time", HeaderValue::from_static("100"));
+    info.response_headers.insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from_static("100"),
+    );
     info.response_headers
         .insert("content-type", HeaderValue::from_static("text/plain"));
     info.response_trailers
@@ -211,7 +213,10 @@ fn start_time_custom_formats() {
         "2016/04/15T20:17:00+0000 1460751420"
     );
     assert_eq!(render("%START_TIME(%s.%6f)%", &info), "1460751420.310123");
-    assert_eq!(render("%START_TIME(%s.%9f)%", &info), "1460751420.310123456");
+    assert_eq!(
+        render("%START_TIME(%s.%9f)%", &info),
+        "1460751420.310123456"
+    );
     assert_eq!(render("[%START_TIME(%H)%]", &info), "[20]");
 }
 
@@ -278,7 +283,9 @@ fn malformed_commands_are_rejected_with_their_position() {
     ] {
         let error = parse_error(format);
         assert!(
-            error.contains(&format!("Couldn't find valid command at position {position}")),
+            error.contains(&format!(
+                "Couldn't find valid command at position {position}"
+            )),
             "{format}: {error}"
         );
         assert!(error.contains(format), "{error}");
@@ -288,7 +295,10 @@ fn malformed_commands_are_rejected_with_their_position() {
 #[test]
 fn unknown_operators_are_rejected_by_name() {
     let error = parse_error("%FOO%");
-    assert!(error.contains("Not supported field in StreamInfo: FOO"), "{error}");
+    assert!(
+        error.contains("Not supported field in StreamInfo: FOO"),
+        "{error}"
+    );
     assert!(parse_error("x %DYNAMIC_METADATA(a:b)% y").contains("DYNAMIC_METADATA"));
 }
 
@@ -299,13 +309,31 @@ fn wrong_arguments_are_rejected() {
         ("%REQ()%", "REQ requires parameters"),
         ("%RESP()%", "RESP requires parameters"),
         ("%TRAILER%", "TRAILER requires parameters"),
-        ("%REQ(a?b?c)%", "More than 1 alternative header specified in token: a?b?c"),
+        (
+            "%REQ(a?b?c)%",
+            "More than 1 alternative header specified in token: a?b?c",
+        ),
         ("%REQ(bad header)%", "invalid header name \"bad header\""),
-        ("%PROTOCOL(x)%", "PROTOCOL does not take any parameters or length"),
-        ("%PROTOCOL:3%", "PROTOCOL does not take any parameters or length"),
-        ("%UPSTREAM_HOST:3%", "UPSTREAM_HOST does not take any parameters or length"),
-        ("%DURATION():5%", "DURATION does not take any parameters or length"),
-        ("%START_TIME():3%", "START_TIME does not allow length to be specified."),
+        (
+            "%PROTOCOL(x)%",
+            "PROTOCOL does not take any parameters or length",
+        ),
+        (
+            "%PROTOCOL:3%",
+            "PROTOCOL does not take any parameters or length",
+        ),
+        (
+            "%UPSTREAM_HOST:3%",
+            "UPSTREAM_HOST does not take any parameters or length",
+        ),
+        (
+            "%DURATION():5%",
+            "DURATION does not take any parameters or length",
+        ),
+        (
+            "%START_TIME():3%",
+            "START_TIME does not allow length to be specified.",
+        ),
         (
             "%RESPONSE_CODE_DETAILS:3%",
             "RESPONSE_CODE_DETAILS does not allow length to be specified.",
