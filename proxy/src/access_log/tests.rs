@@ -341,3 +341,11 @@ fn bad_format_strings_are_errors_at_their_field() {
         assert!(errors[0].starts_with(expected), "{errors:?}");
     }
 }
+
+#[test]
+fn compiled_logs_can_be_shared_across_worker_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<AccessLogs>();
+    shareable::<FormatString>();
+    shareable::<JsonFormat>();
+}

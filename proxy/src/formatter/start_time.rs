@@ -1,6 +1,7 @@
 //! `%START_TIME%` and `%START_TIME(<strftime>)%`: the request start time in
 //! UTC, with Envoy's extensions to strftime (`%f` and `%1f`…`%9f` for
-//! fractional seconds, `%s` for epoch seconds).
+//! fractional seconds, `%s` for epoch seconds) and Abseil's (`%E3S`,
+//! `%E*S`, `%Ez`), which Envoy inherits.
 //!
 //! The pattern is split once into chrono items and fraction specifiers, so
 //! formatting neither parses nor allocates beyond the output string.
@@ -24,42 +25,63 @@ pub(crate) enum Segment {
     Chrono(Vec<Item<'static>>),
     /// Envoy's `%Nf`: the first N digits of the nanoseconds.
     Fraction(u32),
+    /// Abseil's `%E<N>S` (N fraction digits) and `%E*S` (`None`: all
+    /// significant digits): seconds with a fraction.
+    SecondsWithFraction(Option<u32>),
 }
 
 impl StartTimeFormat {
-    /// Compiles `pattern` (empty means Envoy's default); an invalid
-    /// strftime specifier is an error.
+    /// Compiles `pattern` (empty means Envoy's default). Like Envoy, a
+    /// specifier it does not know is printed as written.
     pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
         if pattern.is_empty() {
             return Ok(StartTimeFormat::Default);
         }
         let mut segments = Vec::new();
-        let mut plain_start = 0;
-        let bytes = pattern.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] != b'%' || i + 1 >= bytes.len() {
-                i += 1;
+        let mut chrono_text = String::new();
+        let mut rest = pattern;
+        while let Some(percent) = rest.find('%') {
+            chrono_text.push_str(&rest[..percent]);
+            let after = &rest[percent + 1..];
+            let (special, consumed) = match after.as_bytes() {
+                [b'f', ..] => (Some(Segment::Fraction(9)), 1),
+                [d @ b'1'..=b'9', b'f', ..] => (Some(Segment::Fraction(u32::from(d - b'0'))), 2),
+                [b'E', b'*', b'S', ..] => (Some(Segment::SecondsWithFraction(None)), 3),
+                [b'E', d @ b'0'..=b'9', b'S', ..] => (
+                    Some(Segment::SecondsWithFraction(Some(u32::from(d - b'0')))),
+                    3,
+                ),
+                _ => (None, 0),
+            };
+            if let Some(segment) = special {
+                push_chrono(&mut segments, &mut chrono_text)?;
+                segments.push(segment);
+                rest = &after[consumed..];
                 continue;
             }
-            let (digits, consumed) = match (bytes[i + 1], bytes.get(i + 2)) {
-                (b'%', _) => {
-                    i += 2;
-                    continue;
-                }
-                (b'f', _) => (9, 2),
-                (d @ b'1'..=b'9', Some(b'f')) => (u32::from(d - b'0'), 3),
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            push_chrono(&mut segments, &pattern[plain_start..i])?;
-            segments.push(Segment::Fraction(digits));
-            i += consumed;
-            plain_start = i;
+            if let Some(tail) = after.strip_prefix("Ez") {
+                chrono_text.push_str("%:z");
+                rest = tail;
+                continue;
+            }
+            let specifier_len = after
+                .bytes()
+                .take_while(|b| b"-_0.:#123456789".contains(b))
+                .count();
+            let specifier_end = after[specifier_len..]
+                .chars()
+                .next()
+                .map_or(after.len(), |c| specifier_len + c.len_utf8());
+            let specifier = &rest[percent..percent + 1 + specifier_end];
+            if StrftimeItems::new(specifier).parse().is_ok() {
+                chrono_text.push_str(specifier);
+            } else {
+                chrono_text.push_str(&specifier.replace('%', "%%"));
+            }
+            rest = &after[specifier_end..];
         }
-        push_chrono(&mut segments, &pattern[plain_start..])?;
+        chrono_text.push_str(rest);
+        push_chrono(&mut segments, &mut chrono_text)?;
         Ok(StartTimeFormat::Custom(segments))
     }
 
@@ -85,10 +107,14 @@ impl StartTimeFormat {
                         Segment::Chrono(items) => {
                             let _ = write!(out, "{}", time.format_with_items(items.iter()));
                         }
-                        Segment::Fraction(digits) => {
-                            let nanos = time.timestamp_subsec_nanos() % 1_000_000_000;
-                            let value = nanos / 10u32.pow(9 - digits);
-                            let _ = write!(out, "{value:0width$}", width = *digits as usize);
+                        Segment::Fraction(digits) => write_fraction(out, &time, *digits),
+                        Segment::SecondsWithFraction(digits) => {
+                            let _ = write!(out, "{:02}", time.second());
+                            let digits = digits.unwrap_or_else(|| significant_digits(&time));
+                            if digits > 0 {
+                                out.push('.');
+                                write_fraction(out, &time, digits);
+                            }
                         }
                     }
                 }
@@ -97,13 +123,36 @@ impl StartTimeFormat {
     }
 }
 
-fn push_chrono(segments: &mut Vec<Segment>, pattern: &str) -> Result<(), String> {
-    if pattern.is_empty() {
+/// The first `digits` digits of the nanoseconds (leap seconds folded in).
+fn write_fraction(out: &mut String, time: &DateTime<Utc>, digits: u32) {
+    let nanos = time.timestamp_subsec_nanos() % 1_000_000_000;
+    let value = nanos / 10u32.pow(9 - digits);
+    let _ = write!(out, "{value:0width$}", width = digits as usize);
+}
+
+/// How many fraction digits `%E*S` prints: trailing zeros dropped.
+fn significant_digits(time: &DateTime<Utc>) -> u32 {
+    let mut nanos = time.timestamp_subsec_nanos() % 1_000_000_000;
+    if nanos == 0 {
+        return 0;
+    }
+    let mut digits = 9;
+    while nanos.is_multiple_of(10) {
+        nanos /= 10;
+        digits -= 1;
+    }
+    digits
+}
+
+/// Moves the accumulated strftime text into a chrono segment.
+fn push_chrono(segments: &mut Vec<Segment>, text: &mut String) -> Result<(), String> {
+    if text.is_empty() {
         return Ok(());
     }
-    let items = StrftimeItems::new(pattern)
+    let items = StrftimeItems::new(text)
         .parse_to_owned()
-        .map_err(|_| format!("invalid START_TIME format \"{pattern}\""))?;
+        .map_err(|_| format!("invalid START_TIME format \"{text}\""))?;
+    text.clear();
     segments.push(Segment::Chrono(items));
     Ok(())
 }
@@ -148,8 +197,16 @@ mod tests {
     }
 
     #[test]
-    fn invalid_specifier_is_rejected() {
-        assert!(StartTimeFormat::parse("%Q").is_err());
-        assert!(StartTimeFormat::parse("%Y %").is_err());
+    fn abseil_extensions_envoy_accepts() {
+        assert_eq!(render("%E3S|%E6S|%E0S"), "00.310|00.310123|00");
+        assert_eq!(render("%E*S"), "00.310123456");
+        assert_eq!(render("%Ez"), "+00:00");
+    }
+
+    #[test]
+    fn unknown_specifiers_print_as_written_like_envoy() {
+        assert_eq!(render("%Q %H"), "%Q 20");
+        assert_eq!(render("%Y %"), "2016 %");
+        assert_eq!(render("%-d/%e"), "15/15");
     }
 }
