@@ -2,10 +2,16 @@
 //!
 //! The module tree is the architecture; see `DESIGN.md` in the repository.
 
+pub mod access_log;
 pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod formatter;
 pub mod http;
+pub mod listener;
 pub mod logging;
+pub mod server;
 pub mod stats;
 pub mod stream_info;
+pub mod tcp;

@@ -3,6 +3,7 @@
 //! upstream chosen, the outcome. Access logs and header substitutions
 //! (`%DOWNSTREAM_REMOTE_ADDRESS%`, …) read it.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -69,12 +70,19 @@ pub struct StreamInfo {
     /// The original `:path` (path and query) before any rewrite.
     pub request_path: Option<String>,
     pub request_authority: Option<String>,
+    /// The request's `:scheme` (`http` or `https`).
+    pub request_scheme: Option<&'static str>,
     /// Request headers as received (only kept when something reads them).
     pub request_headers: http::HeaderMap,
     pub response_headers: http::HeaderMap,
     pub response_trailers: http::HeaderMap,
     pub response_code: Option<u16>,
     pub response_flags: Vec<ResponseFlag>,
+    /// Why the response code is what it is (`via_upstream`,
+    /// `direct_response`, `route_not_found`, …): `%RESPONSE_CODE_DETAILS%`.
+    pub response_code_details: Option<Cow<'static, str>>,
+    /// How many times the request was sent upstream (0: never).
+    pub upstream_request_attempt_count: u32,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub upstream_cluster: Option<Arc<str>>,
@@ -104,11 +112,14 @@ impl StreamInfo {
             request_method: None,
             request_path: None,
             request_authority: None,
+            request_scheme: None,
             request_headers: http::HeaderMap::new(),
             response_headers: http::HeaderMap::new(),
             response_trailers: http::HeaderMap::new(),
             response_code: None,
             response_flags: Vec::new(),
+            response_code_details: None,
+            upstream_request_attempt_count: 0,
             bytes_received: 0,
             bytes_sent: 0,
             upstream_cluster: None,
