@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     };
     let log = logging::init(level);
     if let Some(levels) = &cli.component_log_level {
-        if let Err(error) = log.set_component_levels(levels) {
+        if let Err(error) = apply_component_levels(&log, levels) {
             eprintln!("error: --component-log-level: {error}");
             return ExitCode::from(1);
         }
@@ -58,6 +58,19 @@ fn main() -> ExitCode {
             code => ExitCode::from(code.clamp(1, 255) as u8),
         },
     }
+}
+
+/// `--component-log-level upstream:debug,http:trace`, as Envoy.
+fn apply_component_levels(log: &logging::LogHandle, spec: &str) -> Result<(), String> {
+    let mut changes = Vec::new();
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        let (component, level) = item
+            .split_once(':')
+            .ok_or_else(|| format!("'{item}' is not COMPONENT:LEVEL"))?;
+        let level: LogLevel = level.parse()?;
+        changes.push((component, level));
+    }
+    log.set_levels(&changes)
 }
 
 fn report_config_errors(source: &str, errors: &config::ConfigErrors) -> ExitCode {

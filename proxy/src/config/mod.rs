@@ -6,3 +6,4 @@ pub mod error;
 
 pub use error::{ConfigError, ConfigErrors};
 pub mod proto;
+pub mod context;

@@ -16,11 +16,11 @@ use envoy_types::pb::envoy::extensions::filters::network::{
 
 use crate::access_log::AccessLogs;
 use crate::config::proto::{type_name, unpack};
+use crate::config::context::CompileContext;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::http::connection_manager::HttpConnectionManager;
 use crate::stats::{Counter, Gauge, Store};
 use crate::tcp::TcpProxy;
-use crate::upstream::ClusterManager;
 
 /// The terminal network filter of a chain.
 #[derive(Debug, Clone)]
@@ -72,11 +72,8 @@ pub struct ListenerConfig {
 
 impl ListenerConfig {
     /// Compiles one listener; error paths are relative to the Listener.
-    pub fn compile(
-        listener: &Listener,
-        clusters: &Arc<ClusterManager>,
-        store: &Store,
-    ) -> Result<ListenerConfig, ConfigErrors> {
+    pub fn compile(listener: &Listener, context: &CompileContext) -> Result<ListenerConfig, ConfigErrors> {
+        let store = &context.store;
         let mut errors = ConfigErrors::default();
         let address = match listener.address.as_ref() {
             Some(address) => match socket_address(address) {
@@ -128,7 +125,7 @@ impl ListenerConfig {
                 ));
             }
             seen_ports.push(destination_port);
-            match compile_filters(chain, clusters, store) {
+            match compile_filters(chain, context) {
                 Ok(filter) => filter_chains.push(FilterChain {
                     name: chain.name.clone(),
                     destination_port,
@@ -137,7 +134,7 @@ impl ListenerConfig {
                 Err(e) => errors.extend_under(&path, e),
             }
         }
-        let access_logs = match AccessLogs::compile(&listener.access_log, store) {
+        let access_logs = match AccessLogs::compile(&listener.access_log, &context.log_writers) {
             Ok(logs) => Some(logs),
             Err(e) => {
                 errors.extend_under("access_log", e);
@@ -231,8 +228,7 @@ pub fn socket_address(address: &Address) -> Result<SocketAddr, ConfigError> {
 
 fn compile_filters(
     chain: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
-    clusters: &Arc<ClusterManager>,
-    store: &Store,
+    context: &CompileContext,
 ) -> Result<NetworkFilter, ConfigErrors> {
     const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
     const TCP: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
@@ -269,7 +265,7 @@ fn compile_filters(
     match type_name(&any.type_url) {
         HCM => {
             let config: HcmProto = unpack(any).map_err(|e| ConfigErrors::from(e.under(path)))?;
-            HttpConnectionManager::compile(&config, clusters.clone(), store)
+            HttpConnectionManager::compile(&config, context)
                 .map(|hcm| NetworkFilter::Http(Arc::new(hcm)))
                 .map_err(|e| {
                     let mut errors = ConfigErrors::default();
@@ -279,7 +275,7 @@ fn compile_filters(
         }
         TCP => {
             let config: TcpProxyProto = unpack(any).map_err(|e| ConfigErrors::from(e.under(path)))?;
-            TcpProxy::compile(&config, clusters.clone(), store)
+            TcpProxy::compile(&config, context)
                 .map(|tcp| NetworkFilter::Tcp(Arc::new(tcp)))
                 .map_err(|e| {
                     let mut errors = ConfigErrors::default();

@@ -68,7 +68,7 @@ impl ServerAdmin {
         for listener in &self.0.snapshot.listeners {
             for chain in &listener.filter_chains {
                 if let crate::listener::NetworkFilter::Http(hcm) = &chain.filter {
-                    let config: &RouteConfiguration = hcm.route_table().source();
+                    let config: &RouteConfiguration = hcm.route_config();
                     out.push(json!({
                         "route_config": to_json(config),
                         "last_updated": self.last_updated(),

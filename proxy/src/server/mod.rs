@@ -98,6 +98,7 @@ pub fn run(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
 
 async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
     let workers = cli.workers();
+    let runtime = runtime_from_bootstrap(&snapshot.bootstrap);
     let (drain_control, drain_signal) = drain::channel();
     let server = Arc::new(Server {
         state_gauge: store.gauge("server.state"),
@@ -111,7 +112,7 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
         started_instant: Instant::now(),
         health_check_failed: AtomicBool::new(false),
         live: AtomicBool::new(false),
-        runtime: crate::admin::Runtime::from_bootstrap(&Default::default()),
+        runtime,
         quit: Notify::new(),
         listener_addresses: std::sync::Mutex::new(Vec::new()),
     });
@@ -164,7 +165,7 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
 
     let exit_code = wait_for_exit(&server).await;
     drop(worker_threads);
-    crate::access_log::flush_all();
+    flush_access_logs(&server.store).await;
     exit_code
 }
 
@@ -200,6 +201,41 @@ async fn wait_for_exit(server: &Arc<Server>) -> i32 {
         }
     }
     0
+}
+
+/// The layered runtime of `layered_runtime` (static and admin layers), or
+/// Envoy's default layering when the bootstrap has none.
+fn runtime_from_bootstrap(bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap) -> crate::admin::Runtime {
+    use crate::admin::{Runtime, RuntimeLayer};
+    use envoy_types::pb::envoy::config::bootstrap::v3::runtime_layer::LayerSpecifier;
+    let Some(layered) = &bootstrap.layered_runtime else {
+        return Runtime::default();
+    };
+    let mut layers = Vec::new();
+    for layer in &layered.layers {
+        match &layer.layer_specifier {
+            Some(LayerSpecifier::StaticLayer(values)) => {
+                let json = crate::config::json::to_json(values);
+                match RuntimeLayer::static_from_json(&layer.name, &json) {
+                    Ok(layer) => layers.push(layer),
+                    Err(error) => tracing::warn!(target: "sluice::runtime", layer = %layer.name, %error, "runtime layer ignored"),
+                }
+            }
+            Some(LayerSpecifier::AdminLayer(_)) => layers.push(RuntimeLayer::admin(&layer.name)),
+            // Validation rejects disk and RTDS layers before we get here.
+            _ => {}
+        }
+    }
+    Runtime::new(layers)
+}
+
+/// Gives access-log writer threads a moment to write what is queued.
+async fn flush_access_logs(store: &Store) {
+    let buffered = store.gauge("filesystem.write_total_buffered");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while buffered.value() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn spawn_uptime(server: Arc<Server>) {

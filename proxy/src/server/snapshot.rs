@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
-use crate::access_log::AccessLogs;
+use crate::access_log::{AccessLogWriters, AccessLogs};
+use crate::config::context::CompileContext;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::listener::{self, ListenerConfig};
 use crate::stats::Store;
@@ -28,6 +29,7 @@ impl Snapshot {
         let mut errors = ConfigErrors::default();
         let resources = bootstrap.static_resources.clone().unwrap_or_default();
 
+        let log_writers = AccessLogWriters::new(store);
         let clusters = match ClusterManager::compile(&resources.clusters, store) {
             Ok(clusters) => Arc::new(clusters),
             Err(e) => {
@@ -36,10 +38,15 @@ impl Snapshot {
             }
         };
 
+        let context = CompileContext {
+            store: store.clone(),
+            clusters: clusters.clone(),
+            log_writers,
+        };
         let mut listeners: Vec<Arc<ListenerConfig>> = Vec::new();
         for (i, proto) in resources.listeners.iter().enumerate() {
             let path = format!("static_resources.listeners[{i}]");
-            match ListenerConfig::compile(proto, &clusters, store) {
+            match ListenerConfig::compile(proto, &context) {
                 Ok(listener) => {
                     if listeners.iter().any(|l| l.name == listener.name) {
                         errors.push(ConfigError::new(
@@ -73,7 +80,7 @@ impl Snapshot {
                 Some(Err(e)) => errors.push(e.under("admin.address")),
                 None => {}
             }
-            match AccessLogs::compile(&admin.access_log, store) {
+            match AccessLogs::compile(&admin.access_log, &context.log_writers) {
                 Ok(logs) => admin_access_logs = Some(logs),
                 Err(e) => errors.extend_under("admin.access_log", e),
             }

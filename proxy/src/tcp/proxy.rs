@@ -14,8 +14,9 @@ use tokio::net::TcpStream;
 use super::idle::{Activity, Tracked};
 use crate::access_log::AccessLogs;
 use crate::config::proto::timeout_or;
+use crate::config::context::CompileContext;
 use crate::config::{ConfigError, ConfigErrors};
-use crate::stats::{Counter, Gauge, Store};
+use crate::stats::{Counter, Store};
 use crate::stream_info::{ResponseFlag, StreamInfo};
 use crate::upstream::ClusterManager;
 
@@ -30,7 +31,6 @@ struct TcpStats {
     downstream_cx_rx_bytes_total: Counter,
     downstream_cx_tx_bytes_total: Counter,
     idle_timeout: Counter,
-    upstream_flush_active: Gauge,
 }
 
 impl TcpStats {
@@ -42,7 +42,6 @@ impl TcpStats {
             downstream_cx_rx_bytes_total: store.counter(&name("downstream_cx_rx_bytes_total")),
             downstream_cx_tx_bytes_total: store.counter(&name("downstream_cx_tx_bytes_total")),
             idle_timeout: store.counter(&name("idle_timeout")),
-            upstream_flush_active: store.gauge(&name("upstream_flush_active")),
         }
     }
 }
@@ -68,11 +67,9 @@ impl std::fmt::Debug for TcpProxy {
 
 impl TcpProxy {
     /// Compiles the filter; error paths are relative to the TcpProxy message.
-    pub fn compile(
-        config: &TcpProxyProto,
-        clusters: Arc<ClusterManager>,
-        store: &Store,
-    ) -> Result<TcpProxy, ConfigErrors> {
+    pub fn compile(config: &TcpProxyProto, context: &CompileContext) -> Result<TcpProxy, ConfigErrors> {
+        let clusters = context.clusters.clone();
+        let store = &context.store;
         let mut errors = ConfigErrors::default();
         if config.stat_prefix.is_empty() {
             errors.push(ConfigError::new("stat_prefix", "must not be empty"));
@@ -97,7 +94,7 @@ impl TcpProxy {
                 format!("unknown cluster '{cluster}'"),
             ));
         }
-        let access_logs = match AccessLogs::compile(&config.access_log, store) {
+        let access_logs = match AccessLogs::compile(&config.access_log, &context.log_writers) {
             Ok(logs) => Some(logs),
             Err(e) => {
                 errors.extend_under("access_log", e);
@@ -206,7 +203,6 @@ impl TcpProxy {
 
     fn finish(&self, mut info: StreamInfo) {
         info.duration = Some(info.start_instant.elapsed());
-        let _ = &self.stats.upstream_flush_active;
         self.access_logs.log(&info);
     }
 }

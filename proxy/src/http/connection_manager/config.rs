@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{CodecType, RouteSpecifier, ServerHeaderTransformation},
@@ -16,9 +17,9 @@ use hyper_util::server::conn::auto;
 use super::stats::HttpStats;
 use crate::access_log::AccessLogs;
 use crate::config::proto::{opt_duration, timeout_or, type_name, unpack};
+use crate::config::context::CompileContext;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::http::router::RouteTable;
-use crate::stats::Store;
 use crate::upstream::ClusterManager;
 
 /// Envoy's defaults.
@@ -41,6 +42,8 @@ pub enum ServerHeader {
 pub struct HttpConnectionManager {
     pub(super) stat_prefix: String,
     pub(super) routes: RouteTable,
+    /// The route configuration as given, for `/config_dump`.
+    route_config: RouteConfiguration,
     pub(super) clusters: Arc<ClusterManager>,
     pub(super) access_logs: AccessLogs,
     pub(super) stats: HttpStats,
@@ -72,9 +75,10 @@ impl HttpConnectionManager {
     /// Compiles the filter; error paths are relative to the message.
     pub fn compile(
         config: &HcmProto,
-        clusters: Arc<ClusterManager>,
-        store: &Store,
+        context: &CompileContext,
     ) -> Result<HttpConnectionManager, ConfigErrors> {
+        let clusters = context.clusters.clone();
+        let store = &context.store;
         let mut errors = ConfigErrors::default();
         if config.stat_prefix.is_empty() {
             errors.push(ConfigError::new("stat_prefix", "must not be empty"));
@@ -105,7 +109,7 @@ impl HttpConnectionManager {
             }
         };
         let suppress_envoy_headers = compile_http_filters(config, &mut errors);
-        let access_logs = match AccessLogs::compile(&config.access_log, store) {
+        let access_logs = match AccessLogs::compile(&config.access_log, &context.log_writers) {
             Ok(logs) => Some(logs),
             Err(e) => {
                 errors.extend_under("access_log", e);
@@ -187,6 +191,10 @@ impl HttpConnectionManager {
         Ok(HttpConnectionManager {
             stat_prefix: config.stat_prefix.clone(),
             routes: routes.expect("checked above"),
+            route_config: match &config.route_specifier {
+                Some(RouteSpecifier::RouteConfig(route_config)) => route_config.clone(),
+                _ => RouteConfiguration::default(),
+            },
             clusters,
             access_logs: access_logs.expect("checked above"),
             stats: HttpStats::new(store, &config.stat_prefix),
@@ -213,6 +221,10 @@ impl HttpConnectionManager {
 
     pub fn route_table(&self) -> &RouteTable {
         &self.routes
+    }
+
+    pub fn route_config(&self) -> &RouteConfiguration {
+        &self.route_config
     }
 }
 

@@ -14,38 +14,31 @@ use super::local_reply::{self, local_reply};
 use super::request_body::{RequestBody, RequestProgress};
 use super::stream::Outcome;
 use crate::http::body;
-use crate::http::router::{ClusterChoice, ForwardAction, RouteMatch};
+use crate::http::router::{ForwardAction, RouteMatch};
 use crate::stream_info::{ResponseFlag, StreamInfo};
 
-pub(super) async fn forward(
+pub(super) async fn forward<'a>(
     context: &ConnectionContext,
-    matched: &RouteMatch<'_>,
-    action: &ForwardAction,
+    matched: &RouteMatch<'a>,
+    action: &'a ForwardAction,
     mut parts: http::request::Parts,
     request_body: RequestBody,
     progress: &RequestProgress,
     info: &mut StreamInfo,
     grpc: bool,
-) -> Outcome {
+) -> Outcome<'a> {
     let hcm = &context.hcm;
+    let choice = action.cluster_for(&parts, rand::random());
     let reply = |status: StatusCode, text: &str| Outcome {
         response: local_reply(status, text, grpc),
         deadline: None,
         idle_timeout: None,
+        weighted: choice.weighted,
     };
-
-    let cluster_name = match action.cluster_for(&parts, rand::random()) {
-        ClusterChoice::Named(name) => name,
-        ClusterChoice::NotFound => {
-            hcm.stats.no_cluster.inc();
-            info.add_flag(ResponseFlag::NoClusterFound);
-            return reply(action.cluster_not_found_response_code(), "");
-        }
-    };
-    let Some(cluster) = hcm.clusters.get(&cluster_name) else {
+    let Some(cluster) = choice.name.and_then(|name| hcm.clusters.get(name)) else {
         hcm.stats.no_cluster.inc();
         info.add_flag(ResponseFlag::NoClusterFound);
-        return reply(action.cluster_not_found_response_code(), "");
+        return reply(action.cluster_not_found_response_code, "");
     };
     info.upstream_cluster = Some(Arc::from(cluster.name()));
 
@@ -57,7 +50,7 @@ pub(super) async fn forward(
     info.upstream_host = Some(host.address());
 
     let original_path = parts.uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into());
-    if let Some(new_path) = action.rewrite_path(matched, &original_path) {
+    if let Some(new_path) = action.rewrite_path(&original_path) {
         if let Ok(value) = HeaderValue::from_str(&original_path) {
             parts.headers.insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), value);
         }
@@ -73,12 +66,25 @@ pub(super) async fn forward(
             parts.uri = uri;
         }
     }
-    if let Some(host_value) = action.host_rewrite(&host) {
-        parts.headers.insert(header::HOST, host_value);
+    let new_host = match action.rewritten_host(&parts, choice.weighted) {
+        Some(host) => HeaderValue::from_str(&host).ok(),
+        None if action.auto_host_rewrite() => {
+            let name = if host.hostname().is_empty() {
+                host.address().to_string()
+            } else {
+                format!("{}:{}", host.hostname(), host.address().port())
+            };
+            HeaderValue::from_str(&name).ok()
+        }
+        None => None,
+    };
+    if let Some(value) = new_host {
+        parts.headers.insert(header::HOST, value);
     }
-    hcm.routes.apply_request_headers(matched, &mut parts.headers, info);
+    hcm.routes
+        .apply_request_headers(matched, choice.weighted, &mut parts.headers, info);
 
-    let timeout = action.timeout();
+    let timeout = action.timeout;
     if let Some(timeout) = timeout {
         if !hcm.suppress_envoy_headers {
             parts.headers.insert(
@@ -103,11 +109,11 @@ pub(super) async fn forward(
         Some(at) => tokio::time::timeout_at(at, send).await,
         None => Ok(send.await),
     };
-    let stats = cluster.stats();
     match result {
         Err(_elapsed) => {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                stats.upstream_rq_timeout.inc();
+                cluster.record_timeout(&host);
+                cluster.record_response(Some(&host), 504);
                 info.add_flag(ResponseFlag::UpstreamRequestTimeout);
                 reply(StatusCode::GATEWAY_TIMEOUT, local_reply::UPSTREAM_TIMEOUT)
             } else {
@@ -121,17 +127,14 @@ pub(super) async fn forward(
                 hcm.stats.downstream_rq_timeout.inc();
                 return reply(StatusCode::REQUEST_TIMEOUT, local_reply::REQUEST_TIMEOUT);
             }
-            let flag = error.response_flag();
-            info.add_flag(flag);
+            info.add_flag(error.response_flag());
             let reason = error.transport_failure_reason();
-            let text = if flag == ResponseFlag::UpstreamConnectionFailure {
-                info.upstream_transport_failure_reason = Some(reason.clone());
-                local_reply::upstream_reset_text("connection failure", Some(&reason))
-            } else {
-                local_reply::upstream_reset_text(&reason, None)
-            };
+            if !reason.is_empty() {
+                info.upstream_transport_failure_reason = Some(reason);
+            }
+            cluster.record_response(Some(&host), 503);
             tracing::debug!(target: "sluice::router", cluster = cluster.name(), %error, "upstream request failed");
-            reply(StatusCode::SERVICE_UNAVAILABLE, &text)
+            reply(StatusCode::SERVICE_UNAVAILABLE, &error.local_reply_body())
         }
         Ok(Ok(response)) => {
             let elapsed = started.elapsed();
@@ -146,7 +149,8 @@ pub(super) async fn forward(
             Outcome {
                 response: http::Response::from_parts(response_parts, body::boxed(response_body)),
                 deadline,
-                idle_timeout: action.idle_timeout(),
+                idle_timeout: action.idle_timeout,
+                weighted: choice.weighted,
             }
         }
     }

@@ -13,18 +13,6 @@ pub const REQUEST_TIMEOUT: &str = "request timeout";
 pub const STREAM_TIMEOUT: &str = "stream timeout";
 pub const DURATION_TIMEOUT: &str = "downstream duration timeout";
 
-/// Envoy's text for an upstream failure before response headers.
-pub fn upstream_reset_text(reason: &str, transport_failure: Option<&str>) -> String {
-    match transport_failure {
-        Some(detail) => format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {reason}, transport failure reason: {detail}"
-        ),
-        None => format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {reason}"
-        ),
-    }
-}
-
 /// A local reply. For a gRPC request, Envoy answers HTTP 200 with
 /// `grpc-status`/`grpc-message` headers (trailers-only) instead.
 pub fn local_reply(status: StatusCode, text: &str, grpc: bool) -> Response<Body> {

@@ -15,16 +15,30 @@ use super::local_reply::{self, local_reply};
 use super::request_body::RequestProgress;
 use super::response_body::{ResponseBody, StreamEnd};
 use crate::http::body::{self, Body};
-use crate::http::router::RouteAction;
+use crate::http::router::{RouteAction, WeightedClusterEntry};
 use crate::stream_info::{ResponseFlag, StreamInfo};
 
 /// What the route decided and what the forwarder produced, ready to send.
-pub(super) struct Outcome {
+pub(super) struct Outcome<'a> {
     pub response: Response<Body>,
     /// The route timeout's deadline, still running while the body streams.
     pub deadline: Option<tokio::time::Instant>,
-    /// The route's idle timeout (overrides the connection manager's).
+    /// The route's idle timeout: `None` unset (the connection manager's
+    /// applies), zero disabled.
     pub idle_timeout: Option<std::time::Duration>,
+    /// The weighted cluster picked, whose header mutations also apply.
+    pub weighted: Option<&'a WeightedClusterEntry>,
+}
+
+impl Outcome<'_> {
+    fn local(response: Response<Body>) -> Self {
+        Outcome {
+            response,
+            deadline: None,
+            idle_timeout: None,
+            weighted: None,
+        }
+    }
 }
 
 pub(super) async fn handle(
@@ -77,14 +91,12 @@ pub(super) async fn handle(
         None => {
             stats.no_route.inc();
             info.add_flag(ResponseFlag::NoRouteFound);
-            Outcome {
-                response: local_reply(StatusCode::NOT_FOUND, "", grpc),
-                deadline: None,
-                idle_timeout: None,
-            }
+            Outcome::local(local_reply(StatusCode::NOT_FOUND, "", grpc))
         }
         Some(matched) => {
-            info.route_name = matched.route.name_arc();
+            if !matched.route.name.is_empty() {
+                info.route_name = Some(Arc::from(matched.route.name.as_str()));
+            }
             let mut outcome = match &matched.route.action {
                 RouteAction::DirectResponse(direct) => {
                     stats.rq_direct_response.inc();
@@ -98,7 +110,7 @@ pub(super) async fn handle(
                             .headers_mut()
                             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                     }
-                    Outcome { response, deadline: None, idle_timeout: None }
+                    Outcome::local(response)
                 }
                 RouteAction::Redirect(redirect) => {
                     stats.rq_redirect.inc();
@@ -108,7 +120,7 @@ pub(super) async fn handle(
                     if let Ok(value) = HeaderValue::from_str(&location) {
                         response.headers_mut().insert(header::LOCATION, value);
                     }
-                    Outcome { response, deadline: None, idle_timeout: None }
+                    Outcome::local(response)
                 }
                 RouteAction::Forward(action) => {
                     let body = super::request_body::RequestBody::new(
@@ -119,8 +131,12 @@ pub(super) async fn handle(
                     super::forward::forward(&context, &matched, action, parts_for_forward(&mut parts), body, &progress, &mut info, grpc).await
                 }
             };
-            hcm.routes
-                .apply_response_headers(&matched, outcome.response.headers_mut(), &info);
+            hcm.routes.apply_response_headers(
+                &matched,
+                outcome.weighted,
+                outcome.response.headers_mut(),
+                &info,
+            );
             outcome
         }
     };
@@ -140,12 +156,15 @@ pub(super) async fn handle(
     let status = outcome.response.status().as_u16();
     stats.record_status(status);
     info.response_code = Some(status);
-    if hcm.access_logs.needs_response_headers() {
+    if !hcm.access_logs.is_empty() {
         info.response_headers = outcome.response.headers().clone();
     }
     info.response_duration = Some(info.start_instant.elapsed());
 
-    let idle_timeout = outcome.idle_timeout.or(hcm.stream_idle_timeout);
+    let idle_timeout = match outcome.idle_timeout {
+        Some(route_idle) => (!route_idle.is_zero()).then_some(route_idle),
+        None => hcm.stream_idle_timeout,
+    };
     let (response_parts, response_body) = outcome.response.into_parts();
     let end = StreamEnd {
         info,
