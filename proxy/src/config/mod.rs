@@ -4,5 +4,11 @@
 
 pub mod error;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{join_path, ConfigError, ConfigErrors};
+pub mod descriptors;
+mod pgv;
+mod pgv_rules;
 pub mod proto;
+pub mod yaml;
+
+pub use yaml::parse_message;
