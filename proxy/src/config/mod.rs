@@ -5,10 +5,15 @@
 pub mod error;
 
 pub use error::{join_path, ConfigError, ConfigErrors};
+pub mod bootstrap;
 pub mod descriptors;
+pub mod json;
 mod pgv;
 mod pgv_rules;
 pub mod proto;
+pub mod supported;
 pub mod yaml;
 
+pub use bootstrap::{load_bootstrap, validate_message};
+pub use json::{any_to_json, to_json};
 pub use yaml::parse_message;

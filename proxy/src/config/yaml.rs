@@ -56,45 +56,96 @@ pub fn parse_dynamic(
 /// scalar where prost-reflect's message does not name it.
 fn describe_error(text: &str, path: &str, error: &serde_saphyr::Error) -> ConfigError {
     let error = error.without_snippet();
-    let location = error.location().filter(|l| l.line() > 0);
+    let mut location = error
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| (l.line() as usize, l.column() as usize));
     let message = match error {
         serde_saphyr::Error::Message { msg, .. } => msg.clone(),
         other => strip_location_suffix(&other.to_string()),
     };
-    let scalar = location.and_then(|l| scalar_at(text, &l));
+    let scalar = error.location().and_then(|l| scalar_at(text, &l));
     let message = reword(&message, scalar);
+    if let Some(field) = unknown_field_name(&message) {
+        // The parser points at the enclosing mapping; point at the key itself.
+        let from = error
+            .location()
+            .and_then(|l| l.span().byte_offset())
+            .and_then(|offset| usize::try_from(offset).ok())
+            .unwrap_or(0);
+        location = key_location(text, from, field).or(location);
+    }
     ConfigError {
         // serde_path_to_error writes `?` for the root of a document.
         path: if path == "?" { String::new() } else { path.to_string() },
         message,
-        location: location.map(|l| (l.line() as usize, l.column() as usize)),
+        location,
     }
 }
 
 /// Messages from the proto3 JSON mapping that do not show the bad value get it.
 fn reword(message: &str, scalar: Option<&str>) -> String {
+    if let Some(name) = message
+        .strip_prefix("message '")
+        .and_then(|rest| rest.strip_suffix("' not found"))
+    {
+        return format!("unknown \"@type\" '{name}': no such Envoy message type");
+    }
+    let is_duration = message.starts_with("failed to parse duration")
+        || message.starts_with("duration")
+        || message.contains("invalid duration");
     let Some(value) = scalar else {
-        return message.to_string();
+        return if is_duration {
+            "invalid duration".to_string()
+        } else {
+            message.to_string()
+        };
     };
     let quoted = format!("{:?}", value.trim_matches(|c| c == '"' || c == '\''));
-    if message.starts_with("failed to parse duration") || message.contains("duration") {
+    if is_duration {
         return format!("invalid duration {quoted}");
     }
     if message.contains("timestamp") {
         return format!("invalid timestamp {quoted}");
     }
-    if message.contains(value) || message.contains(quoted.as_str()) {
+    // serde's "invalid type: integer `5`, expected ..." already shows the value.
+    if message.contains('`') || message.contains(value) {
         return message.to_string();
     }
-    let numeric = message.contains("digit")
-        || message.contains("integer")
-        || message.contains("float")
-        || message.contains("out of range")
-        || message.contains("number");
+    let numeric = ["digit", "integer", "float", "out of range", "number"]
+        .iter()
+        .any(|word| message.contains(word));
     if numeric || message.starts_with("invalid base64") {
         return format!("invalid value {quoted}: {message}");
     }
     message.to_string()
+}
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unrecognized field name '")
+        .and_then(|rest| rest.strip_suffix('\''))
+}
+
+/// The (line, column) of `key` used as a mapping key at or after byte `from`.
+fn key_location(text: &str, from: usize, key: &str) -> Option<(usize, usize)> {
+    let tail = text.get(from..)?;
+    let mut search_from = 0;
+    while let Some(found) = tail[search_from..].find(key) {
+        let start = search_from + found;
+        let before = tail[..start].chars().next_back();
+        let after = tail[start + key.len()..].trim_start_matches(['"', '\'']);
+        let starts_token = before.is_none_or(|c| c.is_whitespace() || "{,\"'-".contains(c));
+        if starts_token && after.trim_start().starts_with(':') {
+            let absolute = from + start;
+            let line_start = text[..absolute].rfind('\n').map_or(0, |i| i + 1);
+            let line = text[..absolute].matches('\n').count() + 1;
+            let column = text[line_start..absolute].chars().count() + 1;
+            return Some((line, column));
+        }
+        search_from = start + key.len();
+    }
+    None
 }
 
 /// The source text of the scalar an error points at, when its span is known
