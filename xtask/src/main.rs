@@ -154,7 +154,9 @@ fn wire_fields(mut message: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
 }
 
 fn skip(bytes: &[u8], len: usize) -> Result<&[u8], String> {
-    bytes.get(len..).ok_or_else(|| "truncated field".to_string())
+    bytes
+        .get(len..)
+        .ok_or_else(|| "truncated field".to_string())
 }
 
 /// The payload of one length-delimited field given as key + length + payload.

@@ -45,12 +45,14 @@ pub fn load_bootstrap(
         })?;
         bootstrap
             .merge(overlay.encode_to_vec().as_slice())
-            .map_err(|error| ConfigError::new("", format!("cannot merge --config-yaml: {error}")))?;
+            .map_err(|error| {
+                ConfigError::new("", format!("cannot merge --config-yaml: {error}"))
+            })?;
     }
     validate_dynamic(&bootstrap)?;
-    bootstrap
-        .transcode_to::<Bootstrap>()
-        .map_err(|error| ConfigError::new("", format!("cannot convert the bootstrap: {error}")).into())
+    bootstrap.transcode_to::<Bootstrap>().map_err(|error| {
+        ConfigError::new("", format!("cannot convert the bootstrap: {error}")).into()
+    })
 }
 
 fn bootstrap_descriptor() -> Result<MessageDescriptor, ConfigError> {
@@ -63,8 +65,11 @@ fn read_file(path: &Path, descriptor: &MessageDescriptor) -> Result<DynamicMessa
     let bytes = std::fs::read(path)
         .map_err(|error| ConfigError::new("", format!("cannot read {shown}: {error}")))?;
     match path.extension().and_then(|e| e.to_str()) {
-        Some("pb") => DynamicMessage::decode(descriptor.clone(), bytes.as_slice())
-            .map_err(|error| ConfigError::new("", format!("{shown} is not a binary Bootstrap: {error}"))),
+        Some("pb") => {
+            DynamicMessage::decode(descriptor.clone(), bytes.as_slice()).map_err(|error| {
+                ConfigError::new("", format!("{shown} is not a binary Bootstrap: {error}"))
+            })
+        }
         Some("pb_text") => Err(ConfigError::new(
             "",
             format!("{shown}: protobuf text format is not supported by Sluice; use YAML or JSON"),
@@ -88,11 +93,31 @@ pub fn validate_message<T: Message + Name>(message: &T) -> Result<(), ConfigErro
     validate_dynamic(&dynamic)
 }
 
-/// [`validate_message`] on an already reflected message.
+/// [`validate_message`] on an already reflected message. Rule violations
+/// inside something Sluice does not support are left out: "not supported"
+/// is the one thing to fix there.
 pub fn validate_dynamic(message: &DynamicMessage) -> Result<(), ConfigErrors> {
-    let mut errors = check_message(message);
-    errors.0.extend(check_supported(message).0);
+    let unsupported = check_supported(message);
+    let mut errors = ConfigErrors::default();
+    for violation in check_message(message).0 {
+        if !unsupported
+            .0
+            .iter()
+            .any(|u| is_within(&violation.path, &u.path))
+        {
+            errors.push(violation);
+        }
+    }
+    errors.0.extend(unsupported.0);
     errors.into_result(())
+}
+
+/// `path` is `prefix` or lies below it (`prefix.x`, `prefix[0]`).
+fn is_within(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with(['.', '[']),
+        None => false,
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,9 @@ mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, SocketAddress,
+    };
     use envoy_types::pb::envoy::config::endpoint::v3::{
         lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
     };
@@ -140,7 +142,10 @@ mod tests {
         };
         let dynamic_any = to_dynamic(&any).unwrap();
         let inner = unpack_dynamic_any(&dynamic_any).unwrap();
-        assert_eq!(inner.descriptor().full_name(), "envoy.config.cluster.v3.Cluster");
+        assert_eq!(
+            inner.descriptor().full_name(),
+            "envoy.config.cluster.v3.Cluster"
+        );
         let unknown = to_dynamic(&Any {
             type_url: "type.googleapis.com/no.such.Type".into(),
             value: vec![],

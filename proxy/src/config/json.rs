@@ -75,7 +75,10 @@ static_resources:
         assert_eq!(tcp["stat_prefix"], "tcp");
         assert_eq!(tcp["idle_timeout"], "90s");
         assert_eq!(resources["clusters"][0]["connect_timeout"], "0.250s");
-        assert_eq!(resources["clusters"][0]["per_connection_buffer_limit_bytes"], 32768);
+        assert_eq!(
+            resources["clusters"][0]["per_connection_buffer_limit_bytes"],
+            32768
+        );
         assert_eq!(
             resources["listeners"][0]["address"]["socket_address"]["port_value"],
             9000
@@ -93,7 +96,10 @@ static_resources:
             value: cluster.encode_to_vec(),
         };
         let rendered = any_to_json(&any);
-        assert_eq!(rendered["@type"], "type.googleapis.com/envoy.config.cluster.v3.Cluster");
+        assert_eq!(
+            rendered["@type"],
+            "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+        );
         assert_eq!(rendered["name"], "backend");
     }
 
@@ -105,6 +111,12 @@ static_resources:
         };
         let rendered = any_to_json(&any);
         assert_eq!(rendered["@type"], "type.googleapis.com/example.Unknown");
-        assert!(rendered["error"].as_str().unwrap().contains("example.Unknown"), "{rendered}");
+        assert!(
+            rendered["error"]
+                .as_str()
+                .unwrap()
+                .contains("example.Unknown"),
+            "{rendered}"
+        );
     }
 }

@@ -127,8 +127,11 @@ fn walk_singular(
     errors: &mut ConfigErrors,
 ) {
     let is_set = message.has_field(field);
-    let explicit_presence = field.containing_oneof().is_some() || field.kind().as_message().is_some();
-    if !is_set && explicit_presence {
+    if !is_set && field.containing_oneof().is_some() {
+        // An unset oneof member is not checked; the oneof's own `required` is.
+        return;
+    }
+    if !is_set && field.kind().as_message().is_some() {
         if rules.is_some_and(requires_presence) {
             errors.push(ConfigError::new(path, "value is required"));
         }
@@ -158,9 +161,20 @@ fn walk_list(
     let item_rules = repeated.as_ref().and_then(|r| sub_rules(r, "items"));
     if let Some(repeated) = &repeated {
         if !(items.is_empty() && flag(repeated, "ignore_empty")) {
-            check_count(items.len(), repeated, "min_items", "max_items", "item", path, errors);
+            check_count(
+                items.len(),
+                repeated,
+                "min_items",
+                "max_items",
+                "item",
+                path,
+                errors,
+            );
             if flag(repeated, "unique") && has_duplicates(items) {
-                errors.push(ConfigError::new(path, "repeated value must contain unique items"));
+                errors.push(ConfigError::new(
+                    path,
+                    "repeated value must contain unique items",
+                ));
             }
         }
     }
@@ -191,7 +205,15 @@ fn walk_map(
     let map_rules = rules.and_then(|r| sub_rules(r, "map"));
     if let Some(map_rules) = &map_rules {
         if !(entries.is_empty() && flag(map_rules, "ignore_empty")) {
-            check_count(entries.len(), map_rules, "min_pairs", "max_pairs", "pair", path, errors);
+            check_count(
+                entries.len(),
+                map_rules,
+                "min_pairs",
+                "max_pairs",
+                "pair",
+                path,
+                errors,
+            );
         }
     }
     let key_rules = map_rules.as_ref().and_then(|r| sub_rules(r, "keys"));
@@ -268,15 +290,27 @@ fn check_any(value: &Value, rules: &DynamicMessage, path: &str, errors: &mut Con
     let listed = |name: &str| -> Vec<String> {
         rules
             .get_field_by_name(name)
-            .and_then(|v| v.as_list().map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()))
+            .and_then(|v| {
+                v.as_list().map(|l| {
+                    l.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+            })
             .unwrap_or_default()
     };
     let allowed = listed("in");
     if !allowed.is_empty() && !allowed.contains(&type_url) {
-        errors.push(ConfigError::new(path, format!("type URL must be in list {}", format_list(&allowed))));
+        errors.push(ConfigError::new(
+            path,
+            format!("type URL must be in list {}", format_list(&allowed)),
+        ));
     }
     if listed("not_in").contains(&type_url) {
-        errors.push(ConfigError::new(path, format!("type URL '{type_url}' is not allowed here")));
+        errors.push(ConfigError::new(
+            path,
+            format!("type URL '{type_url}' is not allowed here"),
+        ));
     }
 }
 
@@ -297,18 +331,27 @@ fn check_count(
     };
     if let Some(min) = bound(min_name) {
         if (count as u64) < min {
-            errors.push(ConfigError::new(path, format!("value must contain at least {min} {noun}(s)")));
+            errors.push(ConfigError::new(
+                path,
+                format!("value must contain at least {min} {noun}(s)"),
+            ));
         }
     }
     if let Some(max) = bound(max_name) {
         if (count as u64) > max {
-            errors.push(ConfigError::new(path, format!("value must contain no more than {max} {noun}(s)")));
+            errors.push(ConfigError::new(
+                path,
+                format!("value must contain no more than {max} {noun}(s)"),
+            ));
         }
     }
 }
 
 fn has_duplicates(items: &[Value]) -> bool {
-    items.iter().enumerate().any(|(i, a)| items[..i].contains(a))
+    items
+        .iter()
+        .enumerate()
+        .any(|(i, a)| items[..i].contains(a))
 }
 
 fn sub_rules(rules: &DynamicMessage, name: &str) -> Option<DynamicMessage> {

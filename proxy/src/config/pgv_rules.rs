@@ -29,7 +29,10 @@ pub fn check_scalar(
             }
         }
         "bool" => {
-            if let (Some(actual), Some(want)) = (value.as_bool(), set_field(rules, "const").and_then(|v| v.as_bool())) {
+            if let (Some(actual), Some(want)) = (
+                value.as_bool(),
+                set_field(rules, "const").and_then(|v| v.as_bool()),
+            ) {
                 if actual != want {
                     problems.push(format!("value must equal {want}"));
                 }
@@ -38,7 +41,13 @@ pub fn check_scalar(
         "enum" => check_enum(&value, rules, enum_descriptor, &mut problems),
         "duration" | "timestamp" => {
             if let Some(nanos) = value.as_message().and_then(seconds_nanos) {
-                check_ordered(nanos, rules, &mut problems, |rule| rule.as_message().and_then(seconds_nanos), format_duration);
+                check_ordered(
+                    nanos,
+                    rules,
+                    &mut problems,
+                    |rule| rule.as_message().and_then(seconds_nanos),
+                    format_duration,
+                );
             }
         }
         _ => {
@@ -55,8 +64,12 @@ pub fn check_scalar(
 fn unwrap_wrapper(value: &Value) -> Value {
     if let Some(message) = value.as_message() {
         let name = message.descriptor().full_name().to_string();
-        let is_wrapper = name.starts_with("google.protobuf.") && name.ends_with("Value")
-            && !matches!(name.as_str(), "google.protobuf.Value" | "google.protobuf.ListValue");
+        let is_wrapper = name.starts_with("google.protobuf.")
+            && name.ends_with("Value")
+            && !matches!(
+                name.as_str(),
+                "google.protobuf.Value" | "google.protobuf.ListValue"
+            );
         if is_wrapper {
             if let Some(inner) = message.get_field_by_name("value") {
                 return inner.into_owned();
@@ -131,43 +144,48 @@ fn check_ordered(
             problems.push(format!("value must equal {}", show(want)));
         }
     }
-    let lower = get("gt").map(|v| (v, false)).or_else(|| get("gte").map(|v| (v, true)));
-    let upper = get("lt").map(|v| (v, false)).or_else(|| get("lte").map(|v| (v, true)));
-    let above = |(bound, inclusive): (f64, bool)| if inclusive { actual >= bound } else { actual > bound };
-    let below = |(bound, inclusive): (f64, bool)| if inclusive { actual <= bound } else { actual < bound };
-    let bracket = |(bound, inclusive): (f64, bool), open: &str, closed: &str| {
-        format!("{}{}", if inclusive { closed } else { open }, show(bound))
+    let lower = get("gt")
+        .map(|v| (v, false))
+        .or_else(|| get("gte").map(|v| (v, true)));
+    let upper = get("lt")
+        .map(|v| (v, false))
+        .or_else(|| get("lte").map(|v| (v, true)));
+    let above = |(bound, inclusive): (f64, bool)| {
+        if inclusive {
+            actual >= bound
+        } else {
+            actual > bound
+        }
     };
-    match (lower, upper) {
-        (Some(l), Some(u)) if l.0 <= u.0 => {
-            if !(above(l) && below(u)) {
-                problems.push(format!(
-                    "value must be inside range {}, {}",
-                    bracket(l, "(", "["),
-                    format!("{}{}", show(u.0), if u.1 { "]" } else { ")" })
-                ));
-            }
+    let below = |(bound, inclusive): (f64, bool)| {
+        if inclusive {
+            actual <= bound
+        } else {
+            actual < bound
+        }
+    };
+    let greater = |(bound, inclusive): (f64, bool)| {
+        let or_equal = if inclusive { "or equal to " } else { "" };
+        format!("greater than {or_equal}{}", show(bound))
+    };
+    let less = |(bound, inclusive): (f64, bool)| {
+        let or_equal = if inclusive { "or equal to " } else { "" };
+        format!("less than {or_equal}{}", show(bound))
+    };
+    let problem = match (lower, upper) {
+        // A lower bound above the upper one means "outside the range".
+        (Some(l), Some(u)) if l.0 > u.0 => {
+            (!(above(l) || below(u))).then(|| format!("{} or {}", greater(l), less(u)))
         }
         (Some(l), Some(u)) => {
-            if !(above(l) || below(u)) {
-                problems.push(format!(
-                    "value must be outside range {}, {}",
-                    bracket(u, "[", "("),
-                    format!("{}{}", show(l.0), if l.1 { ")" } else { "]" })
-                ));
-            }
+            (!(above(l) && below(u))).then(|| format!("{} and {}", greater(l), less(u)))
         }
-        (Some(l), None) if !above(l) => problems.push(format!(
-            "value must be greater than {}{}",
-            if l.1 { "or equal to " } else { "" },
-            show(l.0)
-        )),
-        (None, Some(u)) if !below(u) => problems.push(format!(
-            "value must be less than {}{}",
-            if u.1 { "or equal to " } else { "" },
-            show(u.0)
-        )),
-        _ => {}
+        (Some(l), None) => (!above(l)).then(|| greater(l)),
+        (None, Some(u)) => (!below(u)).then(|| less(u)),
+        (None, None) => None,
+    };
+    if let Some(problem) = problem {
+        problems.push(format!("value must be {problem}"));
     }
     let allowed: Vec<f64> = list(rules, "in").iter().filter_map(&convert).collect();
     if !allowed.is_empty() && !allowed.contains(&actual) {
@@ -206,14 +224,20 @@ fn check_string(text: &str, rules: &DynamicMessage, problems: &mut Vec<String>) 
             }
         }
     }
-    for (name, actual, unit) in [("min_len", chars, "characters"), ("min_bytes", bytes, "bytes")] {
+    for (name, actual, unit) in [
+        ("min_len", chars, "characters"),
+        ("min_bytes", bytes, "bytes"),
+    ] {
         if let Some(min) = get_u64(name) {
             if actual < min {
                 problems.push(format!("value length must be at least {min} {unit}"));
             }
         }
     }
-    for (name, actual, unit) in [("max_len", chars, "characters"), ("max_bytes", bytes, "bytes")] {
+    for (name, actual, unit) in [
+        ("max_len", chars, "characters"),
+        ("max_bytes", bytes, "bytes"),
+    ] {
         if let Some(max) = get_u64(name) {
             if actual > max {
                 problems.push(format!("value length must be at most {max} {unit}"));
@@ -226,7 +250,9 @@ fn check_string(text: &str, rules: &DynamicMessage, problems: &mut Vec<String>) 
                 problems.push(format!("value does not match regex pattern {pattern:?}"))
             }
             Ok(_) => {}
-            Err(error) => problems.push(format!("rule pattern {pattern:?} does not compile: {error}")),
+            Err(error) => problems.push(format!(
+                "rule pattern {pattern:?} does not compile: {error}"
+            )),
         }
     }
     if let Some(prefix) = get_str("prefix").filter(|p| !text.starts_with(p.as_str())) {
@@ -242,7 +268,10 @@ fn check_string(text: &str, rules: &DynamicMessage, problems: &mut Vec<String>) 
         problems.push(format!("value contains substring {needle:?}"));
     }
     let strings = |name: &str| -> Vec<String> {
-        list(rules, name).iter().filter_map(|v| v.as_str().map(|s| format!("{s:?}"))).collect()
+        list(rules, name)
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| format!("{s:?}")))
+            .collect()
     };
     let quoted = format!("{text:?}");
     let allowed = strings("in");
@@ -251,7 +280,10 @@ fn check_string(text: &str, rules: &DynamicMessage, problems: &mut Vec<String>) 
     }
     let denied = strings("not_in");
     if denied.contains(&quoted) {
-        problems.push(format!("value must not be in list {}", format_list(&denied)));
+        problems.push(format!(
+            "value must not be in list {}",
+            format_list(&denied)
+        ));
     }
     if let Some(problem) = check_well_known_string(text, rules) {
         problems.push(problem);
@@ -260,14 +292,18 @@ fn check_string(text: &str, rules: &DynamicMessage, problems: &mut Vec<String>) 
 
 fn check_well_known_string(text: &str, rules: &DynamicMessage) -> Option<String> {
     // `strict` defaults to true in validate.proto.
-    let strict = set_field(rules, "strict").and_then(|v| v.as_bool()).unwrap_or(true);
+    let strict = set_field(rules, "strict")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
     let header_name_ok = |t: &str| {
         if !strict {
             return !t.contains(['\0', '\n', '\r']);
         }
         let name = t.strip_prefix(':').unwrap_or(t);
         !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_|~`".contains(&b))
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_|~`".contains(&b))
     };
     let header_value_ok = |t: &str| {
         if !strict {
@@ -294,7 +330,9 @@ fn check_well_known_string(text: &str, rules: &DynamicMessage) -> Option<String>
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             })
     };
     let checks: [(&str, bool); 7] = [
@@ -302,13 +340,19 @@ fn check_well_known_string(text: &str, rules: &DynamicMessage) -> Option<String>
         ("ipv4", text.parse::<std::net::Ipv4Addr>().is_ok()),
         ("ipv6", text.parse::<std::net::Ipv6Addr>().is_ok()),
         ("hostname", hostname_ok(text)),
-        ("address", text.parse::<IpAddr>().is_ok() || hostname_ok(text)),
+        (
+            "address",
+            text.parse::<IpAddr>().is_ok() || hostname_ok(text),
+        ),
         ("uri", uri_scheme_ok(text)),
         ("uri_ref", !text.contains(char::is_whitespace)),
     ];
     for (rule, ok) in checks {
         if is(rule) && !ok {
-            return Some(format!("value {text:?} must be a valid {}", rule.replace('_', " ")));
+            return Some(format!(
+                "value {text:?} must be a valid {}",
+                rule.replace('_', " ")
+            ));
         }
     }
     if is("email") && !(text.contains('@') && !text.starts_with('@') && !text.ends_with('@')) {
@@ -325,7 +369,9 @@ fn uri_scheme_ok(text: &str) -> bool {
     match text.split_once(':') {
         Some((scheme, _)) => {
             scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         }
         None => false,
     }
@@ -334,7 +380,10 @@ fn uri_scheme_ok(text: &str) -> bool {
 fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn check_bytes(bytes: &[u8], rules: &DynamicMessage, problems: &mut Vec<String>) {
@@ -380,9 +429,16 @@ fn check_enum(
         }
     }
     if flag(rules, "defined_only") && descriptor.is_some_and(|d| d.get_value(number).is_none()) {
-        problems.push(format!("value {number} must be one of the defined enum values"));
+        problems.push(format!(
+            "value {number} must be one of the defined enum values"
+        ));
     }
-    let numbers = |list_name: &str| -> Vec<i32> { list(rules, list_name).iter().filter_map(|v| v.as_i32()).collect() };
+    let numbers = |list_name: &str| -> Vec<i32> {
+        list(rules, list_name)
+            .iter()
+            .filter_map(|v| v.as_i32())
+            .collect()
+    };
     let allowed = numbers("in");
     if !allowed.is_empty() && !allowed.contains(&number) {
         let names: Vec<String> = allowed.iter().map(|n| name(*n)).collect();

@@ -5,7 +5,11 @@ use crate::config::yaml::parse_dynamic;
 fn problems(type_name: &str, yaml: &str) -> Vec<String> {
     let descriptor = message_descriptor(type_name).unwrap();
     let message = parse_dynamic(yaml, &descriptor).unwrap();
-    check_message(&message).0.iter().map(ToString::to_string).collect()
+    check_message(&message)
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn cluster_problems(yaml: &str) -> Vec<String> {
@@ -44,7 +48,10 @@ load_assignment:
 #[test]
 fn required_oneof_names_its_choices() {
     let found = problems("envoy.config.core.v3.SocketAddress", "address: 1.2.3.4\n");
-    assert_eq!(found, ["port_specifier: exactly one of 'port_value', 'named_port' must be set"]);
+    assert_eq!(
+        found,
+        ["port_specifier: exactly one of 'port_value', 'named_port' must be set"]
+    );
 }
 
 #[test]
@@ -94,6 +101,21 @@ fn repeated_minimums_are_enforced() {
 #[test]
 fn enum_defined_only_rejects_unknown_numbers() {
     let found = cluster_problems("name: c\nlb_policy: 42\n");
-    assert_eq!(found, ["lb_policy: value 42 must be one of the defined enum values"]);
+    assert_eq!(
+        found,
+        ["lb_policy: value 42 must be one of the defined enum values"]
+    );
 }
 
+#[test]
+fn two_sided_bounds_are_described_together() {
+    let hcm = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    let found = problems(
+        hcm,
+        "stat_prefix: s\nroute_config: {}\nmax_request_headers_kb: 9000\n",
+    );
+    assert_eq!(
+        found,
+        ["max_request_headers_kb: value must be greater than 0 and less than or equal to 8192"]
+    );
+}

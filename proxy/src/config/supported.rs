@@ -153,7 +153,9 @@ static TABLES: LazyLock<Tables> = LazyLock::new(|| Tables {
 
 /// Every message type named in the tables, for tests and diagnostics.
 pub fn supported_message_types() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {
-    SUPPORTED_FIELDS.iter().map(|(name, fields)| (name.as_str(), *fields))
+    SUPPORTED_FIELDS
+        .iter()
+        .map(|(name, fields)| (name.as_str(), *fields))
 }
 
 /// Reports everything set in `message` (and below, `Any` payloads included)
@@ -180,7 +182,10 @@ fn walk(message: &DynamicMessage, path: &str, errors: &mut ConfigErrors) {
         if !supported.is_some_and(|names| names.contains(field.name())) {
             errors.push(ConfigError::new(
                 field_path,
-                format!("field '{}' of {message_name} is not supported by Sluice", field.name()),
+                format!(
+                    "field '{}' of {message_name} is not supported by Sluice",
+                    field.name()
+                ),
             ));
             continue;
         }

@@ -5,7 +5,11 @@ use crate::config::yaml::parse_dynamic;
 fn problems(type_name: &str, yaml: &str) -> Vec<String> {
     let descriptor = message_descriptor(type_name).unwrap();
     let message = parse_dynamic(yaml, &descriptor).unwrap();
-    check_supported(&message).0.iter().map(ToString::to_string).collect()
+    check_supported(&message)
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[test]
@@ -21,15 +25,25 @@ fn every_table_entry_names_a_real_message_and_real_fields() {
         }
     }
     for leaf in LEAF_MESSAGES {
-        assert!(message_descriptor(leaf).is_some(), "{leaf} is not in the pool");
+        assert!(
+            message_descriptor(leaf).is_some(),
+            "{leaf} is not in the pool"
+        );
     }
     for (message, field, values, _) in SUPPORTED_ENUM_VALUES {
-        let field = message_descriptor(message).unwrap().get_field_by_name(field).unwrap();
+        let field = message_descriptor(message)
+            .unwrap()
+            .get_field_by_name(field)
+            .unwrap();
         let Kind::Enum(e) = field.kind() else {
             panic!("{message}.{} is not an enum", field.name())
         };
         for value in *values {
-            assert!(e.get_value_by_name(value).is_some(), "{} has no {value}", e.full_name());
+            assert!(
+                e.get_value_by_name(value).is_some(),
+                "{} has no {value}",
+                e.full_name()
+            );
         }
     }
 }
@@ -37,8 +51,14 @@ fn every_table_entry_names_a_real_message_and_real_fields() {
 #[test]
 fn every_supported_extension_type_resolves_and_has_a_field_table() {
     for extension in SUPPORTED_EXTENSIONS {
-        assert!(message_descriptor(extension).is_some(), "{extension} not in pool");
-        assert!(TABLES.fields.contains_key(extension), "{extension} has no field table");
+        assert!(
+            message_descriptor(extension).is_some(),
+            "{extension} not in pool"
+        );
+        assert!(
+            TABLES.fields.contains_key(extension),
+            "{extension} has no field table"
+        );
     }
 }
 
@@ -91,19 +111,34 @@ filter_chains:
 
 #[test]
 fn unimplemented_enum_values_are_rejected() {
-    let found = problems("envoy.config.cluster.v3.Cluster", "name: c\ntype: EDS\nlb_policy: CLUSTER_PROVIDED\n");
+    let found = problems(
+        "envoy.config.cluster.v3.Cluster",
+        "name: c\ntype: EDS\nlb_policy: CLUSTER_PROVIDED\n",
+    );
     assert_eq!(found.len(), 2);
     assert!(found[0].starts_with("type: type EDS is not supported by Sluice (supported: STATIC, STRICT_DNS, LOGICAL_DNS)"), "{found:?}");
-    assert!(found[1].starts_with("lb_policy: lb_policy CLUSTER_PROVIDED is not supported by Sluice"), "{found:?}");
-    let udp = problems("envoy.config.core.v3.SocketAddress", "address: 0.0.0.0\nport_value: 53\nprotocol: UDP\n");
+    assert!(
+        found[1].starts_with("lb_policy: lb_policy CLUSTER_PROVIDED is not supported by Sluice"),
+        "{found:?}"
+    );
+    let udp = problems(
+        "envoy.config.core.v3.SocketAddress",
+        "address: 0.0.0.0\nport_value: 53\nprotocol: UDP\n",
+    );
     assert_eq!(udp, ["protocol: protocol UDP is not supported by Sluice (supported: TCP); Sluice proxies TCP only"]);
 }
 
 #[test]
 fn messages_outside_the_table_support_nothing() {
     let found = problems("envoy.config.core.v3.Address", "pipe: {path: /tmp/sock}\n");
-    assert_eq!(found, ["pipe: field 'pipe' of envoy.config.core.v3.Address is not supported by Sluice"]);
-    let dynamic = problems("envoy.config.bootstrap.v3.Bootstrap", "dynamic_resources: {ads_config: {api_type: GRPC}}\n");
+    assert_eq!(
+        found,
+        ["pipe: field 'pipe' of envoy.config.core.v3.Address is not supported by Sluice"]
+    );
+    let dynamic = problems(
+        "envoy.config.bootstrap.v3.Bootstrap",
+        "dynamic_resources: {ads_config: {api_type: GRPC}}\n",
+    );
     assert_eq!(dynamic, ["dynamic_resources: field 'dynamic_resources' of envoy.config.bootstrap.v3.Bootstrap is not supported by Sluice"]);
 }
 

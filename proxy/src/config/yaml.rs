@@ -21,7 +21,10 @@ where
 {
     let full_name = T::full_name();
     let descriptor = message_descriptor(&full_name).ok_or_else(|| {
-        ConfigError::new("", format!("message type {full_name} is not an Envoy v3 type"))
+        ConfigError::new(
+            "",
+            format!("message type {full_name} is not an Envoy v3 type"),
+        )
     })?;
     let dynamic = parse_dynamic(text, &descriptor)?;
     dynamic.transcode_to::<T>().map_err(|error| {
@@ -77,7 +80,11 @@ fn describe_error(text: &str, path: &str, error: &serde_saphyr::Error) -> Config
     }
     ConfigError {
         // serde_path_to_error writes `?` for the root of a document.
-        path: if path == "?" { String::new() } else { path.to_string() },
+        path: if path == "?" {
+            String::new()
+        } else {
+            path.to_string()
+        },
         message,
         location,
     }

@@ -14,12 +14,15 @@ const CLUSTER_HEAD: &str = "static_resources:\n  clusters:\n  - name: backend\n"
 
 #[test]
 fn parses_any_message_type() {
-    let cluster: Cluster = parse_message("name: backend\nconnect_timeout: 0.5s\ntype: STRICT_DNS\n").unwrap();
+    let cluster: Cluster =
+        parse_message("name: backend\nconnect_timeout: 0.5s\ntype: STRICT_DNS\n").unwrap();
     assert_eq!(cluster.name, "backend");
     assert_eq!(cluster.connect_timeout.unwrap().nanos, 500_000_000);
     assert_eq!(
         cluster.cluster_discovery_type,
-        Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32))
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32
+        ))
     );
 }
 
@@ -38,9 +41,16 @@ filter_chains:
       max_connect_attempts: 3
 "#;
     let listener: Listener = parse_message(yaml).unwrap();
-    assert_eq!(listener.per_connection_buffer_limit_bytes.unwrap().value, 1024);
-    let any = listener.filter_chains[0].filters[0].config_type.clone().unwrap();
-    let envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any) = any else {
+    assert_eq!(
+        listener.per_connection_buffer_limit_bytes.unwrap().value,
+        1024
+    );
+    let any = listener.filter_chains[0].filters[0]
+        .config_type
+        .clone()
+        .unwrap();
+    let envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any) = any
+    else {
         panic!("typed_config expected")
     };
     let tcp: TcpProxy = crate::config::proto::unpack(&any).unwrap();
@@ -68,7 +78,10 @@ static_resources:
     assert_eq!(clusters.len(), 3);
     assert_eq!(clusters[1].name, "b");
     assert_eq!(clusters[1].connect_timeout.unwrap().seconds, 5);
-    assert_eq!(clusters[1].lb_policy, cluster::LbPolicy::LeastRequest as i32);
+    assert_eq!(
+        clusters[1].lb_policy,
+        cluster::LbPolicy::LeastRequest as i32
+    );
     assert_eq!(clusters[2].name, "a");
     assert_eq!(clusters[2].connect_timeout.unwrap().seconds, 2);
 }
@@ -91,7 +104,9 @@ fn json_input_is_accepted() {
 
 #[test]
 fn json_errors_have_paths_and_locations() {
-    let error = parse_error("{\"static_resources\": {\"clusters\": [{\"name\": \"b\",\n \"conect_timeout\": \"1s\"}]}}");
+    let error = parse_error(
+        "{\"static_resources\": {\"clusters\": [{\"name\": \"b\",\n \"conect_timeout\": \"1s\"}]}}",
+    );
     assert_eq!(error.path, "static_resources.clusters[0]");
     assert_eq!(error.message, "unrecognized field name 'conect_timeout'");
     assert_eq!(error.location, Some((2, 3)));
@@ -142,11 +157,24 @@ fn bad_enum_names_the_value() {
 
 #[test]
 fn bad_numbers_name_the_value() {
-    let error = parse_error(&format!("{CLUSTER_HEAD}    per_connection_buffer_limit_bytes: lots\n"));
-    assert_eq!(error.path, "static_resources.clusters[0].per_connection_buffer_limit_bytes");
-    assert!(error.message.starts_with("invalid value \"lots\""), "{error}");
-    let error = parse_error(&format!("{CLUSTER_HEAD}    per_connection_buffer_limit_bytes: 99999999999\n"));
-    assert!(error.message.starts_with("invalid value \"99999999999\""), "{error}");
+    let error = parse_error(&format!(
+        "{CLUSTER_HEAD}    per_connection_buffer_limit_bytes: lots\n"
+    ));
+    assert_eq!(
+        error.path,
+        "static_resources.clusters[0].per_connection_buffer_limit_bytes"
+    );
+    assert!(
+        error.message.starts_with("invalid value \"lots\""),
+        "{error}"
+    );
+    let error = parse_error(&format!(
+        "{CLUSTER_HEAD}    per_connection_buffer_limit_bytes: 99999999999\n"
+    ));
+    assert!(
+        error.message.starts_with("invalid value \"99999999999\""),
+        "{error}"
+    );
 }
 
 #[test]
@@ -170,7 +198,10 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConectionManager
 "#;
     let error = parse_error(yaml);
-    assert_eq!(error.path, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config");
+    assert_eq!(
+        error.path,
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
+    );
     assert_eq!(
         error.message,
         "unknown \"@type\" 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConectionManager': no such Envoy message type"
