@@ -131,6 +131,18 @@ mod tests {
     }
 
     #[test]
+    fn committed_descriptors_keep_custom_options() {
+        // Re-encoding through prost-types would silently drop these and with
+        // them every PGV rule; `cargo xtask gen-descriptors` keeps them.
+        let rules = pool().get_extension_by_name("validate.rules").unwrap();
+        let name = message_descriptor(&Cluster::full_name())
+            .unwrap()
+            .get_field_by_name("name")
+            .unwrap();
+        assert!(name.options().has_extension(&rules));
+    }
+
+    #[test]
     fn unpacks_any_by_its_type_url() {
         let cluster = Cluster {
             name: "c".into(),

@@ -79,15 +79,19 @@ fn describe_error(text: &str, path: &str, error: &serde_saphyr::Error) -> Config
         location = key_location(text, from, field).or(location);
     }
     ConfigError {
-        // serde_path_to_error writes `?` for the root of a document.
-        path: if path == "?" {
-            String::new()
-        } else {
-            path.to_string()
-        },
+        path: clean_path(path),
         message,
         location,
     }
+}
+
+/// serde_path_to_error writes `?` for a segment it could not name (inside a
+/// syntax error) and `.` for the document root; neither helps a reader.
+fn clean_path(path: &str) -> String {
+    path.split('.')
+        .filter(|segment| !segment.is_empty() && *segment != "?")
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Messages from the proto3 JSON mapping that do not show the bad value get it.

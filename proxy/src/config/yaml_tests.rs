@@ -217,3 +217,19 @@ fn yaml_syntax_errors_are_located() {
     let (line, _) = error.location.expect("located");
     assert!(line >= 1, "{error}");
 }
+
+#[test]
+fn syntax_errors_have_clean_paths() {
+    let error = parse_error("node: {id: a\n");
+    assert_eq!(error.path, "node");
+    assert!(error.message.contains("unclosed bracket"), "{error}");
+    let error = parse_error("static_resources:\n  clusters:\n  - name: a\n   bad: [1, 2\n");
+    assert_eq!(error.path, "static_resources");
+    assert_eq!(error.location, Some((4, 4)));
+    let error = parse_error("a: 1\n");
+    assert_eq!(error.path, "");
+    assert_eq!(
+        error.to_string(),
+        "unrecognized field name 'a' at line 1 column 1"
+    );
+}
