@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
 use prost_reflect::{
-    DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MapKey, ReflectMessage, Value,
+    DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MapKey, MessageDescriptor,
+    OneofDescriptor, ReflectMessage, Value,
 };
 
 use super::descriptors::{pool, unpack_dynamic_any};
@@ -68,6 +69,40 @@ fn field_rules(field: &FieldDescriptor) -> Option<Arc<DynamicMessage>> {
     rules
 }
 
+/// Message-level rules, read once per type: `None` when validation is
+/// disabled for the type, else its oneofs marked `validate.required`.
+type MessageRules = Option<Arc<Vec<OneofDescriptor>>>;
+
+static MESSAGE_RULES: LazyLock<RwLock<HashMap<String, MessageRules>>> =
+    LazyLock::new(Default::default);
+
+fn message_rules(descriptor: &MessageDescriptor) -> MessageRules {
+    if let Some(cached) = MESSAGE_RULES
+        .read()
+        .expect("rules cache poisoned")
+        .get(descriptor.full_name())
+    {
+        return cached.clone();
+    }
+    let options = descriptor.options();
+    let disabled = bool_option(&options, &EXTENSIONS.message_disabled)
+        || bool_option(&options, &EXTENSIONS.message_ignored);
+    let rules = (!disabled).then(|| {
+        Arc::new(
+            descriptor
+                .oneofs()
+                .filter(|o| !o.is_synthetic())
+                .filter(|o| bool_option(&o.options(), &EXTENSIONS.oneof_required))
+                .collect(),
+        )
+    });
+    MESSAGE_RULES
+        .write()
+        .expect("rules cache poisoned")
+        .insert(descriptor.full_name().to_string(), rules.clone());
+    rules
+}
+
 fn bool_option(options: &DynamicMessage, extension: &ExtensionDescriptor) -> bool {
     options.has_extension(extension) && options.get_extension(extension).as_bool() == Some(true)
 }
@@ -89,16 +124,11 @@ fn walk_message(message: &DynamicMessage, path: &str, errors: &mut ConfigErrors)
         }
         return;
     }
-    let options = descriptor.options();
-    if bool_option(&options, &EXTENSIONS.message_disabled)
-        || bool_option(&options, &EXTENSIONS.message_ignored)
-    {
+    let Some(required_oneofs) = message_rules(&descriptor) else {
         return;
-    }
-    for oneof in descriptor.oneofs().filter(|o| !o.is_synthetic()) {
-        if bool_option(&oneof.options(), &EXTENSIONS.oneof_required)
-            && !oneof.fields().any(|f| message.has_field(&f))
-        {
+    };
+    for oneof in required_oneofs.iter() {
+        if !oneof.fields().any(|f| message.has_field(&f)) {
             let names: Vec<String> = oneof.fields().map(|f| format!("'{}'", f.name())).collect();
             errors.push(ConfigError::new(
                 join_path(path, oneof.name()),
