@@ -127,13 +127,16 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
 ];
 
+/// Explanations for particular unsupported enum values: (value, note).
+type EnumNotes = &'static [(&'static str, &'static str)];
+
 /// Enum fields of which Sluice implements only some values:
-/// (message, field, supported value names, why the others are not).
+/// (message, field, supported value names, notes on particular other values).
 #[rustfmt::skip]
-const SUPPORTED_ENUM_VALUES: &[(&str, &str, &[&str], &str)] = &[
-    ("envoy.config.cluster.v3.Cluster", "type", &["STATIC", "STRICT_DNS", "LOGICAL_DNS"], "EDS needs xDS, which Sluice does not implement yet"),
-    ("envoy.config.cluster.v3.Cluster", "lb_policy", &["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"], ""),
-    ("envoy.config.core.v3.SocketAddress", "protocol", &["TCP"], "Sluice proxies TCP only"),
+const SUPPORTED_ENUM_VALUES: &[(&str, &str, &[&str], EnumNotes)] = &[
+    ("envoy.config.cluster.v3.Cluster", "type", &["STATIC", "STRICT_DNS", "LOGICAL_DNS"], &[("EDS", "EDS needs xDS, which Sluice does not implement yet")]),
+    ("envoy.config.cluster.v3.Cluster", "lb_policy", &["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"], &[]),
+    ("envoy.config.core.v3.SocketAddress", "protocol", &["TCP"], &[("UDP", "Sluice proxies TCP only")]),
 ];
 
 struct Tables {
@@ -242,7 +245,7 @@ fn check_enum_value(
     let Some(number) = value.as_enum_number() else {
         return;
     };
-    let Some((_, _, allowed, why)) = SUPPORTED_ENUM_VALUES
+    let Some((_, _, allowed, notes)) = SUPPORTED_ENUM_VALUES
         .iter()
         .find(|(m, f, _, _)| *m == message_name && *f == field.name())
     else {
@@ -258,8 +261,8 @@ fn check_enum_value(
             field.name(),
             allowed.join(", ")
         );
-        if !why.is_empty() {
-            message.push_str(&format!("; {why}"));
+        if let Some((_, note)) = notes.iter().find(|(value, _)| *value == name) {
+            message.push_str(&format!("; {note}"));
         }
         errors.push(ConfigError::new(path, message));
     }
