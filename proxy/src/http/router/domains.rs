@@ -37,7 +37,10 @@ impl DomainIndex {
         if domain.chars().any(|c| c.is_control()) {
             return Err(ConfigError::new(
                 "",
-                format!("domain \"{}\" contains a control character", domain.escape_debug()),
+                format!(
+                    "domain \"{}\" contains a control character",
+                    domain.escape_debug()
+                ),
             ));
         }
         let domain = domain.to_ascii_lowercase();
@@ -141,13 +144,13 @@ mod tests {
     #[test]
     fn precedence_is_exact_then_suffix_then_prefix_then_any() {
         let idx = index(&[
-            &["www.foo.com"],              // 0
-            &["*.foo.com"],                // 1
-            &["*.bar.foo.com"],            // 2
-            &["www.*"],                    // 3
-            &["www.foo.*"],                // 4
-            &["*"],                        // 5
-            &["*-bar.baz.com", "api-*"],   // 6
+            &["www.foo.com"],               // 0
+            &["*.foo.com"],                 // 1
+            &["*.bar.foo.com"],             // 2
+            &["www.*"],                     // 3
+            &["www.foo.*"],                 // 4
+            &["*"],                         // 5
+            &["*-bar.baz.com", "api-*"],    // 6
             &["foo.com:8080", "foo.com:*"], // 7
         ]);
         let cases: &[(&str, Option<usize>)] = &[
@@ -156,7 +159,7 @@ mod tests {
             ("api.foo.com", Some(1)),
             ("x.bar.foo.com", Some(2)), // longest suffix wins
             ("bar.foo.com", Some(1)),
-            (".foo.com", Some(5)), // a wildcard never matches nothing
+            (".foo.com", Some(5)),    // a wildcard never matches nothing
             ("www.foo.org", Some(4)), // longest prefix wins
             ("www.example.com", Some(3)),
             ("www.", Some(5)),
@@ -188,7 +191,11 @@ mod tests {
         let mut idx = DomainIndex::default();
         idx.insert("A.com", 0, |v| format!("#{v}")).unwrap();
         let error = idx.insert("a.COM", 1, |v| format!("#{v}")).unwrap_err();
-        assert!(error.message.contains("duplicate domain \"a.com\""), "{}", error.message);
+        assert!(
+            error.message.contains("duplicate domain \"a.com\""),
+            "{}",
+            error.message
+        );
         assert!(error.message.contains("#0"));
         idx.insert("*", 0, |v| v.to_string()).unwrap();
         assert!(idx.insert("*", 1, |v| v.to_string()).is_err());

@@ -7,8 +7,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3::{
-    route_action::{ClusterNotFoundResponseCode, ClusterSpecifier as ClusterSpecifierConfig,
-        HostRewriteSpecifier},
+    route_action::{
+        ClusterNotFoundResponseCode, ClusterSpecifier as ClusterSpecifierConfig,
+        HostRewriteSpecifier,
+    },
     weighted_cluster::{cluster_weight, ClusterWeight, RandomValueSpecifier},
     RouteAction as RouteActionConfig, WeightedCluster,
 };
@@ -179,7 +181,10 @@ impl ForwardAction {
                 path_rewrite,
                 host_rewrite,
                 timeout: timeout_or(&config.timeout, Some(DEFAULT_ROUTE_TIMEOUT)),
-                idle_timeout: config.idle_timeout.as_ref().map(crate::config::proto::duration),
+                idle_timeout: config
+                    .idle_timeout
+                    .as_ref()
+                    .map(crate::config::proto::duration),
                 hash_policy,
             }),
             _ => Err(errors),
@@ -256,7 +261,10 @@ fn cluster_header(name: &str, field: &str) -> Result<HeaderName, ConfigError> {
         return Err(ConfigError::new(field, "must not be empty"));
     }
     if name.starts_with(':') {
-        return Err(ConfigError::new(field, format!("pseudo-header \"{name}\" cannot name a cluster")));
+        return Err(ConfigError::new(
+            field,
+            format!("pseudo-header \"{name}\" cannot name a cluster"),
+        ));
     }
     HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| ConfigError::new(field, format!("invalid header name \"{name}\"")))
@@ -280,13 +288,12 @@ fn compile_cluster_specifier(
         Some(ClusterSpecifierConfig::ClusterHeader(name)) => Ok(ClusterSpecifier::Target(
             ClusterTarget::Header(cluster_header(name, "cluster_header")?),
         )),
-        Some(ClusterSpecifierConfig::WeightedClusters(weighted)) => {
-            compile_weighted(weighted).map_err(|errors| {
+        Some(ClusterSpecifierConfig::WeightedClusters(weighted)) => compile_weighted(weighted)
+            .map_err(|errors| {
                 let mut under = ConfigErrors::default();
                 under.extend_under("weighted_clusters", errors);
                 under
-            })
-        }
+            }),
         Some(ClusterSpecifierConfig::ClusterSpecifierPlugin(_)) => Err(ConfigError::new(
             "cluster_specifier_plugin",
             "field 'cluster_specifier_plugin' is not supported by Sluice",
@@ -303,19 +310,20 @@ fn compile_cluster_specifier(
 fn compile_weighted(config: &WeightedCluster) -> Result<ClusterSpecifier, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     if config.clusters.is_empty() {
-        errors.push(ConfigError::new("clusters", "must have at least one cluster"));
+        errors.push(ConfigError::new(
+            "clusters",
+            "must have at least one cluster",
+        ));
     }
     let random_header = match &config.random_value_specifier {
         None => None,
-        Some(RandomValueSpecifier::HeaderName(name)) => {
-            match cluster_header(name, "header_name") {
-                Ok(header) => Some(header),
-                Err(error) => {
-                    errors.push(error);
-                    None
-                }
+        Some(RandomValueSpecifier::HeaderName(name)) => match cluster_header(name, "header_name") {
+            Ok(header) => Some(header),
+            Err(error) => {
+                errors.push(error);
+                None
             }
-        }
+        },
         Some(RandomValueSpecifier::UseHashPolicy(_)) => {
             errors.push(ConfigError::new(
                 "use_hash_policy",
@@ -333,14 +341,20 @@ fn compile_weighted(config: &WeightedCluster) -> Result<ClusterSpecifier, Config
     }
     let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
     if errors.is_empty() && total == 0 {
-        errors.push(ConfigError::new("clusters", "the sum of the weights must be greater than 0"));
+        errors.push(ConfigError::new(
+            "clusters",
+            "the sum of the weights must be greater than 0",
+        ));
     }
     #[allow(deprecated)]
     if let Some(expected) = &config.total_weight {
         if errors.is_empty() && u64::from(expected.value) != total {
             errors.push(ConfigError::new(
                 "total_weight",
-                format!("the weights add up to {total}, not total_weight {}", expected.value),
+                format!(
+                    "the weights add up to {total}, not total_weight {}",
+                    expected.value
+                ),
             ));
         }
     }
@@ -363,20 +377,32 @@ fn compile_weighted_entry(config: &ClusterWeight) -> Result<WeightedClusterEntry
             }
         },
         (true, true) => {
-            errors.push(ConfigError::new("name", "one of name or cluster_header is required"));
+            errors.push(ConfigError::new(
+                "name",
+                "one of name or cluster_header is required",
+            ));
             None
         }
         (false, false) => {
-            errors.push(ConfigError::new("name", "only one of name or cluster_header can be set"));
+            errors.push(ConfigError::new(
+                "name",
+                "only one of name or cluster_header can be set",
+            ));
             None
         }
     };
     for (field, set) in [
         ("metadata_match", config.metadata_match.is_some()),
-        ("typed_per_filter_config", !config.typed_per_filter_config.is_empty()),
+        (
+            "typed_per_filter_config",
+            !config.typed_per_filter_config.is_empty(),
+        ),
     ] {
         if set {
-            errors.push(ConfigError::new(field, format!("field '{field}' is not supported by Sluice")));
+            errors.push(ConfigError::new(
+                field,
+                format!("field '{field}' is not supported by Sluice"),
+            ));
         }
     }
     let request_headers = HeaderMutations::compile(
@@ -400,7 +426,9 @@ fn compile_weighted_entry(config: &ClusterWeight) -> Result<WeightedClusterEntry
         HeaderMutations::default()
     });
     let host_rewrite_literal = match &config.host_rewrite_specifier {
-        Some(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host)) if !host.is_empty() => {
+        Some(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(host))
+            if !host.is_empty() =>
+        {
             Some(host.clone())
         }
         _ => None,
@@ -434,7 +462,10 @@ fn compile_path_rewrite(
         ));
     }
     if !config.path_rewrite.is_empty() {
-        return Err(ConfigError::new("path_rewrite", "field 'path_rewrite' is not supported by Sluice"));
+        return Err(ConfigError::new(
+            "path_rewrite",
+            "field 'path_rewrite' is not supported by Sluice",
+        ));
     }
     if config.path_rewrite_policy.is_some() {
         return Err(ConfigError::new(
@@ -448,10 +479,15 @@ fn compile_path_rewrite(
 fn compile_host_rewrite(config: Option<&HostRewriteSpecifier>) -> Result<HostRewrite, ConfigError> {
     Ok(match config {
         None => HostRewrite::None,
-        Some(HostRewriteSpecifier::HostRewriteLiteral(host)) if host.is_empty() => HostRewrite::None,
+        Some(HostRewriteSpecifier::HostRewriteLiteral(host)) if host.is_empty() => {
+            HostRewrite::None
+        }
         Some(HostRewriteSpecifier::HostRewriteLiteral(host)) => {
             if host.contains(['\0', '\r', '\n']) {
-                return Err(ConfigError::new("host_rewrite_literal", "must not contain NUL, CR or LF"));
+                return Err(ConfigError::new(
+                    "host_rewrite_literal",
+                    "must not contain NUL, CR or LF",
+                ));
             }
             HostRewrite::Literal(host.clone())
         }
@@ -464,7 +500,10 @@ fn compile_host_rewrite(config: Option<&HostRewriteSpecifier>) -> Result<HostRew
             RegexSubstitution::compile(sub).map_err(|e| e.under("host_rewrite_path_regex"))?,
         ),
         Some(HostRewriteSpecifier::HostRewrite(_)) => {
-            return Err(ConfigError::new("host_rewrite", "field 'host_rewrite' is not supported by Sluice"))
+            return Err(ConfigError::new(
+                "host_rewrite",
+                "field 'host_rewrite' is not supported by Sluice",
+            ))
         }
     })
 }

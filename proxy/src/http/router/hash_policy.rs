@@ -160,11 +160,10 @@ impl HashMethod {
             HashMethod::Cookie { name } => request::cookie(req, name)
                 .filter(|value| !value.is_empty())
                 .map(|value| xxh64(value.as_bytes(), 0)),
-            HashMethod::SourceIp => {
-                source_ip.map(|ip| xxh64(ip.to_string().as_bytes(), 0))
+            HashMethod::SourceIp => source_ip.map(|ip| xxh64(ip.to_string().as_bytes(), 0)),
+            HashMethod::QueryParameter { name } => {
+                request::query_parameter(req, name).map(|value| xxh64(value.as_bytes(), 0))
             }
-            HashMethod::QueryParameter { name } => request::query_parameter(req, name)
-                .map(|value| xxh64(value.as_bytes(), 0)),
         }
     }
 }
@@ -206,13 +205,19 @@ mod tests {
     #[test]
     fn header_hash_is_xxh64_of_the_value() {
         let r = req("/", &[("x-user", "alice")]);
-        assert_eq!(hash(vec![policy(header("x-user"), false)], &r, None), Some(xxh64(b"alice", 0)));
+        assert_eq!(
+            hash(vec![policy(header("x-user"), false)], &r, None),
+            Some(xxh64(b"alice", 0))
+        );
         let other = req("/", &[("x-user", "bob")]);
         assert_ne!(
             hash(vec![policy(header("x-user"), false)], &r, None),
             hash(vec![policy(header("x-user"), false)], &other, None)
         );
-        assert_eq!(hash(vec![policy(header("x-user"), false)], &req("/", &[]), None), None);
+        assert_eq!(
+            hash(vec![policy(header("x-user"), false)], &req("/", &[]), None),
+            None
+        );
     }
 
     #[test]
@@ -237,7 +242,10 @@ mod tests {
             }),
         });
         let r = req("/api/tenant7/things", &[]);
-        assert_eq!(hash(vec![policy(spec, false)], &r, None), Some(xxh64(b"tenant7", 0)));
+        assert_eq!(
+            hash(vec![policy(spec, false)], &r, None),
+            Some(xxh64(b"tenant7", 0))
+        );
     }
 
     #[test]
@@ -247,12 +255,18 @@ mod tests {
         let q = xxh64(b"v", 0);
         let both = vec![
             policy(header("x-a"), false),
-            policy(PolicySpecifier::QueryParameter(QueryParameter { name: "q".into() }), false),
+            policy(
+                PolicySpecifier::QueryParameter(QueryParameter { name: "q".into() }),
+                false,
+            ),
         ];
         assert_eq!(hash(both, &r, None), Some(a.rotate_left(1) ^ q));
         let terminal_first = vec![
             policy(header("x-a"), true),
-            policy(PolicySpecifier::QueryParameter(QueryParameter { name: "q".into() }), false),
+            policy(
+                PolicySpecifier::QueryParameter(QueryParameter { name: "q".into() }),
+                false,
+            ),
         ];
         assert_eq!(hash(terminal_first, &r, None), Some(a));
         // A terminal policy that produced nothing does not stop the chain.
@@ -302,7 +316,10 @@ mod tests {
                 }),
                 false,
             ),
-            policy(PolicySpecifier::FilterState(FilterState { key: "k".into() }), false),
+            policy(
+                PolicySpecifier::FilterState(FilterState { key: "k".into() }),
+                false,
+            ),
             policy(header(""), false),
             HashPolicyConfig::default(),
         ])

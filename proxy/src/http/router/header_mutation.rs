@@ -55,7 +55,9 @@ impl HeaderMutations {
         for (i, name) in remove.iter().enumerate() {
             match removable_name(name) {
                 Ok(name) => mutations.remove.push(name),
-                Err(message) => errors.push(ConfigError::new(format!("{remove_field}[{i}]"), message)),
+                Err(message) => {
+                    errors.push(ConfigError::new(format!("{remove_field}[{i}]"), message))
+                }
             }
         }
         for (i, option) in add.iter().enumerate() {
@@ -132,9 +134,8 @@ fn compile_addition(option: &HeaderValueOption) -> Result<HeaderAddition, Config
     let name = modifiable_name(&header.key).map_err(|m| ConfigError::new("header.key", m))?;
     let text = match (header.value.is_empty(), header.raw_value.is_empty()) {
         (_, true) => header.value.as_str(),
-        (true, false) => std::str::from_utf8(&header.raw_value).map_err(|_| {
-            ConfigError::new("header.raw_value", "must be valid UTF-8 in Sluice")
-        })?,
+        (true, false) => std::str::from_utf8(&header.raw_value)
+            .map_err(|_| ConfigError::new("header.raw_value", "must be valid UTF-8 in Sluice"))?,
         (false, false) => {
             return Err(ConfigError::new(
                 "header",
@@ -150,7 +151,10 @@ fn compile_addition(option: &HeaderValueOption) -> Result<HeaderAddition, Config
     if text.len() > MAX_HEADER_VALUE_BYTES {
         return Err(ConfigError::new(
             value_field,
-            format!("is {} bytes; the maximum is {MAX_HEADER_VALUE_BYTES}", text.len()),
+            format!(
+                "is {} bytes; the maximum is {MAX_HEADER_VALUE_BYTES}",
+                text.len()
+            ),
         ));
     }
     if text.contains(['\0', '\r', '\n']) {
@@ -289,7 +293,7 @@ mod tests {
 
     #[test]
     fn deprecated_append_maps_to_actions() {
-        let mut with_append = |append: bool| {
+        let with_append = |append: bool| {
             let mut opt = option("x-old", "new", HeaderAppendAction::AppendIfExistsOrAdd);
             #[allow(deprecated)]
             {
@@ -347,22 +351,46 @@ mod tests {
     #[test]
     fn bad_names_and_values_are_rejected_with_paths() {
         let bad = |add: Vec<HeaderValueOption>, remove: Vec<String>| {
-            HeaderMutations::compile(&add, "request_headers_to_add", &remove, "request_headers_to_remove")
-                .unwrap_err()
-                .0
+            HeaderMutations::compile(
+                &add,
+                "request_headers_to_add",
+                &remove,
+                "request_headers_to_remove",
+            )
+            .unwrap_err()
+            .0
         };
         let action = HeaderAppendAction::AppendIfExistsOrAdd;
-        let errors = bad(vec![option("ok", "v", action), option(":path", "v", action)], vec![]);
+        let errors = bad(
+            vec![option("ok", "v", action), option(":path", "v", action)],
+            vec![],
+        );
         assert_eq!(errors[0].path, "request_headers_to_add[1].header.key");
         assert!(errors[0].message.contains("may not be modified"));
-        assert_eq!(bad(vec![option("Host", "v", action)], vec![])[0].path, "request_headers_to_add[0].header.key");
-        assert_eq!(bad(vec![option("bad name", "v", action)], vec![])[0].path, "request_headers_to_add[0].header.key");
-        assert_eq!(bad(vec![option("x", "a\nb", action)], vec![])[0].path, "request_headers_to_add[0].header.value");
-        let errors = bad(vec![], vec!["x-ok".into(), "host".into(), ":authority".into(), "".into()]);
+        assert_eq!(
+            bad(vec![option("Host", "v", action)], vec![])[0].path,
+            "request_headers_to_add[0].header.key"
+        );
+        assert_eq!(
+            bad(vec![option("bad name", "v", action)], vec![])[0].path,
+            "request_headers_to_add[0].header.key"
+        );
+        assert_eq!(
+            bad(vec![option("x", "a\nb", action)], vec![])[0].path,
+            "request_headers_to_add[0].header.value"
+        );
+        let errors = bad(
+            vec![],
+            vec!["x-ok".into(), "host".into(), ":authority".into(), "".into()],
+        );
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["request_headers_to_remove[1]", "request_headers_to_remove[2]", "request_headers_to_remove[3]"]
+            [
+                "request_headers_to_remove[1]",
+                "request_headers_to_remove[2]",
+                "request_headers_to_remove[3]"
+            ]
         );
         assert!(errors[0].message.contains("may not be removed"));
     }

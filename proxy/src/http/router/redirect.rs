@@ -26,7 +26,10 @@ enum RedirectPath {
     Keep,
     /// `path_redirect`; a query in it replaces the request's query and is
     /// never stripped.
-    Replace { path: String, has_query: bool },
+    Replace {
+        path: String,
+        has_query: bool,
+    },
     Rewrite(PathRewrite),
 }
 
@@ -86,7 +89,10 @@ impl RedirectAction {
             None => RedirectPath::Keep,
             Some(PathRewriteSpecifier::PathRedirect(new_path)) => {
                 if new_path.contains(['\0', '\r', '\n']) {
-                    errors.push(ConfigError::new("path_redirect", "must not contain NUL, CR or LF"));
+                    errors.push(ConfigError::new(
+                        "path_redirect",
+                        "must not contain NUL, CR or LF",
+                    ));
                 }
                 if new_path.is_empty() {
                     RedirectPath::Keep
@@ -235,7 +241,10 @@ pub struct DirectResponse {
 
 impl DirectResponse {
     /// Error paths are relative to the `DirectResponseAction`.
-    pub fn compile(config: &DirectResponseAction, max_body_bytes: u32) -> Result<Self, ConfigErrors> {
+    pub fn compile(
+        config: &DirectResponseAction,
+        max_body_bytes: u32,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let status = match u16::try_from(config.status) {
             Ok(code @ 200..=599) => StatusCode::from_u16(code).ok(),

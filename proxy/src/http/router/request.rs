@@ -88,10 +88,12 @@ impl HeaderSource {
             HeaderSource::Named(name) => (None, Some(req.headers.get_all(name).iter())),
             pseudo => (pseudo.single(req), None),
         };
-        single
-            .map(Cow::Borrowed)
-            .into_iter()
-            .chain(named.into_iter().flatten().map(|v| String::from_utf8_lossy(v.as_bytes())))
+        single.map(Cow::Borrowed).into_iter().chain(
+            named
+                .into_iter()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(v.as_bytes())),
+        )
     }
 
     fn single<'r>(&self, req: &'r Parts) -> Option<&'r str> {

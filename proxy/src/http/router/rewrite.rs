@@ -29,7 +29,10 @@ impl PathRewrite {
     ) -> Result<Option<Self>, ConfigError> {
         if !prefix_rewrite.is_empty() {
             if prefix_rewrite.contains(['\0', '\r', '\n']) {
-                return Err(ConfigError::new("prefix_rewrite", "must not contain NUL, CR or LF"));
+                return Err(ConfigError::new(
+                    "prefix_rewrite",
+                    "must not contain NUL, CR or LF",
+                ));
             }
             return Ok(Some(PathRewrite::Prefix {
                 matched_len: path.matched_len(),
@@ -93,7 +96,9 @@ mod tests {
             prefix: "/".into(),
             case_sensitive: true,
         };
-        PathRewrite::compile("", Some(&config), &path).unwrap().unwrap()
+        PathRewrite::compile("", Some(&config), &path)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]

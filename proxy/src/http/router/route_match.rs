@@ -4,10 +4,9 @@
 //! request without allocating (except to join a repeated header).
 
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher::HeaderMatchSpecifier,
-    query_parameter_matcher::QueryParameterMatchSpecifier, route_match::PathSpecifier,
-    HeaderMatcher as HeaderMatcherConfig, QueryParameterMatcher as QueryParameterMatcherConfig,
-    RouteMatch as RouteMatchConfig,
+    header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
+    route_match::PathSpecifier, HeaderMatcher as HeaderMatcherConfig,
+    QueryParameterMatcher as QueryParameterMatcherConfig, RouteMatch as RouteMatchConfig,
 };
 use http::request::Parts;
 use regex::Regex;
@@ -20,11 +19,20 @@ use crate::config::{ConfigError, ConfigErrors};
 /// How a route matches the request path (without its query string).
 #[derive(Debug, Clone)]
 pub enum PathMatch {
-    Prefix { prefix: String, case_sensitive: bool },
-    Exact { path: String, case_sensitive: bool },
+    Prefix {
+        prefix: String,
+        case_sensitive: bool,
+    },
+    Exact {
+        path: String,
+        case_sensitive: bool,
+    },
     Regex(Regex),
     /// Matches `prefix` exactly or followed by `/`.
-    SeparatedPrefix { prefix: String, case_sensitive: bool },
+    SeparatedPrefix {
+        prefix: String,
+        case_sensitive: bool,
+    },
 }
 
 impl PathMatch {
@@ -73,7 +81,10 @@ enum HeaderCheck {
     String(StringMatch),
     Present(bool),
     /// `[start, end)` on the value parsed as a signed integer.
-    Range { start: i64, end: i64 },
+    Range {
+        start: i64,
+        end: i64,
+    },
 }
 
 /// A compiled `HeaderMatcher`.
@@ -106,11 +117,11 @@ impl HeaderMatch {
             Some(HeaderMatchSpecifier::ContainsMatch(value)) => {
                 HeaderCheck::String(StringMatch::contains(non_empty(value, "contains_match")?))
             }
-            Some(HeaderMatchSpecifier::SafeRegexMatch(regex)) => HeaderCheck::String(
-                StringMatch::regex(
+            Some(HeaderMatchSpecifier::SafeRegexMatch(regex)) => {
+                HeaderCheck::String(StringMatch::regex(
                     compile_full_match(regex).map_err(|e| e.under("safe_regex_match"))?,
-                ),
-            ),
+                ))
+            }
             Some(HeaderMatchSpecifier::StringMatch(matcher)) => HeaderCheck::String(
                 StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?,
             ),
@@ -119,7 +130,10 @@ impl HeaderMatch {
                 if range.start >= range.end {
                     return Err(ConfigError::new(
                         "range_match",
-                        format!("start ({}) must be less than end ({})", range.start, range.end),
+                        format!(
+                            "start ({}) must be less than end ({})",
+                            range.start, range.end
+                        ),
                     ));
                 }
                 HeaderCheck::Range {
@@ -291,9 +305,7 @@ fn compile_path(
             PathMatch::Regex(compile_full_match(regex).map_err(|e| e.under("safe_regex"))?)
         }
         Some(PathSpecifier::PathSeparatedPrefix(prefix)) => {
-            let valid = prefix.len() >= 2
-                && !prefix.ends_with('/')
-                && !prefix.contains(['?', '#']);
+            let valid = prefix.len() >= 2 && !prefix.ends_with('/') && !prefix.contains(['?', '#']);
             if !valid {
                 return Err(ConfigError::new(
                     "path_separated_prefix",

@@ -132,7 +132,8 @@ fn bytes_equal(a: &[u8], b: &str, ignore_case: bool) -> bool {
 
 /// `value.starts_with(prefix)`, optionally ASCII case-insensitive.
 pub fn starts_with(value: &str, prefix: &str, ignore_case: bool) -> bool {
-    value.len() >= prefix.len() && bytes_equal(&value.as_bytes()[..prefix.len()], prefix, ignore_case)
+    value.len() >= prefix.len()
+        && bytes_equal(&value.as_bytes()[..prefix.len()], prefix, ignore_case)
 }
 
 /// Compiles a `RegexMatcher` that must match the whole input (RE2
@@ -156,7 +157,10 @@ fn compile(pattern: &str, anchored: bool) -> Result<Regex, ConfigError> {
         pattern.to_string()
     };
     Regex::new(&source).map_err(|error| {
-        ConfigError::new("regex", format!("invalid regex \"{pattern}\": {}", first_line(&error)))
+        ConfigError::new(
+            "regex",
+            format!("invalid regex \"{pattern}\": {}", first_line(&error)),
+        )
     })
 }
 
@@ -279,7 +283,11 @@ mod tests {
         ];
         for (pattern, ignore_case, value, want) in cases {
             let m = matcher(pattern.clone(), *ignore_case);
-            assert_eq!(m.matches(value), *want, "{pattern:?} ic={ignore_case} on {value:?}");
+            assert_eq!(
+                m.matches(value),
+                *want,
+                "{pattern:?} ic={ignore_case} on {value:?}"
+            );
         }
     }
 
@@ -294,8 +302,15 @@ mod tests {
         };
         let error = bad(Some(MatchPattern::SafeRegex(regex("a("))));
         assert_eq!(error.path, "safe_regex.regex");
-        assert!(error.message.starts_with("invalid regex \"a(\""), "{}", error.message);
-        assert_eq!(bad(Some(MatchPattern::Prefix(String::new()))).path, "prefix");
+        assert!(
+            error.message.starts_with("invalid regex \"a(\""),
+            "{}",
+            error.message
+        );
+        assert_eq!(
+            bad(Some(MatchPattern::Prefix(String::new()))).path,
+            "prefix"
+        );
         assert_eq!(bad(None).path, "match_pattern");
         assert!(bad(Some(MatchPattern::Custom(Default::default())))
             .message
@@ -313,7 +328,10 @@ mod tests {
         let s = sub("^/service/([^/]+)(/.*)$", "\\2/instance/\\1").unwrap();
         assert_eq!(s.replace_all("/service/foo/v1/api"), "/v1/api/instance/foo");
         let s = sub("one", "two").unwrap();
-        assert_eq!(s.replace_all("/xxx/one/yyy/one/zzz"), "/xxx/two/yyy/two/zzz");
+        assert_eq!(
+            s.replace_all("/xxx/one/yyy/one/zzz"),
+            "/xxx/two/yyy/two/zzz"
+        );
         let s = sub("a", "$1\\\\").unwrap();
         assert_eq!(s.replace_all("a"), "$1\\");
         let s = sub("(b)", "[\\0\\1]").unwrap();

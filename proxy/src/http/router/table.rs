@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashSet};
 
 use envoy_types::pb::envoy::config::route::v3::{
-    route::Action, virtual_host::TlsRequirementType, Route as RouteConfig,
-    RouteConfiguration, VirtualHost as VirtualHostConfig,
+    route::Action, virtual_host::TlsRequirementType, Route as RouteConfig, RouteConfiguration,
+    VirtualHost as VirtualHostConfig,
 };
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
@@ -81,10 +81,16 @@ impl RouteTable {
         let mut errors = ConfigErrors::default();
         for (field, set) in [
             ("vhds", config.vhds.is_some()),
-            ("cluster_specifier_plugins", !config.cluster_specifier_plugins.is_empty()),
+            (
+                "cluster_specifier_plugins",
+                !config.cluster_specifier_plugins.is_empty(),
+            ),
         ] {
             if set {
-                errors.push(ConfigError::new(field, format!("field '{field}' is not supported by Sluice")));
+                errors.push(ConfigError::new(
+                    field,
+                    format!("field '{field}' is not supported by Sluice"),
+                ));
             }
         }
         let vhost_header = if config.vhost_header.is_empty() {
@@ -108,8 +114,14 @@ impl RouteTable {
         let (request_headers, response_headers) = compile_mutations(
             &mut errors,
             "",
-            (&config.request_headers_to_add, &config.request_headers_to_remove),
-            (&config.response_headers_to_add, &config.response_headers_to_remove),
+            (
+                &config.request_headers_to_add,
+                &config.request_headers_to_remove,
+            ),
+            (
+                &config.response_headers_to_add,
+                &config.response_headers_to_remove,
+            ),
         );
 
         let mut virtual_hosts = Vec::with_capacity(config.virtual_hosts.len());
@@ -124,7 +136,10 @@ impl RouteTable {
                 ));
             }
             if vhost.domains.is_empty() {
-                errors.push(ConfigError::new(format!("{path}.domains"), "must have at least one domain"));
+                errors.push(ConfigError::new(
+                    format!("{path}.domains"),
+                    "must have at least one domain",
+                ));
             }
             for (j, domain) in vhost.domains.iter().enumerate() {
                 let owner = |other: usize| format!("\"{}\"", config.virtual_hosts[other].name);
@@ -283,8 +298,14 @@ impl Route {
 fn compile_mutations(
     errors: &mut ConfigErrors,
     path: &str,
-    request: (&[envoy_types::pb::envoy::config::core::v3::HeaderValueOption], &[String]),
-    response: (&[envoy_types::pb::envoy::config::core::v3::HeaderValueOption], &[String]),
+    request: (
+        &[envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+        &[String],
+    ),
+    response: (
+        &[envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+        &[String],
+    ),
 ) -> (HeaderMutations, HeaderMutations) {
     let mut compile = |(add, remove), add_field, remove_field| {
         HeaderMutations::compile(add, add_field, remove, remove_field).unwrap_or_else(|more| {
@@ -292,29 +313,52 @@ fn compile_mutations(
             HeaderMutations::default()
         })
     };
-    let request = compile(request, "request_headers_to_add", "request_headers_to_remove");
-    let response = compile(response, "response_headers_to_add", "response_headers_to_remove");
+    let request = compile(
+        request,
+        "request_headers_to_add",
+        "request_headers_to_remove",
+    );
+    let response = compile(
+        response,
+        "response_headers_to_add",
+        "response_headers_to_remove",
+    );
     (request, response)
 }
 
 /// Error paths are relative to the `VirtualHost`.
-fn compile_virtual_host(config: &VirtualHostConfig, max_body: u32) -> Result<VirtualHost, ConfigErrors> {
+fn compile_virtual_host(
+    config: &VirtualHostConfig,
+    max_body: u32,
+) -> Result<VirtualHost, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     if config.name.is_empty() {
         errors.push(ConfigError::new("name", "must not be empty"));
     }
     if config.matcher.is_some() {
-        errors.push(ConfigError::new("matcher", "field 'matcher' is not supported by Sluice"));
+        errors.push(ConfigError::new(
+            "matcher",
+            "field 'matcher' is not supported by Sluice",
+        ));
     }
     let require_tls = TlsRequirementType::try_from(config.require_tls).unwrap_or_else(|_| {
-        errors.push(ConfigError::new("require_tls", format!("unknown value {}", config.require_tls)));
+        errors.push(ConfigError::new(
+            "require_tls",
+            format!("unknown value {}", config.require_tls),
+        ));
         TlsRequirementType::None
     });
     let (request_headers, response_headers) = compile_mutations(
         &mut errors,
         "",
-        (&config.request_headers_to_add, &config.request_headers_to_remove),
-        (&config.response_headers_to_add, &config.response_headers_to_remove),
+        (
+            &config.request_headers_to_add,
+            &config.request_headers_to_remove,
+        ),
+        (
+            &config.response_headers_to_add,
+            &config.response_headers_to_remove,
+        ),
     );
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, route) in config.routes.iter().enumerate() {
@@ -347,8 +391,14 @@ fn compile_route(config: &RouteConfig, max_body: u32) -> Result<Route, ConfigErr
     let (request_headers, response_headers) = compile_mutations(
         &mut errors,
         "",
-        (&config.request_headers_to_add, &config.request_headers_to_remove),
-        (&config.response_headers_to_add, &config.response_headers_to_remove),
+        (
+            &config.request_headers_to_add,
+            &config.request_headers_to_remove,
+        ),
+        (
+            &config.response_headers_to_add,
+            &config.response_headers_to_remove,
+        ),
     );
     let action = match (&config.action, &matcher) {
         // Without a valid matcher the action's rewrite cannot be compiled.
@@ -376,7 +426,11 @@ fn compile_route(config: &RouteConfig, max_body: u32) -> Result<Route, ConfigErr
     }
 }
 
-fn compile_action(action: &Action, matcher: &RouteMatcher, max_body: u32) -> Result<RouteAction, ConfigErrors> {
+fn compile_action(
+    action: &Action,
+    matcher: &RouteMatcher,
+    max_body: u32,
+) -> Result<RouteAction, ConfigErrors> {
     let under = |field: &str, more: ConfigErrors| {
         let mut errors = ConfigErrors::default();
         errors.extend_under(field, more);
