@@ -38,7 +38,7 @@ pub enum ClusterTarget {
 }
 
 impl ClusterTarget {
-    fn resolve<'a>(&'a self, req: &'a Parts) -> Option<&'a str> {
+    fn resolve<'r>(&'r self, req: &'r Parts) -> Option<&'r str> {
         match self {
             ClusterTarget::Named(name) => Some(name),
             ClusterTarget::Header(header) => {
@@ -68,7 +68,7 @@ pub struct WeightedClusters {
 
 impl WeightedClusters {
     /// Envoy's pick: `random % total` falls in one entry's `[begin, end)`.
-    pub fn pick(&self, req: &Parts, random: u64) -> &WeightedClusterEntry {
+    pub fn pick<'t>(&'t self, req: &Parts, random: u64) -> &'t WeightedClusterEntry {
         let random = self
             .random_header
             .as_ref()
@@ -94,15 +94,17 @@ pub enum ClusterSpecifier {
     Weighted(WeightedClusters),
 }
 
-/// The cluster chosen for one request.
+/// The cluster chosen for one request. The name may borrow from the
+/// request (`cluster_header`); the weighted entry only from the table, so it
+/// outlives changes to the request's headers.
 #[derive(Debug, Clone, Copy)]
-pub struct ClusterChoice<'a> {
-    /// `None` when the cluster header is absent: answer with
+pub struct ClusterChoice<'t, 'r> {
+    /// `None` when the cluster header is absent or empty: answer with
     /// `cluster_not_found_response_code`.
-    pub name: Option<&'a str>,
+    pub name: Option<&'r str>,
     /// The weighted entry picked, whose header mutations and host rewrite
     /// also apply.
-    pub weighted: Option<&'a WeightedClusterEntry>,
+    pub weighted: Option<&'t WeightedClusterEntry>,
 }
 
 /// How the upstream `Host` is rewritten.
@@ -192,7 +194,7 @@ impl ForwardAction {
     }
 
     /// The cluster for this request; `random` drives a weighted pick.
-    pub fn cluster_for<'a>(&'a self, req: &'a Parts, random: u64) -> ClusterChoice<'a> {
+    pub fn cluster_for<'t: 'r, 'r>(&'t self, req: &'r Parts, random: u64) -> ClusterChoice<'t, 'r> {
         match &self.cluster {
             ClusterSpecifier::Target(target) => ClusterChoice {
                 name: target.resolve(req),

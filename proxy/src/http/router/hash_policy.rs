@@ -4,6 +4,7 @@
 //! `rotl(hash, 1) ^ new`, and a `terminal` policy that produced a hash ends
 //! the evaluation.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::route::v3::route_action::{
@@ -139,33 +140,49 @@ impl HashMethod {
     fn evaluate(&self, req: &Parts, source_ip: Option<IpAddr>) -> Option<u64> {
         match self {
             HashMethod::Header { source, rewrite } => {
-                let mut values: Vec<std::borrow::Cow<'_, str>> = source.values(req).collect();
-                if values.is_empty() {
-                    return None;
-                }
-                if let Some(rewrite) = rewrite {
-                    for value in &mut values {
-                        *value = std::borrow::Cow::Owned(rewrite.replace_all(value));
-                    }
-                }
+                let rewritten = |value| apply_rewrite(rewrite.as_ref(), value);
+                let mut values = source.values(req);
+                let first = rewritten(values.next()?);
+                let Some(second) = values.next() else {
+                    return Some(xxh64(first.as_bytes(), 0));
+                };
+                let mut all: Vec<Cow<'_, str>> = vec![first, rewritten(second)];
+                all.extend(values.map(rewritten));
                 // Sorted so `a, b` and `b, a` hash the same; each value seeds
                 // the next, as Envoy's `HashUtil::xxHash64(span)`.
-                values.sort_unstable();
+                all.sort_unstable();
                 Some(
-                    values
-                        .iter()
+                    all.iter()
                         .fold(0, |seed, value| xxh64(value.as_bytes(), seed)),
                 )
             }
             HashMethod::Cookie { name } => request::cookie(req, name)
                 .filter(|value| !value.is_empty())
                 .map(|value| xxh64(value.as_bytes(), 0)),
-            HashMethod::SourceIp => source_ip.map(|ip| xxh64(ip.to_string().as_bytes(), 0)),
+            HashMethod::SourceIp => source_ip.map(|ip| xxh64(ip_text(ip, &mut [0; 64]), 0)),
             HashMethod::QueryParameter { name } => {
                 request::query_parameter(req, name).map(|value| xxh64(value.as_bytes(), 0))
             }
         }
     }
+}
+
+fn apply_rewrite<'v>(rewrite: Option<&RegexSubstitution>, value: Cow<'v, str>) -> Cow<'v, str> {
+    match rewrite {
+        Some(rewrite) => Cow::Owned(rewrite.replace_all(&value)),
+        None => value,
+    }
+}
+
+/// The address as Envoy prints it (`10.0.0.1`, `2001:db8::1`), formatted
+/// into `buffer` without allocating.
+fn ip_text(ip: IpAddr, buffer: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    // An IPv6 address prints in at most 45 bytes.
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    &buffer[..len]
 }
 
 #[cfg(test)]
