@@ -42,6 +42,9 @@ pub struct RedirectAction {
     port: Option<String>,
     path: RedirectPath,
     strip_query: bool,
+    /// The virtual host's `require_tls` redirect: `https://{host}{path}`
+    /// exactly as requested (Envoy's `SslRedirector`).
+    tls_required: bool,
     pub response_code: StatusCode,
 }
 
@@ -151,14 +154,34 @@ impl RedirectAction {
             port,
             path: redirect_path,
             strip_query: config.strip_query,
+            tls_required: false,
             response_code,
         })
+    }
+
+    /// The 301 to `https` that a virtual host with `require_tls` answers to
+    /// requests that arrived without TLS.
+    pub fn require_tls() -> Self {
+        RedirectAction {
+            scheme: None,
+            host: None,
+            port: None,
+            path: RedirectPath::Keep,
+            strip_query: false,
+            tls_required: true,
+            response_code: StatusCode::MOVED_PERMANENTLY,
+        }
     }
 
     /// The `Location` for `req`. `scheme` is the request's scheme (`:scheme`,
     /// i.e. `https` on a TLS connection); `x-forwarded-proto`, when present,
     /// decides which default port is dropped, as in Envoy.
     pub fn location(&self, req: &Parts, scheme: &str) -> String {
+        if self.tls_required {
+            let host = request::authority(req).unwrap_or("");
+            let path = request::path_and_query(req).unwrap_or("");
+            return format!("https://{host}{path}");
+        }
         let final_scheme = self.scheme.as_deref().unwrap_or(scheme);
         let final_port = self.port.as_deref().unwrap_or("");
         let final_host = match &self.host {

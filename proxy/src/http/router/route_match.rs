@@ -271,6 +271,19 @@ impl RouteMatcher {
         }
     }
 
+    /// A matcher for every request (prefix `/`), for synthetic routes.
+    pub fn match_all() -> Self {
+        RouteMatcher {
+            path: PathMatch::Prefix {
+                prefix: String::new(),
+                case_sensitive: true,
+            },
+            headers: Vec::new(),
+            query_parameters: Vec::new(),
+            grpc: false,
+        }
+    }
+
     /// Envoy's order: path, gRPC, headers, query parameters; all must match.
     /// `path` is the request path without its query (and, when configured,
     /// without path parameters).

@@ -43,9 +43,11 @@ pub struct Route {
 pub struct VirtualHost {
     pub name: String,
     pub routes: Vec<Route>,
-    /// `require_tls`: the connection manager answers a 301 to `https` for
-    /// requests that do not meet it (Envoy's SSL redirect route).
+    /// `require_tls`: requests that do not meet it get [`Self::tls_redirect`].
     pub require_tls: TlsRequirementType,
+    /// The route [`RouteTable::find`] returns when `require_tls` is not met:
+    /// a 301 to the same URL over `https`.
+    pub tls_redirect: Option<Route>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
 }
@@ -213,6 +215,14 @@ impl RouteTable {
     /// The virtual host, then its first route that matches the request.
     pub fn find(&self, req: &Parts) -> Option<RouteMatch<'_>> {
         let virtual_host = self.find_virtual_host(req)?;
+        if let Some(route) = &virtual_host.tls_redirect {
+            if needs_tls_redirect(virtual_host.require_tls, req) {
+                return Some(RouteMatch {
+                    virtual_host,
+                    route,
+                });
+            }
+        }
         let mut path = request::path_only(req);
         if self.ignore_path_parameters_in_path_matching {
             path = path.split(';').next().unwrap_or(path);
@@ -280,6 +290,30 @@ impl RouteTable {
             [global, vhost, route]
         } else {
             [route, vhost, global]
+        }
+    }
+}
+
+/// Envoy decides by `x-forwarded-proto`, which the connection manager sets
+/// from the connection before routing; a request without it counts as
+/// plain HTTP unless its URI says `https`. `EXTERNAL_ONLY` exempts requests
+/// marked `x-envoy-internal: true`.
+fn needs_tls_redirect(requirement: TlsRequirementType, req: &Parts) -> bool {
+    let proto = req
+        .headers
+        .get("x-forwarded-proto")
+        .map(|v| v.as_bytes())
+        .or_else(|| req.uri.scheme_str().map(str::as_bytes));
+    let secure = proto.is_some_and(|p| p.eq_ignore_ascii_case(b"https"));
+    match requirement {
+        TlsRequirementType::None => false,
+        TlsRequirementType::All => !secure,
+        TlsRequirementType::ExternalOnly => {
+            let internal = req
+                .headers
+                .get("x-envoy-internal")
+                .is_some_and(|v| v.as_bytes() == b"true");
+            !secure && !internal
         }
     }
 }
@@ -367,10 +401,18 @@ fn compile_virtual_host(
             Err(more) => errors.extend_under(&format!("routes[{i}]"), more),
         }
     }
+    let tls_redirect = (require_tls != TlsRequirementType::None).then(|| Route {
+        name: String::new(),
+        matcher: RouteMatcher::match_all(),
+        action: RouteAction::Redirect(RedirectAction::require_tls()),
+        request_headers: HeaderMutations::default(),
+        response_headers: HeaderMutations::default(),
+    });
     errors.into_result(VirtualHost {
         name: config.name.clone(),
         routes,
         require_tls,
+        tls_redirect,
         request_headers,
         response_headers,
     })

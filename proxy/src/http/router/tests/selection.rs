@@ -142,3 +142,46 @@ fn ignore_path_parameters_strips_them_before_matching() {
         Some("a")
     );
 }
+
+#[test]
+fn require_tls_redirects_plain_requests_to_https() {
+    use envoy_types::pb::envoy::config::route::v3::virtual_host::TlsRequirementType;
+    let mut all = vhost(
+        "all",
+        &["all.com", "all.com:80"],
+        vec![route("/", forward("a"))],
+    );
+    all.require_tls = TlsRequirementType::All as i32;
+    let mut external = vhost("ext", &["ext.com"], vec![route("/", forward("e"))]);
+    external.require_tls = TlsRequirementType::ExternalOnly as i32;
+    let t = table(vec![all, external]);
+    let location = |host: &str, headers: &[(&str, &str)]| {
+        let mut all_headers = vec![("host", host)];
+        all_headers.extend_from_slice(headers);
+        let r = req("/p?q=1", &all_headers);
+        let m = t.find(&r).unwrap();
+        m.route.redirect_location(&r, "http")
+    };
+    assert_eq!(
+        location("all.com:80", &[]).as_deref(),
+        Some("https://all.com:80/p?q=1")
+    );
+    assert_eq!(
+        location("all.com", &[("x-forwarded-proto", "http")]).as_deref(),
+        Some("https://all.com/p?q=1")
+    );
+    assert_eq!(location("all.com", &[("x-forwarded-proto", "https")]), None);
+    assert_eq!(
+        location("all.com", &[("x-envoy-internal", "true")]).as_deref(),
+        Some("https://all.com/p?q=1")
+    );
+    assert_eq!(
+        location("ext.com", &[]).as_deref(),
+        Some("https://ext.com/p?q=1")
+    );
+    assert_eq!(location("ext.com", &[("x-envoy-internal", "true")]), None);
+    let m = t.find(&req("/", &[("host", "all.com")])).unwrap();
+    assert!(
+        matches!(&m.route.action, RouteAction::Redirect(r) if r.response_code == http::StatusCode::MOVED_PERMANENTLY)
+    );
+}
