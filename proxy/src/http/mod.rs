@@ -2,3 +2,4 @@
 //! filters, and the router.
 
 pub mod body;
+pub mod router;

@@ -1,0 +1,35 @@
+//! Envoy's HTTP routing: a `RouteConfiguration` compiled into an immutable
+//! [`RouteTable`] that picks a virtual host by Host, then the first matching
+//! route, and carries that route's action (forward to a cluster, redirect,
+//! or answer directly) and header mutations.
+//!
+//! The connection manager calls [`RouteTable::find`] per request, then, for a
+//! [`RouteAction::Forward`], [`ForwardAction::cluster_for`],
+//! [`RouteTable::apply_request_headers`], the host rewrite
+//! ([`ForwardAction::rewritten_host`]) and path rewrite
+//! ([`ForwardAction::rewrite_path`]) — Envoy's order — and hands
+//! [`ForwardAction::compute_hash`] to the load balancer.
+
+mod domains;
+mod forward;
+mod hash_policy;
+mod header_mutation;
+mod redirect;
+mod request;
+mod rewrite;
+mod route_match;
+mod string_match;
+mod table;
+
+pub use forward::{
+    ClusterChoice, ClusterSpecifier, ClusterTarget, ForwardAction, HostRewrite,
+    WeightedClusterEntry, WeightedClusters, DEFAULT_ROUTE_TIMEOUT,
+};
+pub use hash_policy::HashPolicy;
+pub use header_mutation::{AppendAction, HeaderMutations};
+pub use redirect::{DirectResponse, RedirectAction, DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES};
+pub use request::strip_port;
+pub use table::{Route, RouteAction, RouteMatch, RouteTable, VirtualHost};
+
+#[cfg(test)]
+mod tests;
