@@ -7,3 +7,4 @@ pub mod formatter;
 pub mod http;
 pub mod stats;
 pub mod stream_info;
+pub mod upstream;
