@@ -15,3 +15,4 @@ pub mod server;
 pub mod stats;
 pub mod stream_info;
 pub mod tcp;
+pub mod upstream;

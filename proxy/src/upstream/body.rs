@@ -1,0 +1,116 @@
+//! The body of an upstream response. It keeps the request counted as
+//! active (cluster `upstream_rq_active`, host `rq_active`, the pooled
+//! connection's in-flight count) until the body ends or is dropped, and
+//! records `upstream_rq_time` when the last byte arrives.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::connect::ConnState;
+use super::host::Host;
+use super::stats::ClusterStats;
+
+/// Counts one request as active from send until its response is done.
+#[derive(Debug)]
+pub(crate) struct ActiveRequest {
+    stats: Arc<ClusterStats>,
+    host: Arc<Host>,
+    connection: Option<Arc<ConnState>>,
+    start: Instant,
+    completed: bool,
+}
+
+impl ActiveRequest {
+    pub(crate) fn start(stats: Arc<ClusterStats>, host: Arc<Host>) -> ActiveRequest {
+        stats.upstream_rq_total.inc();
+        stats.upstream_rq_active.inc();
+        host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
+        host.stats().rq_active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest {
+            stats,
+            host,
+            connection: None,
+            start: Instant::now(),
+            completed: false,
+        }
+    }
+
+    pub(crate) fn on_connection(&mut self, connection: Arc<ConnState>) {
+        self.connection = Some(connection);
+    }
+
+    /// The response ended: record the request time once.
+    pub(crate) fn complete(&mut self) {
+        if !self.completed {
+            self.completed = true;
+            let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
+            self.stats.upstream_rq_time.record(elapsed);
+        }
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.stats.upstream_rq_active.dec();
+        self.host.stats().rq_active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(connection) = &self.connection {
+            connection.end_request();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body; see the module documentation.
+    #[derive(Debug)]
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        active: ActiveRequest,
+    }
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(inner: Incoming, mut active: ActiveRequest) -> UpstreamBody {
+        if inner.is_end_stream() {
+            active.complete();
+        }
+        UpstreamBody { inner, active }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        };
+        if ended {
+            this.active.complete();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

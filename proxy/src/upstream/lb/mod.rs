@@ -1,0 +1,142 @@
+//! Load balancers: given the host set of a cluster, pick one host per
+//! request. Each balancer is built once per host-set change (ring, table,
+//! schedule) and then picks lock-free: only atomics and reads of
+//! immutable data on the request path.
+//!
+//! Every balancer returns an index into the host slice it was built over.
+
+pub(crate) mod config;
+mod least_request;
+mod maglev;
+mod ring_hash;
+mod round_robin;
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::host::Host;
+
+pub use maglev::DEFAULT_TABLE_SIZE as MAGLEV_DEFAULT_TABLE_SIZE;
+pub use ring_hash::{
+    DEFAULT_MAXIMUM_RING_SIZE as RING_DEFAULT_MAXIMUM_SIZE,
+    DEFAULT_MINIMUM_RING_SIZE as RING_DEFAULT_MINIMUM_SIZE,
+};
+
+/// The configured policy and its parameters (from `lb_policy` and `lb_config`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest {
+        choice_count: u32,
+        active_request_bias: f64,
+    },
+    Random,
+    RingHash {
+        minimum_ring_size: u64,
+        maximum_ring_size: u64,
+    },
+    Maglev {
+        table_size: u64,
+    },
+}
+
+impl LbPolicy {
+    /// Envoy's name for the policy (`ROUND_ROBIN`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "ROUND_ROBIN",
+            LbPolicy::LeastRequest { .. } => "LEAST_REQUEST",
+            LbPolicy::Random => "RANDOM",
+            LbPolicy::RingHash { .. } => "RING_HASH",
+            LbPolicy::Maglev { .. } => "MAGLEV",
+        }
+    }
+}
+
+/// A balancer built for one host set.
+#[derive(Debug)]
+pub(crate) enum LoadBalancer {
+    RoundRobin(round_robin::RoundRobin),
+    LeastRequest(least_request::LeastRequest),
+    Random,
+    RingHash(ring_hash::Ring),
+    Maglev(maglev::MaglevTable),
+}
+
+impl LoadBalancer {
+    pub(crate) fn build(policy: &LbPolicy, hosts: &[Arc<Host>]) -> LoadBalancer {
+        match policy {
+            LbPolicy::RoundRobin => LoadBalancer::RoundRobin(round_robin::RoundRobin::new(
+                &weights(hosts),
+                rand::rng().random(),
+            )),
+            LbPolicy::LeastRequest {
+                choice_count,
+                active_request_bias,
+            } => LoadBalancer::LeastRequest(least_request::LeastRequest::new(
+                &weights(hosts),
+                *choice_count,
+                *active_request_bias,
+            )),
+            LbPolicy::Random => LoadBalancer::Random,
+            LbPolicy::RingHash {
+                minimum_ring_size,
+                maximum_ring_size,
+            } => LoadBalancer::RingHash(ring_hash::Ring::new(
+                &keys_and_weights(hosts),
+                *minimum_ring_size,
+                *maximum_ring_size,
+            )),
+            LbPolicy::Maglev { table_size } => LoadBalancer::Maglev(maglev::MaglevTable::new(
+                &keys_and_weights(hosts),
+                *table_size,
+            )),
+        }
+    }
+
+    /// Picks the index of a host in `hosts` (the slice this balancer was
+    /// built over); `None` only when `hosts` is empty. Hash-based balancers
+    /// use `hash`, or a random value when the request has none (as Envoy).
+    pub(crate) fn choose(&self, hosts: &[Arc<Host>], hash: Option<u64>) -> Option<usize> {
+        if hosts.is_empty() {
+            return None;
+        }
+        let index = match self {
+            LoadBalancer::RoundRobin(rr) => rr.next(),
+            LoadBalancer::LeastRequest(lr) => {
+                lr.choose(|i| hosts[i].active_requests(), &mut rand::rng())
+            }
+            // Envoy's RANDOM ignores endpoint weights.
+            LoadBalancer::Random => rand::rng().random_range(0..hosts.len()),
+            LoadBalancer::RingHash(ring) => {
+                ring.lookup(hash.unwrap_or_else(|| rand::rng().random()))
+            }
+            LoadBalancer::Maglev(table) => {
+                table.lookup(hash.unwrap_or_else(|| rand::rng().random()))
+            }
+        };
+        Some(index)
+    }
+}
+
+fn weights(hosts: &[Arc<Host>]) -> Vec<u32> {
+    hosts.iter().map(|host| host.weight().max(1)).collect()
+}
+
+fn keys_and_weights(hosts: &[Arc<Host>]) -> Vec<(String, u32)> {
+    hosts
+        .iter()
+        .map(|host| (host.hash_key(), host.weight().max(1)))
+        .collect()
+}
+
+/// Counts how often each index is chosen in `picks` calls (test helper).
+#[cfg(test)]
+pub(crate) fn histogram(n: usize, picks: usize, mut choose: impl FnMut() -> usize) -> Vec<usize> {
+    let mut counts = vec![0; n];
+    for _ in 0..picks {
+        counts[choose()] += 1;
+    }
+    counts
+}

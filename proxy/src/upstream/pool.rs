@@ -1,0 +1,398 @@
+//! Per-host HTTP connection pools. HTTP/1.1 keeps a bounded list of idle
+//! keep-alive connections for reuse; HTTP/2 multiplexes every request over
+//! one connection per host, reconnecting when it closes. Both honour the
+//! cluster's `connect_timeout`, idle timeout and
+//! `max_requests_per_connection`.
+//!
+//! A request that fails on a reused connection before it was written (the
+//! server closed the idle connection) is sent again, once, on a fresh
+//! connection; so is a bodiless idempotent request whose reused HTTP/1.1
+//! connection closed before any response byte.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::connect::{connect, ConnState, ConnectionGuard};
+use super::host::Host;
+use super::stats::ClusterStats;
+use super::UpstreamError;
+use crate::http::body::{self, Body};
+
+/// Idle HTTP/1.1 connections kept per host; more are closed.
+const MAX_IDLE_PER_HOST: usize = 256;
+
+/// The HTTP protocol spoken to a cluster's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+/// Cluster-wide settings every host pool of the cluster shares.
+#[derive(Debug)]
+pub(crate) struct PoolContext {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    /// `None`: idle connections are never closed by Sluice.
+    pub idle_timeout: Option<Duration>,
+    pub max_requests_per_connection: Option<u32>,
+    pub stats: Arc<ClusterStats>,
+}
+
+struct Http1Connection {
+    sender: http1::SendRequest<Body>,
+    state: Arc<ConnState>,
+}
+
+struct Http2Connection {
+    sender: http2::SendRequest<Body>,
+    state: Arc<ConnState>,
+}
+
+/// The connections of one host.
+pub(crate) struct HostPool {
+    context: Arc<PoolContext>,
+    idle_http1: Mutex<Vec<Http1Connection>>,
+    http2: ArcSwapOption<Http2Connection>,
+    http2_connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for HostPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPool")
+            .field("protocol", &self.context.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostPool {
+    pub(crate) fn new(context: Arc<PoolContext>) -> HostPool {
+        HostPool {
+            context,
+            idle_http1: Mutex::new(Vec::new()),
+            http2: ArcSwapOption::empty(),
+            http2_connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn context(&self) -> &Arc<PoolContext> {
+        &self.context
+    }
+
+    /// Number of idle HTTP/1.1 connections held.
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle_http1.lock().unwrap().len()
+    }
+
+    fn checkout_http1(&self) -> Option<Http1Connection> {
+        let mut idle = self.idle_http1.lock().unwrap();
+        // Most recently used first: the likeliest to still be open.
+        while let Some(connection) = idle.pop() {
+            if connection.sender.is_ready() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn return_http1(&self, connection: Http1Connection) {
+        let mut idle = self.idle_http1.lock().unwrap();
+        if idle.len() < MAX_IDLE_PER_HOST {
+            idle.push(connection);
+        }
+    }
+
+    fn usable(&self, connection: &Http2Connection) -> bool {
+        let under_limit = self
+            .context
+            .max_requests_per_connection
+            .is_none_or(|max| connection.state.requests() < max);
+        !connection.sender.is_closed() && under_limit
+    }
+
+    async fn http2_connection(&self, host: &Host) -> Result<Arc<Http2Connection>, UpstreamError> {
+        if let Some(current) = self.http2.load_full() {
+            if self.usable(&current) {
+                return Ok(current);
+            }
+        }
+        let _single_flight = self.http2_connecting.lock().await;
+        if let Some(current) = self.http2.load_full() {
+            if self.usable(&current) {
+                return Ok(current);
+            }
+            if !current.sender.is_closed() {
+                self.context.stats.upstream_cx_max_requests.inc();
+            }
+        }
+        let fresh = Arc::new(connect_http2(host, &self.context).await?);
+        self.http2.store(Some(fresh.clone()));
+        Ok(fresh)
+    }
+
+    fn forget_http2(&self, connection: &Arc<Http2Connection>) {
+        self.http2
+            .compare_and_swap(&Some(connection.clone()), None::<Arc<Http2Connection>>);
+    }
+}
+
+/// Sends `request` to `host` over its pool. On success the connection's
+/// request is still counted in flight: the caller ends it with
+/// [`ConnState::end_request`] when the response body is done.
+pub(crate) async fn send(
+    host: &Arc<Host>,
+    request: Request<Body>,
+) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
+    match host.pool().context().protocol {
+        UpstreamProtocol::Http1 => send_http1(host, request).await,
+        UpstreamProtocol::Http2 => send_http2(host, request).await,
+    }
+}
+
+async fn send_http1(
+    host: &Arc<Host>,
+    mut request: Request<Body>,
+) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
+    prepare_http1(&mut request, host);
+    let pool = host.pool();
+    let mut may_retry = true;
+    loop {
+        let reusable = if may_retry {
+            pool.checkout_http1()
+        } else {
+            None
+        };
+        let reused = reusable.is_some();
+        let mut connection = match reusable {
+            Some(connection) => connection,
+            None => connect_http1(host, pool.context()).await?,
+        };
+        let replay = (reused && may_retry)
+            .then(|| replayable_copy(&request))
+            .flatten();
+        connection.state.begin_request();
+        match connection.sender.try_send_request(request).await {
+            Ok(response) => {
+                let state = connection.state.clone();
+                return_when_idle(host.clone(), connection);
+                return Ok((response, state));
+            }
+            Err(mut failure) => {
+                connection.state.end_request();
+                let unsent = failure.take_message();
+                let error = failure.into_error();
+                let closed_early = error.is_incomplete_message() || error.is_canceled();
+                if reused && may_retry {
+                    let again = unsent.or(replay.filter(|_| closed_early));
+                    if let Some(again) = again {
+                        request = again;
+                        may_retry = false;
+                        continue;
+                    }
+                }
+                return Err(UpstreamError::from_hyper(error));
+            }
+        }
+    }
+}
+
+async fn send_http2(
+    host: &Arc<Host>,
+    mut request: Request<Body>,
+) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
+    prepare_http2(&mut request, host);
+    let pool = host.pool();
+    let mut may_retry = true;
+    loop {
+        let connection = pool.http2_connection(host).await?;
+        let mut sender = connection.sender.clone();
+        connection.state.begin_request();
+        let outcome = match sender.ready().await {
+            Ok(()) => sender.try_send_request(request).await,
+            Err(error) => {
+                connection.state.end_request();
+                pool.forget_http2(&connection);
+                if may_retry {
+                    may_retry = false;
+                    continue;
+                }
+                return Err(UpstreamError::from_hyper(error));
+            }
+        };
+        match outcome {
+            Ok(response) => return Ok((response, connection.state.clone())),
+            Err(mut failure) => {
+                connection.state.end_request();
+                let unsent = failure.take_message();
+                let error = failure.into_error();
+                if let (Some(again), true) = (unsent, may_retry) {
+                    pool.forget_http2(&connection);
+                    request = again;
+                    may_retry = false;
+                    continue;
+                }
+                return Err(UpstreamError::from_hyper(error));
+            }
+        }
+    }
+}
+
+/// Runs a connection until it closes (or idles out), keeping its counters.
+fn drive<F>(connection: F, guard: ConnectionGuard, state: Arc<ConnState>, context: &PoolContext)
+where
+    F: std::future::Future + Send + 'static,
+{
+    let idle_timeout = context.idle_timeout;
+    let stats = context.stats.clone();
+    tokio::spawn(async move {
+        let _guard = guard;
+        match idle_timeout {
+            Some(idle) => tokio::select! {
+                _ = connection => {}
+                _ = state.idle_expired(idle) => stats.upstream_cx_idle_timeout.inc(),
+            },
+            None => {
+                connection.await;
+            }
+        }
+    });
+}
+
+async fn connect_http1(
+    host: &Host,
+    context: &Arc<PoolContext>,
+) -> Result<Http1Connection, UpstreamError> {
+    let (stream, guard) = connect(host, context).await?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::from_hyper)?;
+    context.stats.upstream_cx_http1_total.inc();
+    let state = ConnState::new();
+    drive(connection.with_upgrades(), guard, state.clone(), context);
+    Ok(Http1Connection { sender, state })
+}
+
+async fn connect_http2(
+    host: &Host,
+    context: &Arc<PoolContext>,
+) -> Result<Http2Connection, UpstreamError> {
+    let (stream, guard) = connect(host, context).await?;
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(UpstreamError::from_hyper)?;
+    context.stats.upstream_cx_http2_total.inc();
+    let state = ConnState::new();
+    drive(connection, guard, state.clone(), context);
+    Ok(Http2Connection { sender, state })
+}
+
+/// Puts an HTTP/1.1 connection back in the idle list once its response
+/// has been read, unless it reached `max_requests_per_connection`.
+fn return_when_idle(host: Arc<Host>, mut connection: Http1Connection) {
+    tokio::spawn(async move {
+        if connection.sender.ready().await.is_err() {
+            return;
+        }
+        let context = host.pool().context();
+        if let Some(max) = context.max_requests_per_connection {
+            if connection.state.requests() >= max {
+                context.stats.upstream_cx_max_requests.inc();
+                return;
+            }
+        }
+        host.pool().return_http1(connection);
+    });
+}
+
+/// A copy of a request with no body whose method is idempotent, to send
+/// again if a stale keep-alive connection drops it.
+fn replayable_copy(request: &Request<Body>) -> Option<Request<Body>> {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// HTTP/1.1 wants an origin-form target and a Host header.
+fn prepare_http1(request: &mut Request<Body>, host: &Host) {
+    *request.version_mut() = Version::HTTP_11;
+    if !request.headers().contains_key(header::HOST) {
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| host.address().to_string());
+        if let Ok(value) = HeaderValue::from_str(&authority) {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
+    if request.method() != Method::CONNECT && request.uri().authority().is_some() {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::from(path);
+    }
+}
+
+/// HTTP/2 carries the authority in `:authority` (from the URI) and forbids
+/// connection-specific headers.
+fn prepare_http2(request: &mut Request<Body>, host: &Host) {
+    *request.version_mut() = Version::HTTP_2;
+    let headers = request.headers_mut();
+    let host_header = headers.remove(header::HOST);
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::HeaderName::from_static("keep-alive"),
+        header::HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+    let authority = request.uri().authority().cloned().or_else(|| {
+        host_header
+            .and_then(|value| Authority::try_from(value.as_bytes()).ok())
+            .or_else(|| Authority::try_from(host.address().to_string()).ok())
+    });
+    let mut parts = request.uri().clone().into_parts();
+    if parts.scheme.is_none() {
+        parts.scheme = Some(Scheme::HTTP);
+    }
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
