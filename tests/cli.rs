@@ -63,7 +63,10 @@ fn every_shipped_example_validates() {
             checked += 1;
         }
     }
-    assert!(checked >= 5, "expected the five example configs, found {checked}");
+    assert!(
+        checked >= 5,
+        "expected the five example configs, found {checked}"
+    );
 }
 
 const CLUSTER_WITH_BAD_TIMEOUT: &str = r#"
@@ -92,9 +95,8 @@ fn invalid_duration_names_its_path_and_value() {
 
 #[test]
 fn unknown_field_is_rejected_with_its_path() {
-    let output = validate_text(
-        "static_resources:\n  clusters:\n  - name: a\n    conect_timeout: 1s\n",
-    );
+    let output =
+        validate_text("static_resources:\n  clusters:\n  - name: a\n    conect_timeout: 1s\n");
     assert!(!output.status.success());
     let text = stderr(&output);
     assert!(text.contains("static_resources.clusters[0]"), "{text}");

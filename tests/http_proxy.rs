@@ -93,10 +93,18 @@ async fn world() -> World {
     let dead = support::free_port();
     let sluice = Sluice::start(
         CONFIG,
-        &[("BLUE", blue.port()), ("GREEN", green.port()), ("DEAD", dead)],
+        &[
+            ("BLUE", blue.port()),
+            ("GREEN", green.port()),
+            ("DEAD", dead),
+        ],
     )
     .await;
-    World { sluice, blue, green }
+    World {
+        sluice,
+        blue,
+        green,
+    }
 }
 
 #[tokio::test]
@@ -152,7 +160,10 @@ async fn direct_response_and_redirect() {
     assert_eq!(reply.text(), "short and stout");
     let reply = get(http, "x", "/moved/here?a=b").await;
     assert_eq!(reply.status, 302);
-    assert_eq!(reply.header("location"), Some("http://new.test/moved/here?a=b"));
+    assert_eq!(
+        reply.header("location"),
+        Some("http://new.test/moved/here?a=b")
+    );
 }
 
 #[tokio::test]
@@ -173,11 +184,16 @@ async fn dead_backend_is_503_uf() {
     let reply = get(w.sluice.addr("HTTP"), "x", "/dead").await;
     assert_eq!(reply.status, 503);
     assert!(
-        reply.text().starts_with("upstream connect error or disconnect/reset before headers"),
+        reply
+            .text()
+            .starts_with("upstream connect error or disconnect/reset before headers"),
         "{}",
         reply.text()
     );
-    assert_eq!(w.sluice.stat("cluster.dead.upstream_cx_connect_fail").await, Some(1));
+    assert_eq!(
+        w.sluice.stat("cluster.dead.upstream_cx_connect_fail").await,
+        Some(1)
+    );
     // The proxy keeps serving.
     assert_eq!(get(w.sluice.addr("HTTP"), "x", "/blue").await.status, 200);
 }
@@ -190,14 +206,22 @@ async fn slow_backend_is_504_ut() {
     assert_eq!(reply.status, 504);
     assert_eq!(reply.text(), "upstream request timeout");
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(w.sluice.stat("cluster.blue.upstream_rq_timeout").await, Some(1));
+    assert_eq!(
+        w.sluice.stat("cluster.blue.upstream_rq_timeout").await,
+        Some(1)
+    );
 }
 
 #[tokio::test]
 async fn malformed_request_is_400_and_proxy_keeps_serving() {
     let w = world().await;
     let http = w.sluice.addr("HTTP");
-    let answer = raw_exchange(http, b"GET / HTTP/1.1\r\nHost x\r\n\r\n", Duration::from_secs(3)).await;
+    let answer = raw_exchange(
+        http,
+        b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     assert_eq!(get(http, "x", "/blue").await.status, 200);
 }
@@ -231,7 +255,12 @@ async fn keep_alive_reuses_upstream_connections() {
 async fn pipelined_requests_are_answered_in_order() {
     let w = world().await;
     let requests = "GET /blue HTTP/1.1\r\nHost: x\r\n\r\nGET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let answer = raw_exchange(w.sluice.addr("HTTP"), requests.as_bytes(), Duration::from_secs(5)).await;
+    let answer = raw_exchange(
+        w.sluice.addr("HTTP"),
+        requests.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
     let first = answer.find("HTTP/1.1 200").expect("first response");
     let second = answer.find("HTTP/1.1 418").expect("second response");
     assert!(first < second);

@@ -184,6 +184,9 @@ mod tests {
             .await
             .expect("accept loop woken")
             .unwrap();
-        assert!(matches!(control.state(), DrainState::ListenersClosed { .. }));
+        assert!(matches!(
+            control.state(),
+            DrainState::ListenersClosed { .. }
+        ));
     }
 }

@@ -36,10 +36,11 @@ fn main() -> ExitCode {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "--config-yaml".to_string());
 
-    let mut bootstrap = match config::load_bootstrap(cli.config_path.as_deref(), cli.config_yaml.as_deref()) {
-        Ok(bootstrap) => bootstrap,
-        Err(errors) => return report_config_errors(&source, &errors),
-    };
+    let mut bootstrap =
+        match config::load_bootstrap(cli.config_path.as_deref(), cli.config_yaml.as_deref()) {
+            Ok(bootstrap) => bootstrap,
+            Err(errors) => return report_config_errors(&source, &errors),
+        };
     apply_node_overrides(&cli, &mut bootstrap);
 
     let store = Store::new();
@@ -83,7 +84,10 @@ fn report_config_errors(source: &str, errors: &config::ConfigErrors) -> ExitCode
 
 /// `--service-node`, `--service-cluster` and `--service-zone` override the
 /// bootstrap's node, as in Envoy.
-fn apply_node_overrides(cli: &Cli, bootstrap: &mut envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap) {
+fn apply_node_overrides(
+    cli: &Cli,
+    bootstrap: &mut envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+) {
     let node = bootstrap.node.get_or_insert_with(Default::default);
     if let Some(id) = &cli.service_node {
         node.id = id.clone();

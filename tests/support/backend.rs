@@ -63,7 +63,9 @@ impl Backend {
         let (conns, reqs) = (connections.clone(), requests.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 let name = backend_name.clone();
                 let reqs = reqs.clone();
@@ -98,7 +100,11 @@ impl Backend {
 
 async fn echo(name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let path = parts
         .uri
         .path_and_query()
@@ -106,11 +112,21 @@ async fn echo(name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
         .unwrap_or_default();
     let mut status = 200u16;
     if let Some(ms) = path.strip_prefix("/delay/") {
-        let ms: u64 = ms.split(['/', '?']).next().unwrap_or("0").parse().unwrap_or(0);
+        let ms: u64 = ms
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms.min(30_000))).await;
     }
     if let Some(code) = path.strip_prefix("/status/") {
-        status = code.split(['/', '?']).next().unwrap_or("200").parse().unwrap_or(200);
+        status = code
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("200")
+            .parse()
+            .unwrap_or(200);
     }
     let headers = parts
         .headers

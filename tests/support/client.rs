@@ -79,7 +79,11 @@ async fn request_on(address: SocketAddr, request: Request<Full<Bytes>>, h2: bool
             sender.send_request(request).await.expect("http1 request")
         };
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         Reply {
             status: parts.status.as_u16(),
             headers: parts.headers,

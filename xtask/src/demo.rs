@@ -43,7 +43,14 @@ pub fn run() -> Result<(), String> {
     println!("== starting: sluice -c config/envoy-demo.yaml --concurrency 2");
     let child = Command::new(root.join("target/debug/sluice"))
         .current_dir(&root)
-        .args(["-c", "config/envoy-demo.yaml", "--concurrency", "2", "-l", "warning"])
+        .args([
+            "-c",
+            "config/envoy-demo.yaml",
+            "--concurrency",
+            "2",
+            "-l",
+            "warning",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -78,14 +85,25 @@ pub fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
-    println!("raw HTTP/1.0 over TCP -> {}", answer.lines().last().unwrap_or("").trim());
+    println!(
+        "raw HTTP/1.0 over TCP -> {}",
+        answer.lines().last().unwrap_or("").trim()
+    );
 
-    println!("\n== admin {ADMIN}/stats?filter=(downstream_rq_2xx|upstream_rq_total|downstream_cx_total)");
-    let (_, stats) = http_get(ADMIN, "/stats?filter=(downstream_rq_2xx|upstream_rq_total|downstream_cx_total)$")?;
+    println!(
+        "\n== admin {ADMIN}/stats?filter=(downstream_rq_2xx|upstream_rq_total|downstream_cx_total)"
+    );
+    let (_, stats) = http_get(
+        ADMIN,
+        "/stats?filter=(downstream_rq_2xx|upstream_rq_total|downstream_cx_total)$",
+    )?;
     print!("{stats}");
     println!("\n== admin /stats/prometheus (excerpt)");
     let (_, prom) = http_get(ADMIN, "/stats/prometheus")?;
-    for line in prom.lines().filter(|l| l.starts_with("envoy_cluster_upstream_rq_total")) {
+    for line in prom
+        .lines()
+        .filter(|l| l.starts_with("envoy_cluster_upstream_rq_total"))
+    {
         println!("{line}");
     }
     let _ = http_post(ADMIN, "/quitquitquit");
@@ -106,7 +124,8 @@ fn wait_ready() -> Result<(), String> {
 
 /// A tiny HTTP/1.x service answering `hello from <name>: <path>`.
 fn start_service(name: &'static str, address: &str) -> Result<(), String> {
-    let listener = TcpListener::bind(address).map_err(|e| format!("cannot bind {name} on {address}: {e}"))?;
+    let listener =
+        TcpListener::bind(address).map_err(|e| format!("cannot bind {name} on {address}: {e}"))?;
     println!("== service {name} on {address}");
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -129,7 +148,11 @@ fn serve(name: &str, stream: TcpStream) {
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
         let http10 = request_line.contains("HTTP/1.0");
         let mut close = http10;
         loop {
@@ -157,20 +180,27 @@ fn serve(name: &str, stream: TcpStream) {
 }
 
 fn http_get(address: &str, path: &str) -> Result<(u16, String), String> {
-    exchange(address, &format!("GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"))
+    exchange(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 fn http_post(address: &str, path: &str) -> Result<(u16, String), String> {
     exchange(
         address,
-        &format!("POST {path} HTTP/1.1\r\nHost: demo\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: demo\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
     )
 }
 
 fn exchange(address: &str, request: &str) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(address).map_err(|e| format!("{address}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw).map_err(|e| e.to_string())?;
     let status = raw
@@ -178,6 +208,9 @@ fn exchange(address: &str, request: &str) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad response from {address}: {raw:?}"))?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

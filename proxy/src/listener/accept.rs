@@ -45,7 +45,10 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, dra
             stats.downstream_cx_active.inc();
             match filter {
                 NetworkFilter::Http(hcm) => {
-                    crate::http::connection_manager::serve_connection(hcm, stream, remote, local, drain).await
+                    crate::http::connection_manager::serve_connection(
+                        hcm, stream, remote, local, drain,
+                    )
+                    .await
                 }
                 NetworkFilter::Tcp(tcp) => tcp.serve(stream, remote, local).await,
             }

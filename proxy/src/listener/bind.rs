@@ -12,11 +12,18 @@ const BACKLOG: i32 = 1024;
 
 /// Binds `count` listening sockets to `address`. With port 0 the first
 /// socket picks the port and the others join it.
-pub fn bind_listener_sockets(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_listener_sockets(
+    address: SocketAddr,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let mut sockets = Vec::with_capacity(count);
     let mut address = address;
     for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         if address.is_ipv6() {
@@ -45,7 +52,10 @@ mod tests {
     #[test]
     fn workers_share_one_port() {
         let sockets = bind_listener_sockets("127.0.0.1:0".parse().unwrap(), 3).unwrap();
-        let ports: Vec<u16> = sockets.iter().map(|s| s.local_addr().unwrap().port()).collect();
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
         assert_eq!(ports.len(), 3);
         assert!(ports.iter().all(|p| *p == ports[0] && *p != 0));
     }

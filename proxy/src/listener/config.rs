@@ -15,8 +15,8 @@ use envoy_types::pb::envoy::extensions::filters::network::{
 };
 
 use crate::access_log::AccessLogs;
-use crate::config::proto::{type_name, unpack};
 use crate::config::context::CompileContext;
+use crate::config::proto::{type_name, unpack};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::http::connection_manager::HttpConnectionManager;
 use crate::stats::{Counter, Gauge, Store};
@@ -72,7 +72,10 @@ pub struct ListenerConfig {
 
 impl ListenerConfig {
     /// Compiles one listener; error paths are relative to the Listener.
-    pub fn compile(listener: &Listener, context: &CompileContext) -> Result<ListenerConfig, ConfigErrors> {
+    pub fn compile(
+        listener: &Listener,
+        context: &CompileContext,
+    ) -> Result<ListenerConfig, ConfigErrors> {
         let store = &context.store;
         let mut errors = ConfigErrors::default();
         let address = match listener.address.as_ref() {
@@ -185,7 +188,10 @@ pub fn socket_address(address: &Address) -> Result<SocketAddr, ConfigError> {
     let socket = match &address.address {
         Some(AddressKind::SocketAddress(socket)) => socket,
         Some(AddressKind::Pipe(_)) => {
-            return Err(ConfigError::new("pipe", "pipe addresses are not supported by Sluice"))
+            return Err(ConfigError::new(
+                "pipe",
+                "pipe addresses are not supported by Sluice",
+            ))
         }
         Some(AddressKind::EnvoyInternalAddress(_)) => {
             return Err(ConfigError::new(
@@ -230,10 +236,13 @@ fn compile_filters(
     chain: &envoy_types::pb::envoy::config::listener::v3::FilterChain,
     context: &CompileContext,
 ) -> Result<NetworkFilter, ConfigErrors> {
-    const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    const HCM: &str =
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
     const TCP: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
     match chain.filters.len() {
-        0 => return Err(ConfigError::new("filters", "a filter chain needs a network filter").into()),
+        0 => {
+            return Err(ConfigError::new("filters", "a filter chain needs a network filter").into())
+        }
         1 => {}
         _ => {
             return Err(ConfigError::new(
@@ -274,7 +283,8 @@ fn compile_filters(
                 })
         }
         TCP => {
-            let config: TcpProxyProto = unpack(any).map_err(|e| ConfigErrors::from(e.under(path)))?;
+            let config: TcpProxyProto =
+                unpack(any).map_err(|e| ConfigErrors::from(e.under(path)))?;
             TcpProxy::compile(&config, context)
                 .map(|tcp| NetworkFilter::Tcp(Arc::new(tcp)))
                 .map_err(|e| {
@@ -297,7 +307,10 @@ mod tests {
 
     #[test]
     fn stat_addresses_look_like_envoys() {
-        assert_eq!(stat_address("0.0.0.0:10000".parse().unwrap()), "0.0.0.0_10000");
+        assert_eq!(
+            stat_address("0.0.0.0:10000".parse().unwrap()),
+            "0.0.0.0_10000"
+        );
         assert_eq!(stat_address("[::1]:80".parse().unwrap()), "::1_80");
     }
 }

@@ -8,4 +8,6 @@ mod config;
 
 pub use accept::accept_loop;
 pub use bind::bind_listener_sockets;
-pub use config::{socket_address as socket_address_of, stat_address, FilterChain, ListenerConfig, NetworkFilter};
+pub use config::{
+    socket_address as socket_address_of, stat_address, FilterChain, ListenerConfig, NetworkFilter,
+};

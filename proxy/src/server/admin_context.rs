@@ -35,7 +35,13 @@ impl ServerAdmin {
     }
 
     fn static_clusters(&self) -> Vec<Value> {
-        let resources = self.0.snapshot.bootstrap.static_resources.clone().unwrap_or_default();
+        let resources = self
+            .0
+            .snapshot
+            .bootstrap
+            .static_resources
+            .clone()
+            .unwrap_or_default();
         resources
             .clusters
             .iter()

@@ -53,7 +53,8 @@ impl Server {
     /// listeners after the drain period; otherwise listeners close now.
     pub fn drain_listeners(&self, graceful: bool) {
         if graceful {
-            self.drain.start(self.drain_period(), self.immediate(), true);
+            self.drain
+                .start(self.drain_period(), self.immediate(), true);
             self.set_draining();
             let control = self.drain.clone();
             let period = self.drain_period();
@@ -63,7 +64,8 @@ impl Server {
                 control.close_listeners(period, immediate);
             });
         } else {
-            self.drain.close_listeners(self.drain_period(), self.immediate());
+            self.drain
+                .close_listeners(self.drain_period(), self.immediate());
             self.set_draining();
         }
     }
@@ -86,7 +88,10 @@ impl Server {
 
 /// Runs the server until it is told to exit; returns the process exit code.
 pub fn run(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
-    let main_runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let main_runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("cannot start the main runtime: {error}");
@@ -124,7 +129,8 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => {
                 tracing::info!(target: "sluice::admin", "admin address: {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
-                let context: Arc<dyn crate::admin::AdminContext> = Arc::new(admin_context::ServerAdmin(server.clone()));
+                let context: Arc<dyn crate::admin::AdminContext> =
+                    Arc::new(admin_context::ServerAdmin(server.clone()));
                 let mut closed = drain_signal.clone();
                 tokio::spawn(crate::admin::serve(listener, context, async move {
                     closed.listeners_closed().await;
@@ -140,7 +146,11 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
 
     server.snapshot.clusters.start();
     server.state_gauge.set(3); // INITIALIZING
-    server.snapshot.clusters.wait_initialized(CLUSTER_INIT_TIMEOUT).await;
+    server
+        .snapshot
+        .clusters
+        .wait_initialized(CLUSTER_INIT_TIMEOUT)
+        .await;
 
     let listeners = match workers::bind_all(&server.snapshot.listeners, workers) {
         Ok(sockets) => sockets,
@@ -205,7 +215,9 @@ async fn wait_for_exit(server: &Arc<Server>) -> i32 {
 
 /// The layered runtime of `layered_runtime` (static and admin layers), or
 /// Envoy's default layering when the bootstrap has none.
-fn runtime_from_bootstrap(bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap) -> crate::admin::Runtime {
+fn runtime_from_bootstrap(
+    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+) -> crate::admin::Runtime {
     use crate::admin::{Runtime, RuntimeLayer};
     use envoy_types::pb::envoy::config::bootstrap::v3::runtime_layer::LayerSpecifier;
     let Some(layered) = &bootstrap.layered_runtime else {
@@ -218,7 +230,9 @@ fn runtime_from_bootstrap(bootstrap: &envoy_types::pb::envoy::config::bootstrap:
                 let json = crate::config::json::to_json(values);
                 match RuntimeLayer::static_from_json(&layer.name, &json) {
                     Ok(layer) => layers.push(layer),
-                    Err(error) => tracing::warn!(target: "sluice::runtime", layer = %layer.name, %error, "runtime layer ignored"),
+                    Err(error) => {
+                        tracing::warn!(target: "sluice::runtime", layer = %layer.name, %error, "runtime layer ignored")
+                    }
                 }
             }
             Some(LayerSpecifier::AdminLayer(_)) => layers.push(RuntimeLayer::admin(&layer.name)),

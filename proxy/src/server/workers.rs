@@ -27,7 +27,10 @@ impl BoundListeners {
 }
 
 /// Binds every listener that binds to a port, `workers` sockets each.
-pub fn bind_all(listeners: &[Arc<ListenerConfig>], workers: usize) -> Result<BoundListeners, String> {
+pub fn bind_all(
+    listeners: &[Arc<ListenerConfig>],
+    workers: usize,
+) -> Result<BoundListeners, String> {
     let mut bound = Vec::new();
     for listener in listeners.iter().filter(|l| l.bind_to_port) {
         let sockets = bind_listener_sockets(listener.address, workers)

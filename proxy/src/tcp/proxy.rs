@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 
 use super::idle::{Activity, Tracked};
 use crate::access_log::AccessLogs;
-use crate::config::proto::timeout_or;
 use crate::config::context::CompileContext;
+use crate::config::proto::timeout_or;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::stats::{Counter, Store};
 use crate::stream_info::{ResponseFlag, StreamInfo};
@@ -67,7 +67,10 @@ impl std::fmt::Debug for TcpProxy {
 
 impl TcpProxy {
     /// Compiles the filter; error paths are relative to the TcpProxy message.
-    pub fn compile(config: &TcpProxyProto, context: &CompileContext) -> Result<TcpProxy, ConfigErrors> {
+    pub fn compile(
+        config: &TcpProxyProto,
+        context: &CompileContext,
+    ) -> Result<TcpProxy, ConfigErrors> {
         let clusters = context.clusters.clone();
         let store = &context.store;
         let mut errors = ConfigErrors::default();
@@ -107,7 +110,10 @@ impl TcpProxy {
             .map(|v| v.value)
             .unwrap_or(1);
         if max_connect_attempts == 0 {
-            errors.push(ConfigError::new("max_connect_attempts", "must be at least 1"));
+            errors.push(ConfigError::new(
+                "max_connect_attempts",
+                "must be at least 1",
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -197,7 +203,9 @@ impl TcpProxy {
         info.bytes_received = down.bytes_read;
         info.bytes_sent = down.bytes_written;
         self.stats.downstream_cx_rx_bytes_total.add(down.bytes_read);
-        self.stats.downstream_cx_tx_bytes_total.add(down.bytes_written);
+        self.stats
+            .downstream_cx_tx_bytes_total
+            .add(down.bytes_written);
         self.finish(info);
     }
 

@@ -16,8 +16,8 @@ use hyper_util::server::conn::auto;
 
 use super::stats::HttpStats;
 use crate::access_log::AccessLogs;
-use crate::config::proto::{opt_duration, timeout_or, type_name, unpack};
 use crate::config::context::CompileContext;
+use crate::config::proto::{opt_duration, timeout_or, type_name, unpack};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::http::router::RouteTable;
 use crate::upstream::ClusterManager;
@@ -87,7 +87,12 @@ impl HttpConnectionManager {
             Some(RouteSpecifier::RouteConfig(route_config)) => {
                 match RouteTable::compile(route_config) {
                     Ok(table) => {
-                        check_route_clusters(route_config.validate_clusters.as_ref(), &table, &clusters, &mut errors);
+                        check_route_clusters(
+                            route_config.validate_clusters.as_ref(),
+                            &table,
+                            &clusters,
+                            &mut errors,
+                        );
                         Some(table)
                     }
                     Err(e) => {
@@ -104,7 +109,10 @@ impl HttpConnectionManager {
                 None
             }
             _ => {
-                errors.push(ConfigError::new("route_config", "a route_config is required"));
+                errors.push(ConfigError::new(
+                    "route_config",
+                    "a route_config is required",
+                ));
                 None
             }
         };
@@ -118,13 +126,17 @@ impl HttpConnectionManager {
         };
         let codec = CodecType::try_from(config.codec_type).unwrap_or(CodecType::Auto);
         if codec == CodecType::Http3 {
-            errors.push(ConfigError::new("codec_type", "HTTP3 is not supported by Sluice"));
+            errors.push(ConfigError::new(
+                "codec_type",
+                "HTTP3 is not supported by Sluice",
+            ));
         }
-        let server_header = match ServerHeaderTransformation::try_from(config.server_header_transformation) {
-            Ok(ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
-            Ok(ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,
-            _ => ServerHeader::Overwrite,
-        };
+        let server_header =
+            match ServerHeaderTransformation::try_from(config.server_header_transformation) {
+                Ok(ServerHeaderTransformation::AppendIfAbsent) => ServerHeader::AppendIfAbsent,
+                Ok(ServerHeaderTransformation::PassThrough) => ServerHeader::PassThrough,
+                _ => ServerHeader::Overwrite,
+            };
         let server_name = if config.server_name.is_empty() {
             DEFAULT_SERVER_NAME
         } else {
@@ -137,7 +149,10 @@ impl HttpConnectionManager {
                 http::HeaderValue::from_static(DEFAULT_SERVER_NAME)
             }
         };
-        let common = config.common_http_protocol_options.clone().unwrap_or_default();
+        let common = config
+            .common_http_protocol_options
+            .clone()
+            .unwrap_or_default();
         let max_headers_kb = config
             .max_request_headers_kb
             .as_ref()
@@ -168,7 +183,9 @@ impl HttpConnectionManager {
                 .keep_alive(true)
                 .max_buf_size((max_headers_kb as usize * 1024).max(8192))
                 .max_headers(max_headers_count as usize)
-                .header_read_timeout(opt_duration(&config.request_headers_timeout).filter(|d| !d.is_zero()));
+                .header_read_timeout(
+                    opt_duration(&config.request_headers_timeout).filter(|d| !d.is_zero()),
+                );
         }
         {
             let h2_options = config.http2_protocol_options.clone().unwrap_or_default();
@@ -177,7 +194,9 @@ impl HttpConnectionManager {
                 .max_header_list_size(max_headers_kb * 1024)
                 .max_concurrent_streams(h2_options.max_concurrent_streams.map(|v| v.value))
                 .initial_stream_window_size(h2_options.initial_stream_window_size.map(|v| v.value))
-                .initial_connection_window_size(h2_options.initial_connection_window_size.map(|v| v.value));
+                .initial_connection_window_size(
+                    h2_options.initial_connection_window_size.map(|v| v.value),
+                );
         }
         let builder = match codec {
             CodecType::Http1 => builder.http1_only(),
@@ -207,7 +226,10 @@ impl HttpConnectionManager {
             always_set_request_id_in_response: config.always_set_request_id_in_response,
             suppress_envoy_headers,
             request_timeout: timeout_or(&config.request_timeout, None),
-            stream_idle_timeout: timeout_or(&config.stream_idle_timeout, Some(DEFAULT_STREAM_IDLE_TIMEOUT)),
+            stream_idle_timeout: timeout_or(
+                &config.stream_idle_timeout,
+                Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+            ),
             idle_timeout: timeout_or(&common.idle_timeout, Some(DEFAULT_CONNECTION_IDLE_TIMEOUT)),
             max_connection_duration: timeout_or(&common.max_connection_duration, None),
             max_stream_duration: timeout_or(&common.max_stream_duration, None),

@@ -31,7 +31,11 @@ pub(super) struct ConnectionContext {
 impl ConnectionContext {
     /// Counts the connection as HTTP/1 or HTTP/2 once, on its first request.
     pub fn count_protocol(&self, version: http::Version) {
-        let code = if version == http::Version::HTTP_2 { 2 } else { 1 };
+        let code = if version == http::Version::HTTP_2 {
+            2
+        } else {
+            1
+        };
         if self.protocol.swap(code, Ordering::Relaxed) != 0 {
             return;
         }

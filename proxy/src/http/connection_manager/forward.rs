@@ -29,13 +29,15 @@ pub(super) async fn forward<'a>(
 ) -> Outcome<'a> {
     let hcm = &context.hcm;
     let choice = action.cluster_for(&parts, rand::random());
+    let weighted = choice.weighted;
+    let cluster = choice.name.and_then(|name| hcm.clusters.get(name));
     let reply = |status: StatusCode, text: &str| Outcome {
         response: local_reply(status, text, grpc),
         deadline: None,
         idle_timeout: None,
-        weighted: choice.weighted,
+        weighted: weighted,
     };
-    let Some(cluster) = choice.name.and_then(|name| hcm.clusters.get(name)) else {
+    let Some(cluster) = cluster else {
         hcm.stats.no_cluster.inc();
         info.add_flag(ResponseFlag::NoClusterFound);
         return reply(action.cluster_not_found_response_code, "");
@@ -45,14 +47,23 @@ pub(super) async fn forward<'a>(
     let hash = action.compute_hash(&parts, Some(context.remote.ip()));
     let Some(host) = cluster.choose_host(hash) else {
         info.add_flag(ResponseFlag::NoHealthyUpstream);
-        return reply(StatusCode::SERVICE_UNAVAILABLE, local_reply::NO_HEALTHY_UPSTREAM);
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            local_reply::NO_HEALTHY_UPSTREAM,
+        );
     };
     info.upstream_host = Some(host.address());
 
-    let original_path = parts.uri.path_and_query().map(|pq| pq.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let original_path = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     if let Some(new_path) = action.rewrite_path(&original_path) {
         if let Ok(value) = HeaderValue::from_str(&original_path) {
-            parts.headers.insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), value);
+            parts
+                .headers
+                .insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), value);
         }
         match new_path.parse() {
             Ok(uri) => parts.uri = uri,
@@ -66,7 +77,7 @@ pub(super) async fn forward<'a>(
             parts.uri = uri;
         }
     }
-    let new_host = match action.rewritten_host(&parts, choice.weighted) {
+    let new_host = match action.rewritten_host(&parts, weighted) {
         Some(host) => HeaderValue::from_str(&host).ok(),
         None if action.auto_host_rewrite() => {
             let name = if host.hostname().is_empty() {
@@ -82,7 +93,7 @@ pub(super) async fn forward<'a>(
         parts.headers.insert(header::HOST, value);
     }
     hcm.routes
-        .apply_request_headers(matched, choice.weighted, &mut parts.headers, info);
+        .apply_request_headers(matched, weighted, &mut parts.headers, info);
 
     let timeout = action.timeout;
     if let Some(timeout) = timeout {
@@ -123,7 +134,10 @@ pub(super) async fn forward<'a>(
             }
         }
         Ok(Err(error)) => {
-            if progress.timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+            if progress
+                .timed_out
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 hcm.stats.downstream_rq_timeout.inc();
                 return reply(StatusCode::REQUEST_TIMEOUT, local_reply::REQUEST_TIMEOUT);
             }
@@ -150,7 +164,7 @@ pub(super) async fn forward<'a>(
                 response: http::Response::from_parts(response_parts, body::boxed(response_body)),
                 deadline,
                 idle_timeout: action.idle_timeout,
-                weighted: choice.weighted,
+                weighted: weighted,
             }
         }
     }

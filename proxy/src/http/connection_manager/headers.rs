@@ -59,7 +59,11 @@ pub fn is_internal(ip: IpAddr) -> bool {
 /// The address Envoy considers the client's: the connection peer with
 /// `use_remote_address`, else the XFF entry `xff_num_trusted_hops` from the
 /// right (falling back to the peer).
-fn trusted_client_address(hcm: &HttpConnectionManager, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+fn trusted_client_address(
+    hcm: &HttpConnectionManager,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> IpAddr {
     if hcm.use_remote_address {
         return peer.ip();
     }
@@ -126,7 +130,10 @@ pub fn prepare_request(
 
 fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -224,7 +231,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("keep-alive, x-custom"));
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-custom"),
+        );
         headers.insert("x-custom", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("te", HeaderValue::from_static("gzip"));

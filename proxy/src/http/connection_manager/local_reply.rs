@@ -19,7 +19,10 @@ pub fn local_reply(status: StatusCode, text: &str, grpc: bool) -> Response<Body>
     if grpc {
         let mut response = Response::new(body::empty());
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         headers.insert("grpc-status", HeaderValue::from(grpc_status_for(status)));
         if !text.is_empty() {
             if let Ok(message) = HeaderValue::from_str(&percent_encode_grpc_message(text)) {
@@ -47,12 +50,12 @@ pub fn local_reply(status: StatusCode, text: &str, grpc: bool) -> Response<Body>
 /// Envoy's HTTP → gRPC status mapping (`Grpc::Utility::httpToGrpcStatus`).
 pub fn grpc_status_for(status: StatusCode) -> u32 {
     match status.as_u16() {
-        400 => 13, // INTERNAL
-        401 => 16, // UNAUTHENTICATED
-        403 => 7,  // PERMISSION_DENIED
-        404 => 12, // UNIMPLEMENTED
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
         429 | 502 | 503 | 504 => 14, // UNAVAILABLE
-        _ => 2,    // UNKNOWN
+        _ => 2,                      // UNKNOWN
     }
 }
 

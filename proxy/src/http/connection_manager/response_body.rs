@@ -118,8 +118,7 @@ impl HttpBody for ResponseBody {
                     }
                 }
                 if let (Some(idle), Some(timeout)) = (this.idle.as_mut(), *this.idle_timeout) {
-                    idle.as_mut()
-                        .reset(tokio::time::Instant::now() + timeout);
+                    idle.as_mut().reset(tokio::time::Instant::now() + timeout);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -142,7 +141,9 @@ impl HttpBody for ResponseBody {
                             end.info.add_flag(ResponseFlag::StreamIdleTimeout);
                             end.context.hcm.stats.downstream_rq_idle_timeout.inc();
                         }
-                        return Poll::Ready(Some(Err(Box::new(StreamAborted("stream idle timeout")))));
+                        return Poll::Ready(Some(Err(Box::new(StreamAborted(
+                            "stream idle timeout",
+                        )))));
                     }
                 }
                 if let Some(deadline) = this.deadline.as_mut() {
@@ -150,7 +151,9 @@ impl HttpBody for ResponseBody {
                         if let Some(end) = this.end.as_mut() {
                             end.info.add_flag(ResponseFlag::UpstreamRequestTimeout);
                         }
-                        return Poll::Ready(Some(Err(Box::new(StreamAborted("upstream request timeout")))));
+                        return Poll::Ready(Some(Err(Box::new(StreamAborted(
+                            "upstream request timeout",
+                        )))));
                     }
                 }
                 Poll::Pending

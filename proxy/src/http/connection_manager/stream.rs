@@ -128,7 +128,38 @@ pub(super) async fn handle(
                         progress.clone(),
                         hcm.request_timeout,
                     );
-                    super::forward::forward(&context, &matched, action, parts_for_forward(&mut parts), body, &progress, &mut info, grpc).await
+                    let forward = super::forward::forward(
+                        &context,
+                        &matched,
+                        action,
+                        parts_for_forward(&mut parts),
+                        body,
+                        &progress,
+                        &mut info,
+                        grpc,
+                    );
+                    match hcm.max_stream_duration {
+                        None => forward.await,
+                        Some(max) => {
+                            let limit = tokio::time::Instant::now() + max;
+                            match tokio::time::timeout_at(limit, forward).await {
+                                Ok(mut outcome) => {
+                                    outcome.deadline =
+                                        Some(outcome.deadline.map_or(limit, |d| d.min(limit)));
+                                    outcome
+                                }
+                                Err(_) => {
+                                    stats.downstream_rq_max_duration_reached.inc();
+                                    info.add_flag(ResponseFlag::DurationTimeout);
+                                    Outcome::local(local_reply(
+                                        StatusCode::REQUEST_TIMEOUT,
+                                        local_reply::DURATION_TIMEOUT,
+                                        grpc,
+                                    ))
+                                }
+                            }
+                        }
+                    }
                 }
             };
             hcm.routes.apply_response_headers(
