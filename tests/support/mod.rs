@@ -8,6 +8,10 @@ pub mod backend;
 pub mod client;
 pub mod proxy;
 
+// Each test binary uses its own subset of the harness.
+#[allow(unused_imports)]
 pub use backend::{Backend, EchoReply};
+#[allow(unused_imports)]
 pub use client::{get, get_h2, raw_exchange, request, Reply};
+#[allow(unused_imports)]
 pub use proxy::{free_port, Sluice};
