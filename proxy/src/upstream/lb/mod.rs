@@ -140,3 +140,87 @@ pub(crate) fn histogram(n: usize, picks: usize, mut choose: impl FnMut() -> usiz
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Store;
+    use crate::upstream::host::Locality;
+    use crate::upstream::pool::{PoolContext, UpstreamProtocol};
+    use crate::upstream::stats::ClusterStats;
+    use std::time::Duration;
+
+    fn hosts(n: u16) -> Vec<Arc<Host>> {
+        let context = Arc::new(PoolContext {
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            max_requests_per_connection: None,
+            stats: Arc::new(ClusterStats::new(&Store::new(), "t")),
+        });
+        (0..n)
+            .map(|i| {
+                let address = format!("127.0.0.1:{}", 4000 + i).parse().unwrap();
+                Arc::new(Host::new(
+                    address,
+                    String::new(),
+                    1,
+                    Locality::default(),
+                    true,
+                    context.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_spreads_over_every_host() {
+        let hosts = hosts(4);
+        let lb = LoadBalancer::build(&LbPolicy::Random, &hosts);
+        let counts = histogram(4, 4000, || lb.choose(&hosts, None).unwrap());
+        for count in counts {
+            assert!((700..1300).contains(&count), "{count}");
+        }
+    }
+
+    #[test]
+    fn hash_balancers_without_a_hash_pick_randomly() {
+        let hosts = hosts(4);
+        for policy in [
+            LbPolicy::RingHash {
+                minimum_ring_size: 1024,
+                maximum_ring_size: RING_DEFAULT_MAXIMUM_SIZE,
+            },
+            LbPolicy::Maglev { table_size: 1009 },
+        ] {
+            let lb = LoadBalancer::build(&policy, &hosts);
+            let counts = histogram(4, 2000, || lb.choose(&hosts, None).unwrap());
+            assert!(counts.iter().all(|c| *c > 200), "{policy:?}: {counts:?}");
+            let pinned = lb.choose(&hosts, Some(42));
+            assert!((0..10).all(|_| lb.choose(&hosts, Some(42)) == pinned));
+        }
+    }
+
+    #[test]
+    fn least_request_picks_the_idle_host_of_two() {
+        let hosts = hosts(2);
+        hosts[0]
+            .stats()
+            .rq_active
+            .store(5, std::sync::atomic::Ordering::Relaxed);
+        let policy = LbPolicy::LeastRequest {
+            choice_count: 2,
+            active_request_bias: 1.0,
+        };
+        let lb = LoadBalancer::build(&policy, &hosts);
+        let counts = histogram(2, 1000, || lb.choose(&hosts, None).unwrap());
+        // Host 1 wins unless both draws land on host 0 (1/4 of the time).
+        assert!((650..850).contains(&counts[1]), "{counts:?}");
+    }
+
+    #[test]
+    fn no_hosts_no_pick() {
+        let lb = LoadBalancer::build(&LbPolicy::RoundRobin, &[]);
+        assert_eq!(lb.choose(&[], None), None);
+    }
+}
