@@ -170,7 +170,7 @@ async fn refused_connection_is_a_connect_failure() {
     assert_eq!(error.response_flag().short_code(), "UF");
     assert_eq!(
         error.transport_failure_reason(),
-        "delayed connect error: 111"
+        "delayed connect error: Connection refused"
     );
     assert_eq!(
         store
