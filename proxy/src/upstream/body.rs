@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::connect::ConnState;
+use super::connect::InFlight;
 use super::host::Host;
 use super::stats::ClusterStats;
 
@@ -22,7 +22,8 @@ use super::stats::ClusterStats;
 pub(crate) struct ActiveRequest {
     stats: Arc<ClusterStats>,
     host: Arc<Host>,
-    connection: Option<Arc<ConnState>>,
+    /// Keeps the request counted on its pooled connection.
+    connection: Option<InFlight>,
     start: Instant,
     completed: bool,
 }
@@ -42,7 +43,7 @@ impl ActiveRequest {
         }
     }
 
-    pub(crate) fn on_connection(&mut self, connection: Arc<ConnState>) {
+    pub(crate) fn on_connection(&mut self, connection: InFlight) {
         self.connection = Some(connection);
     }
 
@@ -60,9 +61,6 @@ impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.stats.upstream_rq_active.dec();
         self.host.stats().rq_active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(connection) = &self.connection {
-            connection.end_request();
-        }
     }
 }
 

@@ -135,6 +135,17 @@ impl AsyncWrite for UpstreamTcpStream {
     }
 }
 
+/// One request in flight on a pooled connection; see [`ConnState::begin_request`].
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<ConnState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Request bookkeeping of one pooled HTTP connection: how many requests it
 /// carried, how many are in flight, and when it was last busy (for the
 /// idle timeout).
@@ -156,14 +167,12 @@ impl ConnState {
         })
     }
 
-    pub(crate) fn begin_request(&self) {
+    /// Counts a request on this connection until the returned guard drops
+    /// (also when the caller abandons the request midway).
+    pub(crate) fn begin_request(self: &Arc<Self>) -> InFlight {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn end_request(&self) {
-        self.touch();
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        InFlight(self.clone())
     }
 
     pub(crate) fn requests(&self) -> u32 {

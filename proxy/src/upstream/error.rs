@@ -57,32 +57,30 @@ impl UpstreamError {
         }
     }
 
-    /// What Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%` says: for a refused
-    /// connection `delayed connect error: 111`; empty when Envoy has none
-    /// (a connect timeout has no transport failure reason).
+    /// The raw value behind Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`:
+    /// for a refused connection Envoy 1.40 has
+    /// `delayed connect error: Connection refused` (its access log prints it
+    /// with spaces as underscores); empty when Envoy has none (a connect
+    /// timeout has no transport failure reason).
     pub fn transport_failure_reason(&self) -> String {
         match self {
-            UpstreamError::ConnectFailed(error) => match error.raw_os_error() {
-                Some(errno) => format!("delayed connect error: {errno}"),
-                None => error.to_string(),
-            },
+            UpstreamError::ConnectFailed(error) => {
+                let text = error.to_string();
+                // std appends " (os error N)" to the strerror text Envoy uses.
+                let strerror = text.split(" (os error").next().unwrap_or(&text);
+                format!("delayed connect error: {strerror}")
+            }
             _ => String::new(),
         }
     }
 
-    /// The body of the 503 Envoy answers downstream when the upstream fails
-    /// before response headers.
+    /// The body of the 503 Envoy 1.40 answers downstream when the upstream
+    /// fails before response headers.
     pub fn local_reply_body(&self) -> String {
-        let mut body = format!(
+        format!(
             "upstream connect error or disconnect/reset before headers. reset reason: {}",
             self.reset_reason()
-        );
-        let transport = self.transport_failure_reason();
-        if !transport.is_empty() {
-            body.push_str(", transport failure reason: ");
-            body.push_str(&transport);
-        }
-        body
+        )
     }
 
     /// Whether the request certainly never reached the upstream application
@@ -155,12 +153,12 @@ mod tests {
         assert_eq!(error.response_flag().short_code(), "UF");
         assert_eq!(
             error.transport_failure_reason(),
-            "delayed connect error: 111"
+            "delayed connect error: Connection refused"
         );
         assert_eq!(
             error.local_reply_body(),
             "upstream connect error or disconnect/reset before headers. reset reason: remote \
-             connection failure, transport failure reason: delayed connect error: 111"
+             connection failure"
         );
         assert!(error.is_before_request_sent());
     }

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::connect::{connect, ConnState, ConnectionGuard};
+use super::connect::{connect, ConnState, ConnectionGuard, InFlight};
 use super::host::Host;
 use super::stats::ClusterStats;
 use super::UpstreamError;
@@ -146,13 +146,12 @@ impl HostPool {
     }
 }
 
-/// Sends `request` to `host` over its pool. On success the connection's
-/// request is still counted in flight: the caller ends it with
-/// [`ConnState::end_request`] when the response body is done.
+/// Sends `request` to `host` over its pool. The returned guard keeps the
+/// request counted on its connection: hold it until the response body is done.
 pub(crate) async fn send(
     host: &Arc<Host>,
     request: Request<Body>,
-) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
+) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
     match host.pool().context().protocol {
         UpstreamProtocol::Http1 => send_http1(host, request).await,
         UpstreamProtocol::Http2 => send_http2(host, request).await,
@@ -162,7 +161,7 @@ pub(crate) async fn send(
 async fn send_http1(
     host: &Arc<Host>,
     mut request: Request<Body>,
-) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
+) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
     prepare_http1(&mut request, host);
     let pool = host.pool();
     let mut may_retry = true;
@@ -180,15 +179,14 @@ async fn send_http1(
         let replay = (reused && may_retry)
             .then(|| replayable_copy(&request))
             .flatten();
-        connection.state.begin_request();
+        let in_flight = connection.state.begin_request();
         match connection.sender.try_send_request(request).await {
             Ok(response) => {
-                let state = connection.state.clone();
                 return_when_idle(host.clone(), connection);
-                return Ok((response, state));
+                return Ok((response, in_flight));
             }
             Err(mut failure) => {
-                connection.state.end_request();
+                drop(in_flight);
                 let unsent = failure.take_message();
                 let error = failure.into_error();
                 let closed_early = error.is_incomplete_message() || error.is_canceled();
@@ -209,18 +207,18 @@ async fn send_http1(
 async fn send_http2(
     host: &Arc<Host>,
     mut request: Request<Body>,
-) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
+) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
     prepare_http2(&mut request, host);
     let pool = host.pool();
     let mut may_retry = true;
     loop {
         let connection = pool.http2_connection(host).await?;
         let mut sender = connection.sender.clone();
-        connection.state.begin_request();
+        let in_flight = connection.state.begin_request();
         let outcome = match sender.ready().await {
             Ok(()) => sender.try_send_request(request).await,
             Err(error) => {
-                connection.state.end_request();
+                drop(in_flight);
                 pool.forget_http2(&connection);
                 if may_retry {
                     may_retry = false;
@@ -230,9 +228,9 @@ async fn send_http2(
             }
         };
         match outcome {
-            Ok(response) => return Ok((response, connection.state.clone())),
+            Ok(response) => return Ok((response, in_flight)),
             Err(mut failure) => {
-                connection.state.end_request();
+                drop(in_flight);
                 let unsent = failure.take_message();
                 let error = failure.into_error();
                 if let (Some(again), true) = (unsent, may_retry) {

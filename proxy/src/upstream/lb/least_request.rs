@@ -41,16 +41,20 @@ impl LeastRequest {
             }
             return best;
         }
-        let effective: Vec<f64> = (0..n)
-            .map(|i| {
-                let load = (active(i).max(0) as f64 + 1.0).powf(self.active_request_bias);
-                self.weights[i] as f64 / load
-            })
-            .collect();
-        let total: f64 = effective.iter().sum();
+        // Two passes instead of a buffer: counts may move in between, which
+        // only shifts the draw slightly (the last host absorbs any rest).
+        let effective = |i: usize| {
+            let load = (active(i).max(0) as f64 + 1.0).powf(self.active_request_bias);
+            self.weights[i] as f64 / load
+        };
+        let total: f64 = (0..n).map(effective).sum();
+        if !(total.is_finite() && total > 0.0) {
+            return rng.random_range(0..n);
+        }
         let mut point = rng.random_range(0.0..total);
-        for (i, weight) in effective.iter().enumerate() {
-            if point < *weight {
+        for i in 0..n {
+            let weight = effective(i);
+            if point < weight {
                 return i;
             }
             point -= weight;

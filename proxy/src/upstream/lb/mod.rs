@@ -140,3 +140,170 @@ pub(crate) fn histogram(n: usize, picks: usize, mut choose: impl FnMut() -> usiz
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Store;
+    use crate::upstream::host::Locality;
+    use crate::upstream::pool::{PoolContext, UpstreamProtocol};
+    use crate::upstream::stats::ClusterStats;
+    use std::time::Duration;
+
+    fn hosts(n: u16) -> Vec<Arc<Host>> {
+        let ports: Vec<(u16, u32)> = (0..n).map(|i| (4000 + i, 1)).collect();
+        hosts_at(&ports)
+    }
+
+    fn hosts_at(ports_and_weights: &[(u16, u32)]) -> Vec<Arc<Host>> {
+        let context = Arc::new(PoolContext {
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            max_requests_per_connection: None,
+            stats: Arc::new(ClusterStats::new(&Store::new(), "t")),
+        });
+        ports_and_weights
+            .iter()
+            .map(|(port, weight)| {
+                let address = format!("127.0.0.1:{port}").parse().unwrap();
+                Arc::new(Host::new(
+                    address,
+                    String::new(),
+                    *weight,
+                    Locality::default(),
+                    true,
+                    context.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_spreads_over_every_host() {
+        let hosts = hosts(4);
+        let lb = LoadBalancer::build(&LbPolicy::Random, &hosts);
+        let counts = histogram(4, 4000, || lb.choose(&hosts, None).unwrap());
+        for count in counts {
+            assert!((700..1300).contains(&count), "{count}");
+        }
+    }
+
+    #[test]
+    fn hash_balancers_without_a_hash_pick_randomly() {
+        let hosts = hosts(4);
+        for policy in [
+            LbPolicy::RingHash {
+                minimum_ring_size: 1024,
+                maximum_ring_size: RING_DEFAULT_MAXIMUM_SIZE,
+            },
+            LbPolicy::Maglev { table_size: 1009 },
+        ] {
+            let lb = LoadBalancer::build(&policy, &hosts);
+            let counts = histogram(4, 2000, || lb.choose(&hosts, None).unwrap());
+            assert!(counts.iter().all(|c| *c > 200), "{policy:?}: {counts:?}");
+            let pinned = lb.choose(&hosts, Some(42));
+            assert!((0..10).all(|_| lb.choose(&hosts, Some(42)) == pinned));
+        }
+    }
+
+    #[test]
+    fn least_request_picks_the_idle_host_of_two() {
+        let hosts = hosts(2);
+        hosts[0]
+            .stats()
+            .rq_active
+            .store(5, std::sync::atomic::Ordering::Relaxed);
+        let policy = LbPolicy::LeastRequest {
+            choice_count: 2,
+            active_request_bias: 1.0,
+        };
+        let lb = LoadBalancer::build(&policy, &hosts);
+        let counts = histogram(2, 1000, || lb.choose(&hosts, None).unwrap());
+        // Host 1 wins unless both draws land on host 0 (1/4 of the time).
+        assert!((650..850).contains(&counts[1]), "{counts:?}");
+    }
+
+    /// Which host Envoy 1.40 sent `x-key: kN` to (route `hash_policy` on the
+    /// header, so the request hash is xxHash64 of the value), for a
+    /// RING_HASH cluster of 127.0.0.1:18101, :18102 (weight 2), :18103 and a
+    /// MAGLEV cluster of :18103, :18101 (weight 3), :18102, :18104.
+    const ENVOY_PICKS: [(&str, u16, u16); 40] = [
+        ("k1", 18102, 18102),
+        ("k2", 18102, 18102),
+        ("k3", 18103, 18101),
+        ("k4", 18103, 18101),
+        ("k5", 18101, 18101),
+        ("k6", 18102, 18103),
+        ("k7", 18102, 18101),
+        ("k8", 18102, 18104),
+        ("k9", 18102, 18102),
+        ("k10", 18103, 18101),
+        ("k11", 18102, 18103),
+        ("k12", 18102, 18103),
+        ("k13", 18102, 18101),
+        ("k14", 18102, 18103),
+        ("k15", 18102, 18101),
+        ("k16", 18102, 18101),
+        ("k17", 18102, 18102),
+        ("k18", 18102, 18103),
+        ("k19", 18102, 18101),
+        ("k20", 18102, 18101),
+        ("k21", 18102, 18104),
+        ("k22", 18101, 18101),
+        ("k23", 18101, 18101),
+        ("k24", 18103, 18104),
+        ("k25", 18102, 18104),
+        ("k26", 18102, 18103),
+        ("k27", 18102, 18102),
+        ("k28", 18102, 18101),
+        ("k29", 18102, 18101),
+        ("k30", 18103, 18103),
+        ("k31", 18102, 18103),
+        ("k32", 18102, 18103),
+        ("k33", 18102, 18101),
+        ("k34", 18102, 18101),
+        ("k35", 18101, 18101),
+        ("k36", 18103, 18104),
+        ("k37", 18102, 18101),
+        ("k38", 18103, 18101),
+        ("k39", 18102, 18101),
+        ("k40", 18103, 18102),
+    ];
+
+    #[test]
+    fn ring_hash_and_maglev_pick_the_hosts_envoy_picks() {
+        let ring_hosts = hosts_at(&[(18101, 1), (18102, 2), (18103, 1)]);
+        let ring = LoadBalancer::build(
+            &LbPolicy::RingHash {
+                minimum_ring_size: 1024,
+                maximum_ring_size: RING_DEFAULT_MAXIMUM_SIZE,
+            },
+            &ring_hosts,
+        );
+        let maglev_hosts = hosts_at(&[(18103, 1), (18101, 3), (18102, 1), (18104, 1)]);
+        let maglev = LoadBalancer::build(
+            &LbPolicy::Maglev {
+                table_size: MAGLEV_DEFAULT_TABLE_SIZE,
+            },
+            &maglev_hosts,
+        );
+        for (key, ring_port, maglev_port) in ENVOY_PICKS {
+            let hash = xxhash_rust::xxh64::xxh64(key.as_bytes(), 0);
+            let picked = ring.choose(&ring_hosts, Some(hash)).unwrap();
+            assert_eq!(ring_hosts[picked].address().port(), ring_port, "ring {key}");
+            let picked = maglev.choose(&maglev_hosts, Some(hash)).unwrap();
+            assert_eq!(
+                maglev_hosts[picked].address().port(),
+                maglev_port,
+                "maglev {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_hosts_no_pick() {
+        let lb = LoadBalancer::build(&LbPolicy::RoundRobin, &[]);
+        assert_eq!(lb.choose(&[], None), None);
+    }
+}

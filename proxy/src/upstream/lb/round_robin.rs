@@ -108,14 +108,12 @@ fn edf_schedule(weights: &[u64]) -> Vec<u32> {
             index: index as u32,
         })
         .collect();
-    let mut seq = weights.len() as u64;
     let mut schedule = Vec::with_capacity(total as usize);
-    for _ in 0..total {
+    for seq in weights.len() as u64..weights.len() as u64 + total {
         let mut due = heap.pop().expect("schedule has hosts");
         schedule.push(due.index);
         due.picks += 1;
         due.seq = seq;
-        seq += 1;
         heap.push(due);
     }
     schedule
