@@ -75,7 +75,10 @@ pub fn run() -> Result<(), String> {
     }
     println!("GET /split x50     -> blue {blue}, green {green} (weights 80/20)");
     let (status, body) = http_get(HTTP, "/anything/else")?;
-    println!("GET /anything/else -> {status} {} (the catch-all route)", body.trim());
+    println!(
+        "GET /anything/else -> {status} {} (the catch-all route)",
+        body.trim()
+    );
 
     println!("\n== L4 tcp_proxy (listener ingress_tcp on {TCP} -> cluster green)");
     let mut stream = TcpStream::connect(TCP).map_err(|e| e.to_string())?;

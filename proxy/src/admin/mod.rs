@@ -60,4 +60,6 @@ pub trait AdminContext: Send + Sync + 'static {
     fn runtime(&self) -> &Runtime;
     /// Log levels behind `/logging`.
     fn log_handle(&self) -> &LogHandle;
+    /// Writes one admin request to `admin.access_log`.
+    fn log_request(&self, info: &crate::stream_info::StreamInfo);
 }

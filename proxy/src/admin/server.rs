@@ -3,6 +3,7 @@
 //! lets in-flight requests finish (so `/quitquitquit` gets its `OK`), and
 //! closes idle keep-alive connections.
 
+use crate::stream_info::StreamInfo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -35,8 +36,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<dyn AdminContext>, shutdown: 
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, ctx.clone(), closing_rx.clone()));
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(stream, peer, ctx.clone(), closing_rx.clone()));
                 }
                 Err(error) => {
                     // Out of descriptors and similar: back off instead of spinning.
@@ -59,12 +60,29 @@ pub async fn serve(listener: TcpListener, ctx: Arc<dyn AdminContext>, shutdown: 
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     ctx: Arc<dyn AdminContext>,
     mut closing: watch::Receiver<bool>,
 ) {
-    let service = service_fn(move |request| {
+    let local = stream.local_addr().ok();
+    let service = service_fn(move |request: Request<Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(answer(ctx, request).await) }
+        async move {
+            let mut info = StreamInfo::new(Some(peer), local);
+            info.protocol = Some(request.version());
+            info.request_method = Some(request.method().clone());
+            info.request_path = request.uri().path_and_query().map(|pq| pq.to_string());
+            info.request_headers = request.headers().clone();
+            let response = answer(ctx.clone(), request).await;
+            info.response_code = Some(response.status().as_u16());
+            info.response_headers = response.headers().clone();
+            info.bytes_sent = http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0);
+            info.duration = Some(info.start_instant.elapsed());
+            ctx.log_request(&info);
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);

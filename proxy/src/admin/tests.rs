@@ -22,6 +22,7 @@ struct FakeServer {
     health_check_failed: AtomicBool,
     drains: Mutex<Vec<(bool, bool)>>,
     quits: AtomicUsize,
+    logged: Mutex<Vec<u16>>,
 }
 
 impl FakeServer {
@@ -41,6 +42,7 @@ impl FakeServer {
             health_check_failed: AtomicBool::new(false),
             drains: Mutex::new(Vec::new()),
             quits: AtomicUsize::new(0),
+            logged: Mutex::new(Vec::new()),
         }
     }
 }
@@ -93,6 +95,12 @@ impl AdminContext for FakeServer {
     }
     fn log_handle(&self) -> &LogHandle {
         &self.log
+    }
+    fn log_request(&self, info: &crate::stream_info::StreamInfo) {
+        self.logged
+            .lock()
+            .unwrap()
+            .push(info.response_code.unwrap_or(0));
     }
 }
 
@@ -207,7 +215,7 @@ async fn stats_endpoints_render_envoy_formats() {
 
 #[tokio::test]
 async fn unknown_paths_and_help() {
-    let (addr, _fake, _stop, _task) = start().await;
+    let (addr, fake, _stop, _task) = start().await;
     let reply = call(addr, "GET", "/nope").await;
     assert_eq!(reply.status, 404);
     assert!(reply
@@ -220,6 +228,8 @@ async fn unknown_paths_and_help() {
     assert_eq!(home.body, help.body);
     // Only the exact path matches, as in Envoy.
     assert_eq!(call(addr, "GET", "/stats/").await.status, 404);
+    // Every admin request reaches the admin access log.
+    assert_eq!(*fake.logged.lock().unwrap(), vec![404, 200, 200, 404]);
 }
 
 #[tokio::test]

@@ -215,7 +215,15 @@ impl Operator {
             }
             Operator::UpstreamRemoteAddress(part) => address(out, info.upstream_host, *part),
             Operator::UpstreamTransportFailureReason => {
-                opt_text(out, info.upstream_transport_failure_reason.as_deref())
+                // Envoy prints this field with spaces as underscores
+                // (`delayed_connect_error:_Connection_refused`).
+                match info.upstream_transport_failure_reason.as_deref() {
+                    Some(reason) if !reason.is_empty() => {
+                        out.extend(reason.chars().map(|c| if c == ' ' { '_' } else { c }));
+                        Rendered::Text
+                    }
+                    _ => Rendered::Absent,
+                }
             }
             Operator::UpstreamRequestAttemptCount => {
                 Rendered::Number(info.upstream_request_attempt_count.into())

@@ -98,7 +98,7 @@ fn every_operator_with_a_filled_stream_info() {
         ("%UPSTREAM_REMOTE_ADDRESS%", "10.0.2.1:80"),
         ("%UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.0.2.1"),
         ("%UPSTREAM_REMOTE_PORT%", "80"),
-        ("%UPSTREAM_TRANSPORT_FAILURE_REASON%", "TLS error"),
+        ("%UPSTREAM_TRANSPORT_FAILURE_REASON%", "TLS_error"),
         ("%UPSTREAM_REQUEST_ATTEMPT_COUNT%", "2"),
         ("%DOWNSTREAM_REMOTE_ADDRESS%", "10.0.35.28:51234"),
         ("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.0.35.28"),

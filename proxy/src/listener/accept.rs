@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use super::config::{ListenerConfig, NetworkFilter};
 use crate::drain::DrainSignal;
+use crate::stream_info::{ResponseFlag, StreamInfo};
 
 pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, drain: DrainSignal) {
     let mut closed = drain.clone();
@@ -34,6 +35,12 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, dra
         stats.downstream_cx_total.inc();
         let Some(chain) = config.select_chain(local) else {
             stats.no_filter_chain_match.inc();
+            if !config.access_logs.is_empty() {
+                let mut info = StreamInfo::new(Some(remote), Some(local));
+                info.add_flag(ResponseFlag::NoRouteFound);
+                info.duration = Some(info.start_instant.elapsed());
+                config.access_logs.log(&info);
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -42,6 +49,8 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, dra
         let drain = drain.clone();
         tokio::spawn(async move {
             let stats = &config.stats;
+            let info = (!config.access_logs.is_empty())
+                .then(|| StreamInfo::new(Some(remote), Some(local)));
             stats.downstream_cx_active.inc();
             match filter {
                 NetworkFilter::Http(hcm) => {
@@ -54,6 +63,11 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, dra
             }
             stats.downstream_cx_active.dec();
             stats.downstream_cx_destroy.inc();
+            // Listener access logs describe the connection, once it closes.
+            if let Some(mut info) = info {
+                info.duration = Some(info.start_instant.elapsed());
+                config.access_logs.log(&info);
+            }
         });
     }
     tracing::debug!(target: "sluice::listener", listener = %config.name, "listener closed");

@@ -241,4 +241,10 @@ impl AdminContext for ServerAdmin {
     fn log_handle(&self) -> &LogHandle {
         &self.0.log
     }
+
+    fn log_request(&self, info: &crate::stream_info::StreamInfo) {
+        if let Some(logs) = &self.0.snapshot.admin_access_logs {
+            logs.log(info);
+        }
+    }
 }

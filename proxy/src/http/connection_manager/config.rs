@@ -149,10 +149,7 @@ impl HttpConnectionManager {
                 http::HeaderValue::from_static(DEFAULT_SERVER_NAME)
             }
         };
-        let common = config
-            .common_http_protocol_options
-            .clone()
-            .unwrap_or_default();
+        let common = config.common_http_protocol_options.unwrap_or_default();
         let max_headers_kb = config
             .max_request_headers_kb
             .as_ref()

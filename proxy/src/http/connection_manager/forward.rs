@@ -17,16 +17,27 @@ use crate::http::body;
 use crate::http::router::{ForwardAction, RouteMatch};
 use crate::stream_info::{ResponseFlag, StreamInfo};
 
+/// The downstream request as the router forwards it.
+pub(super) struct ForwardRequest<'p> {
+    pub parts: http::request::Parts,
+    pub body: RequestBody,
+    pub progress: &'p RequestProgress,
+    pub grpc: bool,
+}
+
 pub(super) async fn forward<'a>(
     context: &ConnectionContext,
     matched: &RouteMatch<'a>,
     action: &'a ForwardAction,
-    mut parts: http::request::Parts,
-    request_body: RequestBody,
-    progress: &RequestProgress,
+    request: ForwardRequest<'_>,
     info: &mut StreamInfo,
-    grpc: bool,
 ) -> Outcome<'a> {
+    let ForwardRequest {
+        mut parts,
+        body: request_body,
+        progress,
+        grpc,
+    } = request;
     let hcm = &context.hcm;
     let choice = action.cluster_for(&parts, rand::random());
     let weighted = choice.weighted;
@@ -35,7 +46,7 @@ pub(super) async fn forward<'a>(
         response: local_reply(status, text, grpc),
         deadline: None,
         idle_timeout: None,
-        weighted: weighted,
+        weighted,
     };
     let Some(cluster) = cluster else {
         hcm.stats.no_cluster.inc();
@@ -164,7 +175,7 @@ pub(super) async fn forward<'a>(
                 response: http::Response::from_parts(response_parts, body::boxed(response_body)),
                 deadline,
                 idle_timeout: action.idle_timeout,
-                weighted: weighted,
+                weighted,
             }
         }
     }

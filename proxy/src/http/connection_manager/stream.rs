@@ -128,16 +128,14 @@ pub(super) async fn handle(
                         progress.clone(),
                         hcm.request_timeout,
                     );
-                    let forward = super::forward::forward(
-                        &context,
-                        &matched,
-                        action,
-                        parts_for_forward(&mut parts),
+                    let request = super::forward::ForwardRequest {
+                        parts: parts_for_forward(&mut parts),
                         body,
-                        &progress,
-                        &mut info,
+                        progress: &progress,
                         grpc,
-                    );
+                    };
+                    let forward =
+                        super::forward::forward(&context, &matched, action, request, &mut info);
                     match hcm.max_stream_duration {
                         None => forward.await,
                         Some(max) => {
