@@ -304,6 +304,72 @@ fn compile_filters(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access_log::AccessLogWriters;
+    use crate::upstream::ClusterManager;
+
+    fn context() -> CompileContext {
+        let store = Store::new();
+        let cluster = crate::config::parse_message(
+            "name: backend\nload_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}",
+        )
+        .unwrap();
+        CompileContext {
+            clusters: Arc::new(ClusterManager::compile(&[cluster], &store).unwrap()),
+            log_writers: AccessLogWriters::new(&store),
+            store,
+        }
+    }
+
+    const TCP: &str = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}";
+
+    fn compile(yaml: &str) -> Result<ListenerConfig, ConfigErrors> {
+        let proto: Listener = crate::config::parse_message(yaml).expect("test YAML parses");
+        ListenerConfig::compile(&proto, &context())
+    }
+
+    #[test]
+    fn chains_are_picked_by_destination_port_then_default() {
+        let listener = compile(&format!(
+            "name: l\naddress: {{socket_address: {{address: 0.0.0.0, port_value: 80}}}}\nfilter_chains:\n- {{name: default, filters: [{TCP}]}}\n- {{name: p8080, filter_chain_match: {{destination_port: 8080}}, filters: [{TCP}]}}"
+        ))
+        .unwrap();
+        let pick = |addr: &str| {
+            listener
+                .select_chain(addr.parse().unwrap())
+                .map(|c| c.name.clone())
+        };
+        assert_eq!(pick("10.0.0.1:8080").as_deref(), Some("p8080"));
+        assert_eq!(pick("10.0.0.1:80").as_deref(), Some("default"));
+        assert_eq!(listener.stats.downstream_cx_total.value(), 0);
+    }
+
+    #[test]
+    fn listener_errors_name_their_paths() {
+        let text = compile(&format!(
+            "name: l\naddress: {{socket_address: {{address: not-an-ip, port_value: 80}}}}\nfilter_chains:\n- {{filters: [{TCP}]}}\n- {{filters: [{TCP}]}}\n- {{filters: [{TCP}, {TCP}]}}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            text.contains("address.socket_address.address: 'not-an-ip' is not a valid IP address"),
+            "{text}"
+        );
+        assert!(text.contains("filter_chains[1].filter_chain_match: multiple filter chains with the same matching rules"), "{text}");
+        assert!(
+            text.contains("filter_chains[2].filters: Sluice supports exactly one"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unsupported_network_filters_are_rejected() {
+        let text = compile(
+            "name: l\naddress: {socket_address: {address: 127.0.0.1, port_value: 80}}\nfilter_chains:\n- filters: [{name: redis, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy}}]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("filter_chains[0].filters[0].typed_config: network filter type 'envoy.extensions.filters.network.redis_proxy.v3.RedisProxy' is not supported by Sluice"), "{text}");
+    }
 
     #[test]
     fn stat_addresses_look_like_envoys() {

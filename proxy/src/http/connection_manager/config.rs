@@ -323,3 +323,110 @@ fn check_route_clusters(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::AccessLogWriters;
+    use crate::stats::Store;
+
+    fn context() -> CompileContext {
+        let store = Store::new();
+        let clusters = crate::config::parse_message::<
+            envoy_types::pb::envoy::config::cluster::v3::Cluster,
+        >(
+            "name: backend\nload_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}",
+        )
+        .unwrap();
+        CompileContext {
+            clusters: Arc::new(ClusterManager::compile(&[clusters], &store).unwrap()),
+            log_writers: AccessLogWriters::new(&store),
+            store,
+        }
+    }
+
+    fn compile(yaml: &str) -> Result<HttpConnectionManager, ConfigErrors> {
+        let proto: HcmProto = crate::config::parse_message(yaml).expect("test YAML parses");
+        HttpConnectionManager::compile(&proto, &context())
+    }
+
+    const ROUTES: &str = "route_config: {virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: backend}}]}]}";
+    const ROUTER: &str = "{name: router, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}";
+
+    fn messages(result: Result<HttpConnectionManager, ConfigErrors>) -> String {
+        result.expect_err("should fail").to_string()
+    }
+
+    #[test]
+    fn a_complete_manager_compiles_with_envoy_defaults() {
+        let hcm = compile(&format!(
+            "stat_prefix: in\n{ROUTES}\nhttp_filters: [{ROUTER}]"
+        ))
+        .unwrap();
+        assert_eq!(hcm.stat_prefix(), "in");
+        assert_eq!(hcm.stream_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(hcm.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(hcm.request_timeout, None);
+        assert!(hcm.generate_request_id);
+        assert_eq!(hcm.server_name, "envoy");
+    }
+
+    #[test]
+    fn the_router_is_required_and_last() {
+        let missing = messages(compile(&format!("stat_prefix: in\n{ROUTES}")));
+        assert!(
+            missing.contains("http_filters: the router filter"),
+            "{missing}"
+        );
+        let cors = "{name: cors, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}}";
+        let text = messages(compile(&format!(
+            "stat_prefix: in\n{ROUTES}\nhttp_filters: [{ROUTER}, {cors}]"
+        )));
+        assert!(
+            text.contains("http_filters[0]: the router filter must be the last"),
+            "{text}"
+        );
+        assert!(text.contains("http_filters[1].typed_config: HTTP filter type 'envoy.extensions.filters.http.cors.v3.Cors' is not supported"), "{text}");
+    }
+
+    #[test]
+    fn unknown_clusters_and_rds_are_rejected() {
+        let text = messages(compile(&format!(
+            "stat_prefix: in\nroute_config: {{virtual_hosts: [{{name: v, domains: ['*'], routes: [{{match: {{prefix: /}}, route: {{cluster: nowhere}}}}]}}]}}\nhttp_filters: [{ROUTER}]"
+        )));
+        assert!(text.contains("unknown cluster 'nowhere'"), "{text}");
+        let rds = messages(compile(&format!(
+            "stat_prefix: in\nrds: {{route_config_name: r}}\nhttp_filters: [{ROUTER}]"
+        )));
+        assert!(rds.contains("rds: RDS is not supported yet"), "{rds}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let text = messages(compile(&format!(
+            "stat_prefix: in\nmax_request_headers_kb: 9000\n{ROUTES}\nhttp_filters: [{ROUTER}]"
+        )));
+        assert!(
+            text.contains("max_request_headers_kb: must be between 1 and 8192"),
+            "{text}"
+        );
+        let http3 = messages(compile(&format!(
+            "stat_prefix: in\ncodec_type: HTTP3\n{ROUTES}\nhttp_filters: [{ROUTER}]"
+        )));
+        assert!(
+            http3.contains("codec_type: HTTP3 is not supported"),
+            "{http3}"
+        );
+    }
+
+    #[test]
+    fn zero_timeouts_disable() {
+        let hcm = compile(&format!(
+            "stat_prefix: in\nstream_idle_timeout: 0s\ncommon_http_protocol_options: {{idle_timeout: 0s, max_connection_duration: 2s}}\n{ROUTES}\nhttp_filters: [{ROUTER}]"
+        ))
+        .unwrap();
+        assert_eq!(hcm.stream_idle_timeout, None);
+        assert_eq!(hcm.idle_timeout, None);
+        assert_eq!(hcm.max_connection_duration, Some(Duration::from_secs(2)));
+    }
+}
