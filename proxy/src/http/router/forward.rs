@@ -127,6 +127,9 @@ pub struct ForwardAction {
     pub cluster_not_found_response_code: StatusCode,
     pub path_rewrite: Option<PathRewrite>,
     pub host_rewrite: HostRewrite,
+    /// `append_x_forwarded_host`: when the Host is rewritten, the caller
+    /// appends the original to `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
     /// Upstream request timeout; `None` means disabled (configured as 0).
     pub timeout: Option<Duration>,
     /// `idle_timeout` as configured: `None` unset (the connection manager's
@@ -182,6 +185,7 @@ impl ForwardAction {
                 cluster_not_found_response_code,
                 path_rewrite,
                 host_rewrite,
+                append_x_forwarded_host: config.append_x_forwarded_host,
                 timeout: timeout_or(&config.timeout, Some(DEFAULT_ROUTE_TIMEOUT)),
                 idle_timeout: config
                     .idle_timeout
