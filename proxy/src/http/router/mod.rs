@@ -9,6 +9,13 @@
 //! ([`ForwardAction::rewritten_host`]) and path rewrite
 //! ([`ForwardAction::rewrite_path`]) — Envoy's order — and hands
 //! [`ForwardAction::compute_hash`] to the load balancer.
+//!
+//! As in Envoy, the Host's port takes part in virtual host matching unless
+//! the route configuration sets `ignore_port_in_host_matching`; the
+//! connection manager's `strip_any_host_port` / `strip_matching_host_port`
+//! (see [`strip_port`]) remove it from the request before routing. The
+//! connection manager also sets `x-forwarded-proto` before routing, which
+//! `require_tls` and redirects read.
 
 mod domains;
 mod forward;
