@@ -125,7 +125,7 @@ pub enum HostRewrite {
 pub struct ForwardAction {
     pub cluster: ClusterSpecifier,
     pub cluster_not_found_response_code: StatusCode,
-    pub path_rewrite: Option<PathRewrite>,
+    path_rewrite: Option<PathRewrite>,
     pub host_rewrite: HostRewrite,
     /// `append_x_forwarded_host`: when the Host is rewritten, the caller
     /// appends the original to `x-forwarded-host`.

@@ -36,6 +36,7 @@ pub use hash_policy::HashPolicy;
 pub use header_mutation::{AppendAction, HeaderMutations};
 pub use redirect::{DirectResponse, RedirectAction, DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES};
 pub use request::strip_port;
+pub use string_match::RegexSubstitution;
 pub use table::{Route, RouteAction, RouteMatch, RouteTable, VirtualHost};
 
 #[cfg(test)]
