@@ -3,11 +3,13 @@
 //! query-parameter matchers and `grpc`, compiled once and evaluated per
 //! request without allocating (except to join a repeated header).
 
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
     route_match::PathSpecifier, HeaderMatcher as HeaderMatcherConfig,
     QueryParameterMatcher as QueryParameterMatcherConfig, RouteMatch as RouteMatchConfig,
 };
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use http::request::Parts;
 use regex::Regex;
 use std::borrow::Cow;
@@ -218,6 +220,10 @@ impl QueryParameterMatch {
 #[derive(Debug, Clone)]
 pub struct RouteMatcher {
     pub path: PathMatch,
+    /// `runtime_fraction` as `(numerator, denominator)`: the route matches
+    /// when `random % denominator < numerator` (Envoy's default value; Sluice
+    /// has no runtime layer to override it).
+    fraction: Option<(u64, u64)>,
     headers: Vec<HeaderMatch>,
     query_parameters: Vec<QueryParameterMatch>,
     grpc: bool,
@@ -228,7 +234,6 @@ impl RouteMatcher {
     pub fn compile(config: &RouteMatchConfig) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         for (field, set) in [
-            ("runtime_fraction", config.runtime_fraction.is_some()),
             ("tls_context", config.tls_context.is_some()),
             ("dynamic_metadata", !config.dynamic_metadata.is_empty()),
             ("filter_state", !config.filter_state.is_empty()),
@@ -238,6 +243,14 @@ impl RouteMatcher {
                 errors.push(unsupported(field));
             }
         }
+        let fraction = match config.runtime_fraction.as_ref().map(compile_fraction) {
+            None => None,
+            Some(Ok(fraction)) => Some(fraction),
+            Some(Err(error)) => {
+                errors.push(error.under("runtime_fraction"));
+                None
+            }
+        };
         let case_sensitive = config.case_sensitive.as_ref().is_none_or(|v| v.value);
         let path = match compile_path(config.path_specifier.as_ref(), case_sensitive) {
             Ok(path) => Some(path),
@@ -263,6 +276,7 @@ impl RouteMatcher {
         match path {
             Some(path) if errors.is_empty() => Ok(RouteMatcher {
                 path,
+                fraction,
                 headers,
                 query_parameters,
                 grpc: config.grpc.is_some(),
@@ -278,17 +292,26 @@ impl RouteMatcher {
                 prefix: String::new(),
                 case_sensitive: true,
             },
+            fraction: None,
             headers: Vec::new(),
             query_parameters: Vec::new(),
             grpc: false,
         }
     }
 
-    /// Envoy's order: path, gRPC, headers, query parameters; all must match.
-    /// `path` is the request path without its query (and, when configured,
-    /// without path parameters).
-    pub fn matches(&self, req: &Parts, path: &str) -> bool {
-        self.path.matches(path)
+    /// True when matching draws on the request's random value.
+    pub fn uses_random(&self) -> bool {
+        self.fraction.is_some()
+    }
+
+    /// Envoy's order: runtime fraction, path, gRPC, headers, query
+    /// parameters; all must match. `path` is the request path without its
+    /// query (and, when configured, without path parameters); `random` is
+    /// the stream's random value.
+    pub fn matches(&self, req: &Parts, path: &str, random: u64) -> bool {
+        self.fraction
+            .is_none_or(|(numerator, denominator)| random % denominator < numerator)
+            && self.path.matches(path)
             && (!self.grpc || is_grpc(req))
             && self.headers.iter().all(|h| h.matches(req))
             && self.query_parameters.iter().all(|q| q.matches(req))
@@ -336,6 +359,24 @@ fn compile_path(
         Some(PathSpecifier::ConnectMatcher(_)) => return Err(unsupported("connect_matcher")),
         Some(PathSpecifier::PathMatchPolicy(_)) => return Err(unsupported("path_match_policy")),
     })
+}
+
+fn compile_fraction(config: &RuntimeFractionalPercent) -> Result<(u64, u64), ConfigError> {
+    let Some(percent) = &config.default_value else {
+        return Err(ConfigError::new("default_value", "is required"));
+    };
+    let denominator = match DenominatorType::try_from(percent.denominator) {
+        Ok(DenominatorType::Hundred) => 100,
+        Ok(DenominatorType::TenThousand) => 10_000,
+        Ok(DenominatorType::Million) => 1_000_000,
+        Err(_) => {
+            return Err(ConfigError::new(
+                "default_value.denominator",
+                format!("unknown value {}", percent.denominator),
+            ))
+        }
+    };
+    Ok((u64::from(percent.numerator), denominator))
 }
 
 fn unsupported(field: &str) -> ConfigError {

@@ -33,7 +33,7 @@ fn compile(config: &RouteMatchConfig) -> RouteMatcher {
 }
 
 fn matches(matcher: &RouteMatcher, req: &Parts) -> bool {
-    matcher.matches(req, req.uri.path())
+    matcher.matches(req, req.uri.path(), 0)
 }
 
 fn regex(pattern: &str) -> RegexMatcher {
@@ -396,7 +396,7 @@ fn bad_matchers_are_rejected_with_paths() {
 #[test]
 fn unsupported_match_fields_are_rejected_not_ignored() {
     let config = RouteMatchConfig {
-        runtime_fraction: Some(Default::default()),
+        dynamic_metadata: vec![Default::default()],
         tls_context: Some(Default::default()),
         ..route_match(PathSpecifier::Prefix("/".into()))
     };
@@ -413,4 +413,31 @@ fn unsupported_match_fields_are_rejected_not_ignored() {
     )))
     .unwrap_err();
     assert_eq!(errors.0[0].path, "connect_matcher");
+}
+
+#[test]
+fn runtime_fraction_uses_the_default_value_and_the_random_draw() {
+    use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+    use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+    let m = compile(&RouteMatchConfig {
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: 25,
+                denominator: DenominatorType::Hundred as i32,
+            }),
+            runtime_key: "routing.canary".into(),
+        }),
+        ..route_match(PathSpecifier::Prefix("/".into()))
+    });
+    assert!(m.uses_random());
+    let r = get("/");
+    assert!(m.matches(&r, "/", 24));
+    assert!(!m.matches(&r, "/", 25));
+    assert!(m.matches(&r, "/", 124));
+    let missing = RouteMatcher::compile(&RouteMatchConfig {
+        runtime_fraction: Some(RuntimeFractionalPercent::default()),
+        ..route_match(PathSpecifier::Prefix("/".into()))
+    })
+    .unwrap_err();
+    assert_eq!(missing.0[0].path, "runtime_fraction.default_value");
 }
