@@ -1,13 +1,15 @@
 //! A route's `match`: path (prefix / path / safe_regex /
-//! path_separated_prefix, with `case_sensitive`), header matchers,
-//! query-parameter matchers and `grpc`, compiled once and evaluated per
-//! request without allocating (except to join a repeated header).
+//! path_separated_prefix, with `case_sensitive`), `runtime_fraction`,
+//! header, query-parameter and cookie matchers and `grpc`, compiled once and
+//! evaluated per request without allocating (except to join a repeated
+//! header).
 
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
-    route_match::PathSpecifier, HeaderMatcher as HeaderMatcherConfig,
-    QueryParameterMatcher as QueryParameterMatcherConfig, RouteMatch as RouteMatchConfig,
+    route_match::PathSpecifier, CookieMatcher as CookieMatcherConfig,
+    HeaderMatcher as HeaderMatcherConfig, QueryParameterMatcher as QueryParameterMatcherConfig,
+    RouteMatch as RouteMatchConfig,
 };
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use http::request::Parts;
@@ -216,6 +218,36 @@ impl QueryParameterMatch {
     }
 }
 
+/// A compiled `CookieMatcher`: an absent cookie does not match (so with
+/// `invert_match` it does).
+#[derive(Debug, Clone)]
+pub struct CookieMatch {
+    name: String,
+    value: StringMatch,
+    invert: bool,
+}
+
+impl CookieMatch {
+    pub fn compile(config: &CookieMatcherConfig) -> Result<Self, ConfigError> {
+        if config.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        let Some(matcher) = &config.string_match else {
+            return Err(ConfigError::new("string_match", "is required"));
+        };
+        Ok(CookieMatch {
+            name: config.name.clone(),
+            value: StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?,
+            invert: config.invert_match,
+        })
+    }
+
+    pub fn matches(&self, req: &Parts) -> bool {
+        let matched = request::cookie(req, &self.name).is_some_and(|v| self.value.matches(v));
+        matched != self.invert
+    }
+}
+
 /// A compiled `RouteMatch`.
 #[derive(Debug, Clone)]
 pub struct RouteMatcher {
@@ -226,6 +258,7 @@ pub struct RouteMatcher {
     fraction: Option<(u64, u64)>,
     headers: Vec<HeaderMatch>,
     query_parameters: Vec<QueryParameterMatch>,
+    cookies: Vec<CookieMatch>,
     grpc: bool,
 }
 
@@ -237,7 +270,6 @@ impl RouteMatcher {
             ("tls_context", config.tls_context.is_some()),
             ("dynamic_metadata", !config.dynamic_metadata.is_empty()),
             ("filter_state", !config.filter_state.is_empty()),
-            ("cookies", !config.cookies.is_empty()),
         ] {
             if set {
                 errors.push(unsupported(field));
@@ -273,12 +305,20 @@ impl RouteMatcher {
                 Err(error) => errors.push(error.under(&format!("query_parameters[{i}]"))),
             }
         }
+        let mut cookies = Vec::with_capacity(config.cookies.len());
+        for (i, cookie) in config.cookies.iter().enumerate() {
+            match CookieMatch::compile(cookie) {
+                Ok(matcher) => cookies.push(matcher),
+                Err(error) => errors.push(error.under(&format!("cookies[{i}]"))),
+            }
+        }
         match path {
             Some(path) if errors.is_empty() => Ok(RouteMatcher {
                 path,
                 fraction,
                 headers,
                 query_parameters,
+                cookies,
                 grpc: config.grpc.is_some(),
             }),
             _ => Err(errors),
@@ -295,6 +335,7 @@ impl RouteMatcher {
             fraction: None,
             headers: Vec::new(),
             query_parameters: Vec::new(),
+            cookies: Vec::new(),
             grpc: false,
         }
     }
@@ -305,7 +346,7 @@ impl RouteMatcher {
     }
 
     /// Envoy's order: runtime fraction, path, gRPC, headers, query
-    /// parameters; all must match. `path` is the request path without its
+    /// parameters, cookies; all must match. `path` is the request path without its
     /// query (and, when configured, without path parameters); `random` is
     /// the stream's random value.
     pub fn matches(&self, req: &Parts, path: &str, random: u64) -> bool {
@@ -315,6 +356,7 @@ impl RouteMatcher {
             && (!self.grpc || is_grpc(req))
             && self.headers.iter().all(|h| h.matches(req))
             && self.query_parameters.iter().all(|q| q.matches(req))
+            && self.cookies.iter().all(|c| c.matches(req))
     }
 }
 

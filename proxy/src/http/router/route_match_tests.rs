@@ -441,3 +441,38 @@ fn runtime_fraction_uses_the_default_value_and_the_random_draw() {
     .unwrap_err();
     assert_eq!(missing.0[0].path, "runtime_fraction.default_value");
 }
+
+#[test]
+fn cookie_matchers_match_values_and_invert_on_absence() {
+    let build = |invert: bool| {
+        compile(&RouteMatchConfig {
+            cookies: vec![CookieMatcherConfig {
+                name: "session".into(),
+                string_match: Some(StringMatcher {
+                    ignore_case: false,
+                    match_pattern: Some(MatchPattern::Prefix("beta-".into())),
+                }),
+                invert_match: invert,
+            }],
+            ..route_match(PathSpecifier::Prefix("/".into()))
+        })
+    };
+    let with = |cookie: &str| req("GET", "/", &[("cookie", cookie)]);
+    let plain = build(false);
+    assert!(matches(&plain, &with("a=1; session=beta-7")));
+    assert!(!matches(&plain, &with("session=prod-1")));
+    assert!(!matches(&plain, &get("/")));
+    let inverted = build(true);
+    assert!(!matches(&inverted, &with("session=beta-7")));
+    assert!(matches(&inverted, &with("session=prod-1")));
+    assert!(matches(&inverted, &get("/")));
+    let missing = RouteMatcher::compile(&RouteMatchConfig {
+        cookies: vec![CookieMatcherConfig {
+            name: "c".into(),
+            ..Default::default()
+        }],
+        ..route_match(PathSpecifier::Prefix("/".into()))
+    })
+    .unwrap_err();
+    assert_eq!(missing.0[0].path, "cookies[0].string_match");
+}
