@@ -1,8 +1,7 @@
 //! A route's `match`: path (prefix / path / safe_regex /
 //! path_separated_prefix, with `case_sensitive`), `runtime_fraction`,
 //! header, query-parameter and cookie matchers and `grpc`, compiled once and
-//! evaluated per request without allocating (except to join a repeated
-//! header).
+//! evaluated per request without allocating.
 
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -14,7 +13,6 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use http::request::Parts;
 use regex::Regex;
-use std::borrow::Cow;
 
 use super::request::{self, HeaderSource};
 use super::string_match::{compile_full_match, starts_with, StringMatch};
@@ -154,25 +152,32 @@ impl HeaderMatch {
         })
     }
 
+    /// Envoy 1.40 matches each value of a repeated header on its own (the
+    /// CVE-2026-26308 fix, runtime guard `route_match_headers_individually`):
+    /// the matcher holds when any value matches, and `invert_match` negates
+    /// that — no value may match.
     pub fn matches(&self, req: &Parts) -> bool {
-        let value = self.source.joined(req);
-        let value = match value {
-            Some(value) => value,
-            None if self.treat_missing_as_empty => Cow::Borrowed(""),
+        let mut values = self.source.values(req).peekable();
+        if values.peek().is_none() {
+            if self.treat_missing_as_empty {
+                return self.check_value("") != self.invert;
+            }
             // Absent: only `present_match: false` matches, or with
             // `invert_match`, only `present_match: true`.
-            None => {
-                return matches!(self.check, HeaderCheck::Present(present) if present == self.invert)
-            }
-        };
-        let matched = match &self.check {
-            HeaderCheck::String(matcher) => matcher.matches(&value),
+            return matches!(self.check, HeaderCheck::Present(present) if present == self.invert);
+        }
+        let matched = values.any(|value| self.check_value(&value));
+        matched != self.invert
+    }
+
+    fn check_value(&self, value: &str) -> bool {
+        match &self.check {
+            HeaderCheck::String(matcher) => matcher.matches(value),
             HeaderCheck::Present(present) => *present,
             HeaderCheck::Range { start, end } => value
                 .parse::<i64>()
                 .is_ok_and(|number| *start <= number && number < *end),
-        };
-        matched != self.invert
+        }
     }
 }
 

@@ -218,9 +218,11 @@ fn header_matchers_cover_every_kind() {
             header("x-missing", Some(S::ExactMatch(String::new()))),
             false,
         ),
-        // Repeated headers are matched joined by ','.
-        (header("x-multi", Some(S::ExactMatch("a,b".into()))), true),
-        (header("x-multi", Some(S::ExactMatch("a".into()))), false),
+        // Each value of a repeated header is matched on its own (Envoy 1.40).
+        (header("x-multi", Some(S::ExactMatch("a,b".into()))), false),
+        (header("x-multi", Some(S::ExactMatch("a".into()))), true),
+        (header("x-multi", Some(S::ExactMatch("b".into()))), true),
+        (header("x-multi", Some(S::PrefixMatch("a,".into()))), false),
         (
             header(
                 "x-num",
@@ -292,6 +294,36 @@ fn invert_and_treat_missing_as_empty_follow_envoy() {
             "{spec:?} invert={invert} empty={missing_empty} absent"
         );
     }
+}
+
+#[test]
+#[allow(deprecated)]
+fn repeated_headers_match_any_value_and_invert_requires_none() {
+    use HeaderMatchSpecifier as S;
+    let m = |spec: S, invert: bool| {
+        with_headers(vec![HeaderMatcherConfig {
+            invert_match: invert,
+            ..header("x-multi", Some(spec))
+        }])
+    };
+    let two = |a: &str, b: &str| req("GET", "/", &[("x-multi", a), ("x-multi", b)]);
+    // Observed with Envoy 1.40.
+    assert!(!matches(
+        &m(S::ExactMatch("a".into()), true),
+        &two("a", "b")
+    ));
+    assert!(matches(&m(S::ExactMatch("a".into()), true), &two("b", "c")));
+    assert!(matches(
+        &m(S::RangeMatch(Int64Range { start: 1, end: 3 }), false),
+        &two("5", "2")
+    ));
+    assert!(matches(
+        &m(S::SafeRegexMatch(regex("b")), false),
+        &two("a", "b")
+    ));
+    // One header line holding a comma is one value.
+    let one = req("GET", "/", &[("x-multi", "a,b")]);
+    assert!(matches(&m(S::ExactMatch("a,b".into()), false), &one));
 }
 
 #[test]
