@@ -77,7 +77,14 @@ impl HeaderSource {
             HeaderSource::Method => Some(req.method.as_str()),
             HeaderSource::Path => path_and_query(req),
             HeaderSource::Authority => authority(req),
-            HeaderSource::Scheme => req.uri.scheme_str(),
+            // HTTP/1 requests carry no scheme; Envoy's codec derives `:scheme`
+            // from the connection, which the connection manager records in
+            // `x-forwarded-proto` before routing.
+            HeaderSource::Scheme => req.uri.scheme_str().or_else(|| {
+                req.headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+            }),
             HeaderSource::Named(name) => first_header(req, name),
         }
     }

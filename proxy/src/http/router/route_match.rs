@@ -194,8 +194,15 @@ fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, ConfigError> {
 #[derive(Debug, Clone)]
 pub struct QueryParameterMatch {
     name: String,
-    /// `None`: the parameter only has to be present.
-    value: Option<StringMatch>,
+    check: QueryCheck,
+}
+
+#[derive(Debug, Clone)]
+enum QueryCheck {
+    Value(StringMatch),
+    /// `present_match`: `true` needs the parameter, `false` its absence
+    /// (as Envoy 1.40 behaves). No specifier at all means present.
+    Present(bool),
 }
 
 impl QueryParameterMatch {
@@ -203,22 +210,26 @@ impl QueryParameterMatch {
         if config.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
         }
-        let value = match &config.query_parameter_match_specifier {
-            Some(QueryParameterMatchSpecifier::StringMatch(matcher)) => {
-                Some(StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?)
+        let check = match &config.query_parameter_match_specifier {
+            Some(QueryParameterMatchSpecifier::StringMatch(matcher)) => QueryCheck::Value(
+                StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?,
+            ),
+            Some(QueryParameterMatchSpecifier::PresentMatch(present)) => {
+                QueryCheck::Present(*present)
             }
-            Some(QueryParameterMatchSpecifier::PresentMatch(_)) | None => None,
+            None => QueryCheck::Present(true),
         };
         Ok(QueryParameterMatch {
             name: config.name.clone(),
-            value,
+            check,
         })
     }
 
     pub fn matches(&self, req: &Parts) -> bool {
-        match request::query_parameter(req, &self.name) {
-            None => false,
-            Some(value) => self.value.as_ref().is_none_or(|m| m.matches(value)),
+        let value = request::query_parameter(req, &self.name);
+        match &self.check {
+            QueryCheck::Value(matcher) => value.is_some_and(|v| matcher.matches(v)),
+            QueryCheck::Present(present) => value.is_some() == *present,
         }
     }
 }

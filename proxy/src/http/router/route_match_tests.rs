@@ -327,6 +327,24 @@ fn repeated_headers_match_any_value_and_invert_requires_none() {
 }
 
 #[test]
+#[allow(deprecated)]
+fn scheme_falls_back_to_x_forwarded_proto_for_http1() {
+    let m = with_headers(vec![header(
+        ":scheme",
+        Some(HeaderMatchSpecifier::ExactMatch("http".into())),
+    )]);
+    assert!(matches(
+        &m,
+        &req("GET", "/", &[("x-forwarded-proto", "http")])
+    ));
+    assert!(!matches(
+        &m,
+        &req("GET", "/", &[("x-forwarded-proto", "https")])
+    ));
+    assert!(!matches(&m, &get("/")));
+}
+
+#[test]
 fn all_header_matchers_must_match() {
     let m = with_headers(vec![header("x-a", None), header("x-b", None)]);
     assert!(matches(&m, &req("GET", "/", &[("x-a", "1"), ("x-b", "2")])));
@@ -357,6 +375,25 @@ fn query_parameters_match_raw_first_values() {
         ("debug", present.clone(), "/?debugx=1", false),
         ("debug", present.clone(), "/", false),
         ("debug", None, "/?a=1&debug=", true),
+        // present_match: false requires absence (observed with Envoy 1.40).
+        (
+            "debug",
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)),
+            "/?debug=1",
+            false,
+        ),
+        (
+            "debug",
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)),
+            "/?x=1",
+            true,
+        ),
+        (
+            "debug",
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)),
+            "/",
+            true,
+        ),
         ("v", exact("2"), "/?v=2", true),
         ("v", exact("2"), "/?v=2&v=3", true),
         ("v", exact("3"), "/?v=2&v=3", false),
