@@ -352,18 +352,8 @@ fn compile_weighted(config: &WeightedCluster) -> Result<ClusterSpecifier, Config
             "the sum of the weights must be greater than 0",
         ));
     }
-    #[allow(deprecated)]
-    if let Some(expected) = &config.total_weight {
-        if errors.is_empty() && u64::from(expected.value) != total {
-            errors.push(ConfigError::new(
-                "total_weight",
-                format!(
-                    "the weights add up to {total}, not total_weight {}",
-                    expected.value
-                ),
-            ));
-        }
-    }
+    // The deprecated `total_weight` is ignored, as Envoy 1.40 ignores it:
+    // picks are made over the sum of the weights.
     errors.into_result(ClusterSpecifier::Weighted(WeightedClusters {
         clusters,
         total_weight: total,

@@ -2,7 +2,7 @@
 //! header mutations of the three configuration levels, with Envoy's
 //! precedence between them.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, virtual_host::TlsRequirementType, Route as RouteConfig, RouteConfiguration,
@@ -130,15 +130,8 @@ impl RouteTable {
 
         let mut virtual_hosts = Vec::with_capacity(config.virtual_hosts.len());
         let mut domains = DomainIndex::default();
-        let mut names = HashSet::new();
         for (i, vhost) in config.virtual_hosts.iter().enumerate() {
             let path = format!("virtual_hosts[{i}]");
-            if !vhost.name.is_empty() && !names.insert(vhost.name.as_str()) {
-                errors.push(ConfigError::new(
-                    format!("{path}.name"),
-                    format!("duplicate virtual host name \"{}\"", vhost.name),
-                ));
-            }
             if vhost.domains.is_empty() {
                 errors.push(ConfigError::new(
                     format!("{path}.domains"),

@@ -58,17 +58,17 @@ fn bad_weights_are_rejected() {
         zero.path,
         "virtual_hosts[0].routes[0].route.weighted_clusters.clusters"
     );
-    let total = error(weighted(&[("a", 30), ("b", 30)], Some(100)));
-    assert_eq!(
-        total.path,
-        "virtual_hosts[0].routes[0].route.weighted_clusters.total_weight"
-    );
-    // A matching deprecated total_weight is fine.
-    table(vec![vhost(
+    // The deprecated total_weight is ignored, as in Envoy 1.40: picks use
+    // the sum of the weights (observed: random 75 → a, 95 → b).
+    let t = table(vec![vhost(
         "v",
         &["*"],
-        vec![route("/", weighted(&[("a", 60), ("b", 40)], Some(100)))],
+        vec![route("/", weighted(&[("a", 30), ("b", 30)], Some(100)))],
     )]);
+    let r = at("h", "/");
+    let m = t.find(&r).unwrap();
+    assert_eq!(forward_of(&m).cluster_for(&r, 75).name, Some("a"));
+    assert_eq!(forward_of(&m).cluster_for(&r, 95).name, Some("b"));
     let empty = error(weighted(&[], None));
     assert_eq!(
         empty.path,
