@@ -3,7 +3,7 @@
 //! status to answer when the cluster does not exist.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3::{
@@ -247,6 +247,20 @@ impl ForwardAction {
 
     pub fn compute_hash(&self, req: &Parts, source_ip: Option<IpAddr>) -> Option<u64> {
         self.hash_policy.compute(req, source_ip)
+    }
+
+    /// [`Self::compute_hash`] that also generates missing `ttl` hash
+    /// cookies; their `Set-Cookie` values go to `set_cookies` for the
+    /// response. Needed when [`HashPolicy::generates_cookies`].
+    pub fn compute_hash_setting_cookies(
+        &self,
+        req: &Parts,
+        remote: SocketAddr,
+        local: SocketAddr,
+        set_cookies: &mut Vec<String>,
+    ) -> Option<u64> {
+        self.hash_policy
+            .compute_setting_cookies(req, remote, local, set_cookies)
     }
 
     /// Every cluster named statically (not read from a header).

@@ -19,6 +19,7 @@
 
 mod domains;
 mod forward;
+mod hash_cookie;
 mod hash_policy;
 mod header_mutation;
 mod redirect;
