@@ -86,3 +86,17 @@ impl CookieTemplate {
 pub fn generated_cookie_value(remote: SocketAddr, local: SocketAddr) -> String {
     format!("{:016x}", xxh64(format!("{remote}{local}").as_bytes(), 0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_values_match_envoy() {
+        // Observed from Envoy 1.40: a client on 127.0.0.1:28555 talking to a
+        // listener on 127.0.0.1:28480 got `sticky="9b1b67136c44d71c"`.
+        let remote: SocketAddr = "127.0.0.1:28555".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:28480".parse().unwrap();
+        assert_eq!(generated_cookie_value(remote, local), "9b1b67136c44d71c");
+    }
+}
