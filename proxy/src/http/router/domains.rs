@@ -4,7 +4,8 @@
 //! longest first, then the single `*`. A wildcard never matches an empty
 //! part: `*.foo.com` does not match `.foo.com`. Hosts and domains compare
 //! case-insensitively; ports are part of the host unless the route
-//! configuration sets `ignore_port_in_host_matching`.
+//! configuration sets `ignore_port_in_host_matching`. Like Envoy, an empty
+//! domain is accepted and matches only an empty Host.
 
 use std::collections::HashMap;
 
@@ -31,9 +32,6 @@ impl DomainIndex {
         vhost: usize,
         owner: impl Fn(usize) -> String,
     ) -> Result<(), ConfigError> {
-        if domain.is_empty() {
-            return Err(ConfigError::new("", "domain must not be empty"));
-        }
         if domain.chars().any(|c| c.is_control()) {
             return Err(ConfigError::new(
                 "",
@@ -187,7 +185,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_and_empty_domains_are_errors() {
+    fn duplicate_domains_are_errors_and_an_empty_domain_is_exact() {
         let mut idx = DomainIndex::default();
         idx.insert("A.com", 0, |v| format!("#{v}")).unwrap();
         let error = idx.insert("a.COM", 1, |v| format!("#{v}")).unwrap_err();
@@ -203,6 +201,8 @@ mod tests {
         assert!(idx.insert("*.x", 1, |v| v.to_string()).is_err());
         idx.insert("y.*", 0, |v| v.to_string()).unwrap();
         assert!(idx.insert("y.*", 1, |v| v.to_string()).is_err());
+        idx.insert("", 0, |v| v.to_string()).unwrap();
+        assert_eq!(idx.find(""), Some(0));
         assert!(idx.insert("", 1, |v| v.to_string()).is_err());
         assert!(idx.insert("a\nb", 1, |v| v.to_string()).is_err());
     }

@@ -3,7 +3,7 @@
 //! status to answer when the cluster does not exist.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3::{
@@ -125,8 +125,11 @@ pub enum HostRewrite {
 pub struct ForwardAction {
     pub cluster: ClusterSpecifier,
     pub cluster_not_found_response_code: StatusCode,
-    pub path_rewrite: Option<PathRewrite>,
+    path_rewrite: Option<PathRewrite>,
     pub host_rewrite: HostRewrite,
+    /// `append_x_forwarded_host`: when the Host is rewritten, the caller
+    /// appends the original to `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
     /// Upstream request timeout; `None` means disabled (configured as 0).
     pub timeout: Option<Duration>,
     /// `idle_timeout` as configured: `None` unset (the connection manager's
@@ -182,6 +185,7 @@ impl ForwardAction {
                 cluster_not_found_response_code,
                 path_rewrite,
                 host_rewrite,
+                append_x_forwarded_host: config.append_x_forwarded_host,
                 timeout: timeout_or(&config.timeout, Some(DEFAULT_ROUTE_TIMEOUT)),
                 idle_timeout: config
                     .idle_timeout
@@ -243,6 +247,20 @@ impl ForwardAction {
 
     pub fn compute_hash(&self, req: &Parts, source_ip: Option<IpAddr>) -> Option<u64> {
         self.hash_policy.compute(req, source_ip)
+    }
+
+    /// [`Self::compute_hash`] that also generates missing `ttl` hash
+    /// cookies; their `Set-Cookie` values go to `set_cookies` for the
+    /// response. Needed when [`HashPolicy::generates_cookies`].
+    pub fn compute_hash_setting_cookies(
+        &self,
+        req: &Parts,
+        remote: SocketAddr,
+        local: SocketAddr,
+        set_cookies: &mut Vec<String>,
+    ) -> Option<u64> {
+        self.hash_policy
+            .compute_setting_cookies(req, remote, local, set_cookies)
     }
 
     /// Every cluster named statically (not read from a header).
@@ -348,18 +366,8 @@ fn compile_weighted(config: &WeightedCluster) -> Result<ClusterSpecifier, Config
             "the sum of the weights must be greater than 0",
         ));
     }
-    #[allow(deprecated)]
-    if let Some(expected) = &config.total_weight {
-        if errors.is_empty() && u64::from(expected.value) != total {
-            errors.push(ConfigError::new(
-                "total_weight",
-                format!(
-                    "the weights add up to {total}, not total_weight {}",
-                    expected.value
-                ),
-            ));
-        }
-    }
+    // The deprecated `total_weight` is ignored, as Envoy 1.40 ignores it:
+    // picks are made over the sum of the weights.
     errors.into_result(ClusterSpecifier::Weighted(WeightedClusters {
         clusters,
         total_weight: total,

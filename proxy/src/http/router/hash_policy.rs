@@ -2,10 +2,13 @@
 //! load balancers use, computed as Envoy's `HashPolicyImpl` does — each
 //! policy hashes its value with xxHash64 (seed 0), results combine as
 //! `rotl(hash, 1) ^ new`, and a `terminal` policy that produced a hash ends
-//! the evaluation.
+//! the evaluation. A cookie policy with a `ttl` whose cookie is missing
+//! generates one (as Envoy's router does) when the caller supplies the
+//! downstream connection's addresses; the `Set-Cookie` values are handed back
+//! for the response.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::route::v3::route_action::{
     hash_policy::PolicySpecifier, HashPolicy as HashPolicyConfig,
@@ -13,6 +16,7 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{
 use http::request::Parts;
 use xxhash_rust::xxh64::xxh64;
 
+use super::hash_cookie::{cookie_template, generated_cookie_value, CookieTemplate};
 use super::request::{self, HeaderSource};
 use super::string_match::RegexSubstitution;
 use crate::config::{ConfigError, ConfigErrors};
@@ -25,11 +29,21 @@ enum HashMethod {
     },
     Cookie {
         name: String,
+        /// Present when a missing cookie is generated (`ttl` set).
+        generate: Option<CookieTemplate>,
     },
     SourceIp,
     QueryParameter {
         name: String,
     },
+}
+
+/// Where a generated cookie's value comes from, and where its `Set-Cookie`
+/// goes.
+struct CookieGenerator<'a> {
+    remote: SocketAddr,
+    local: SocketAddr,
+    set_cookies: &'a mut Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,12 +80,55 @@ impl HashPolicy {
         self.steps.is_empty()
     }
 
+    /// True when a cookie policy would generate a missing cookie; use
+    /// [`Self::compute_setting_cookies`] then.
+    pub fn generates_cookies(&self) -> bool {
+        self.steps.iter().any(|step| {
+            matches!(
+                step.method,
+                HashMethod::Cookie {
+                    generate: Some(_),
+                    ..
+                }
+            )
+        })
+    }
+
     /// The request's hash, or `None` when no policy produced one (the load
-    /// balancer then picks as if there were no hash policy).
+    /// balancer then picks as if there were no hash policy). Missing `ttl`
+    /// cookies are not generated here.
     pub fn compute(&self, req: &Parts, source_ip: Option<IpAddr>) -> Option<u64> {
+        self.evaluate(req, source_ip, None)
+    }
+
+    /// [`Self::compute`] for a request on the connection `remote` → `local`,
+    /// generating missing `ttl` cookies as Envoy does: the value is the hex
+    /// xxHash64 of both addresses, and its `Set-Cookie` is pushed to
+    /// `set_cookies` for the response.
+    pub fn compute_setting_cookies(
+        &self,
+        req: &Parts,
+        remote: SocketAddr,
+        local: SocketAddr,
+        set_cookies: &mut Vec<String>,
+    ) -> Option<u64> {
+        let generator = CookieGenerator {
+            remote,
+            local,
+            set_cookies,
+        };
+        self.evaluate(req, Some(remote.ip()), Some(generator))
+    }
+
+    fn evaluate(
+        &self,
+        req: &Parts,
+        source_ip: Option<IpAddr>,
+        mut generator: Option<CookieGenerator<'_>>,
+    ) -> Option<u64> {
         let mut hash: Option<u64> = None;
         for step in &self.steps {
-            if let Some(new) = step.method.evaluate(req, source_ip) {
+            if let Some(new) = step.method.evaluate(req, source_ip, generator.as_mut()) {
                 // Rotating keeps two identical policies from cancelling out.
                 hash = Some(hash.map_or(0, |old| old.rotate_left(1)) ^ new);
             }
@@ -106,14 +163,13 @@ fn compile_method(config: &HashPolicyConfig) -> Result<Option<HashMethod>, Confi
             if cookie.name.is_empty() {
                 return Err(ConfigError::new("cookie.name", "must not be empty"));
             }
-            if cookie.ttl.is_some() {
-                return Err(ConfigError::new(
-                    "cookie.ttl",
-                    "generating a missing hash cookie (field 'ttl') is not supported by Sluice",
-                ));
-            }
+            let generate = match &cookie.ttl {
+                None => None,
+                Some(ttl) => Some(cookie_template(cookie, ttl.seconds)?),
+            };
             HashMethod::Cookie {
                 name: cookie.name.clone(),
+                generate,
             }
         }
         // Envoy adds no policy at all for `source_ip: false`.
@@ -137,7 +193,12 @@ fn compile_method(config: &HashPolicyConfig) -> Result<Option<HashMethod>, Confi
 }
 
 impl HashMethod {
-    fn evaluate(&self, req: &Parts, source_ip: Option<IpAddr>) -> Option<u64> {
+    fn evaluate(
+        &self,
+        req: &Parts,
+        source_ip: Option<IpAddr>,
+        generator: Option<&mut CookieGenerator<'_>>,
+    ) -> Option<u64> {
         match self {
             HashMethod::Header { source, rewrite } => {
                 let rewritten = |value| apply_rewrite(rewrite.as_ref(), value);
@@ -156,9 +217,17 @@ impl HashMethod {
                         .fold(0, |seed, value| xxh64(value.as_bytes(), seed)),
                 )
             }
-            HashMethod::Cookie { name } => request::cookie(req, name)
-                .filter(|value| !value.is_empty())
-                .map(|value| xxh64(value.as_bytes(), 0)),
+            HashMethod::Cookie { name, generate } => {
+                if let Some(value) = request::cookie(req, name).filter(|v| !v.is_empty()) {
+                    return Some(xxh64(value.as_bytes(), 0));
+                }
+                let (template, generator) = (generate.as_ref()?, generator?);
+                let value = generated_cookie_value(generator.remote, generator.local);
+                generator
+                    .set_cookies
+                    .push(template.set_cookie(name, &value));
+                Some(xxh64(value.as_bytes(), 0))
+            }
             HashMethod::SourceIp => source_ip.map(|ip| xxh64(ip_text(ip, &mut [0; 64]), 0)),
             HashMethod::QueryParameter { name } => {
                 request::query_parameter(req, name).map(|value| xxh64(value.as_bytes(), 0))
@@ -301,6 +370,78 @@ mod tests {
     }
 
     #[test]
+    fn ttl_cookies_are_generated_when_missing() {
+        use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::CookieAttribute;
+        let p = HashPolicy::compile(&[policy(
+            PolicySpecifier::Cookie(Cookie {
+                name: "sticky".into(),
+                ttl: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                path: "/app".into(),
+                attributes: vec![
+                    CookieAttribute {
+                        name: "SameSite".into(),
+                        value: "Strict".into(),
+                    },
+                    CookieAttribute {
+                        name: "Secure".into(),
+                        value: String::new(),
+                    },
+                ],
+            }),
+            false,
+        )])
+        .unwrap();
+        assert!(p.generates_cookies());
+        let remote: SocketAddr = "10.0.0.1:5555".parse().unwrap();
+        let local: SocketAddr = "[::1]:8080".parse().unwrap();
+        let value = format!("{:016x}", xxh64(b"10.0.0.1:5555[::1]:8080", 0));
+        let mut set_cookies = Vec::new();
+        let hash = p.compute_setting_cookies(&req("/", &[]), remote, local, &mut set_cookies);
+        assert_eq!(hash, Some(xxh64(value.as_bytes(), 0)));
+        assert_eq!(
+            set_cookies,
+            [format!(
+                "sticky=\"{value}\"; Max-Age=3600; Path=/app; SameSite=Strict; Secure; HttpOnly"
+            )]
+        );
+        // The client returns it: same hash, nothing more to set.
+        let back = req("/", &[("cookie", &format!("sticky={value}"))]);
+        let mut again = Vec::new();
+        assert_eq!(
+            p.compute_setting_cookies(&back, remote, local, &mut again),
+            hash
+        );
+        assert!(again.is_empty());
+        // Without the connection, nothing is generated.
+        assert_eq!(p.compute(&req("/", &[]), None), None);
+    }
+
+    #[test]
+    fn a_zero_ttl_makes_a_session_cookie() {
+        let p = HashPolicy::compile(&[policy(
+            PolicySpecifier::Cookie(Cookie {
+                name: "s".into(),
+                ttl: Some(Default::default()),
+                ..Default::default()
+            }),
+            false,
+        )])
+        .unwrap();
+        let addr: SocketAddr = "1.2.3.4:1".parse().unwrap();
+        let mut set_cookies = Vec::new();
+        p.compute_setting_cookies(&req("/", &[]), addr, addr, &mut set_cookies);
+        assert!(
+            set_cookies[0].ends_with("\"; HttpOnly"),
+            "{}",
+            set_cookies[0]
+        );
+        assert!(!set_cookies[0].contains("Max-Age"));
+    }
+
+    #[test]
     fn source_ip_hashes_the_address_text() {
         let p = || {
             vec![policy(
@@ -328,7 +469,10 @@ mod tests {
             policy(
                 PolicySpecifier::Cookie(Cookie {
                     name: "c".into(),
-                    ttl: Some(Default::default()),
+                    ttl: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: -1,
+                        nanos: 0,
+                    }),
                     ..Default::default()
                 }),
                 false,

@@ -375,6 +375,8 @@ mod tests {
             bad(vec![option("bad name", "v", action)], vec![])[0].path,
             "request_headers_to_add[0].header.key"
         );
+        let format = bad(vec![option("x", "%NO_SUCH_OPERATOR%", action)], vec![]);
+        assert_eq!(format[0].path, "request_headers_to_add[0].header.value");
         assert_eq!(
             bad(vec![option("x", "a\nb", action)], vec![])[0].path,
             "request_headers_to_add[0].header.value"

@@ -9,9 +9,17 @@
 //! ([`ForwardAction::rewritten_host`]) and path rewrite
 //! ([`ForwardAction::rewrite_path`]) — Envoy's order — and hands
 //! [`ForwardAction::compute_hash`] to the load balancer.
+//!
+//! As in Envoy, the Host's port takes part in virtual host matching unless
+//! the route configuration sets `ignore_port_in_host_matching`; the
+//! connection manager's `strip_any_host_port` / `strip_matching_host_port`
+//! (see [`strip_port`]) remove it from the request before routing. The
+//! connection manager also sets `x-forwarded-proto` before routing, which
+//! `require_tls` and redirects read.
 
 mod domains;
 mod forward;
+mod hash_cookie;
 mod hash_policy;
 mod header_mutation;
 mod redirect;
@@ -29,6 +37,7 @@ pub use hash_policy::HashPolicy;
 pub use header_mutation::{AppendAction, HeaderMutations};
 pub use redirect::{DirectResponse, RedirectAction, DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES};
 pub use request::strip_port;
+pub use string_match::RegexSubstitution;
 pub use table::{Route, RouteAction, RouteMatch, RouteTable, VirtualHost};
 
 #[cfg(test)]

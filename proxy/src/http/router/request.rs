@@ -1,7 +1,7 @@
 //! Read-only views of a request as Envoy's router sees it: the `:authority`
-//! (from the URI or the `Host` header), header values joined the way Envoy
-//! joins repeated headers, raw query parameters, and cookies. Nothing here
-//! allocates unless a header is repeated or not valid UTF-8.
+//! (from the URI or the `Host` header), header values, raw query
+//! parameters, and cookies. Nothing here allocates unless a header value is
+//! not valid UTF-8.
 
 use std::borrow::Cow;
 
@@ -27,22 +27,6 @@ pub fn path_and_query(req: &Parts) -> Option<&str> {
 /// The path without its query string (what path matching sees).
 pub fn path_only(req: &Parts) -> &str {
     req.uri.path()
-}
-
-/// All values of `name`, joined by `,` as Envoy's `getAllOfHeaderAsString`
-/// does; `None` when the header is absent.
-pub fn joined_header<'r>(req: &'r Parts, name: &HeaderName) -> Option<Cow<'r, str>> {
-    let mut values = req.headers.get_all(name).iter();
-    let first = values.next()?;
-    let Some(second) = values.next() else {
-        return Some(String::from_utf8_lossy(first.as_bytes()));
-    };
-    let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
-    for value in std::iter::once(second).chain(values) {
-        joined.push(',');
-        joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
-    }
-    Some(Cow::Owned(joined))
 }
 
 /// Where a configured header name reads from: a pseudo-header or a header.
@@ -74,14 +58,6 @@ impl HeaderSource {
         }
     }
 
-    /// The value, repeated headers joined by `,`; `None` when absent.
-    pub fn joined<'r>(&self, req: &'r Parts) -> Option<Cow<'r, str>> {
-        match self {
-            HeaderSource::Named(name) => joined_header(req, name),
-            pseudo => pseudo.single(req).map(Cow::Borrowed),
-        }
-    }
-
     /// Every value, in order (one for a pseudo-header).
     pub fn values<'r>(&self, req: &'r Parts) -> impl Iterator<Item = Cow<'r, str>> {
         let (single, named) = match self {
@@ -101,7 +77,14 @@ impl HeaderSource {
             HeaderSource::Method => Some(req.method.as_str()),
             HeaderSource::Path => path_and_query(req),
             HeaderSource::Authority => authority(req),
-            HeaderSource::Scheme => req.uri.scheme_str(),
+            // HTTP/1 requests carry no scheme; Envoy's codec derives `:scheme`
+            // from the connection, which the connection manager records in
+            // `x-forwarded-proto` before routing.
+            HeaderSource::Scheme => req.uri.scheme_str().or_else(|| {
+                req.headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+            }),
             HeaderSource::Named(name) => first_header(req, name),
         }
     }
@@ -189,19 +172,6 @@ mod tests {
         );
         assert_eq!(authority(&parts("/x", &[("host", "b:8")])), Some("b:8"));
         assert_eq!(authority(&parts("/x", &[])), None);
-    }
-
-    #[test]
-    fn repeated_headers_join_with_commas() {
-        let req = parts("/", &[("x-a", "1"), ("x-a", "2"), ("x-b", "3")]);
-        let name = HeaderName::from_static("x-a");
-        assert_eq!(joined_header(&req, &name).unwrap(), "1,2");
-        let single = HeaderName::from_static("x-b");
-        assert!(matches!(
-            joined_header(&req, &single),
-            Some(Cow::Borrowed("3"))
-        ));
-        assert!(joined_header(&req, &HeaderName::from_static("x-c")).is_none());
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! A route's `match`: path (prefix / path / safe_regex /
-//! path_separated_prefix, with `case_sensitive`), header matchers,
-//! query-parameter matchers and `grpc`, compiled once and evaluated per
-//! request without allocating (except to join a repeated header).
+//! path_separated_prefix, with `case_sensitive`), `runtime_fraction`,
+//! header, query-parameter and cookie matchers and `grpc`, compiled once and
+//! evaluated per request without allocating.
 
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
-    route_match::PathSpecifier, HeaderMatcher as HeaderMatcherConfig,
-    QueryParameterMatcher as QueryParameterMatcherConfig, RouteMatch as RouteMatchConfig,
+    route_match::PathSpecifier, CookieMatcher as CookieMatcherConfig,
+    HeaderMatcher as HeaderMatcherConfig, QueryParameterMatcher as QueryParameterMatcherConfig,
+    RouteMatch as RouteMatchConfig,
 };
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use http::request::Parts;
 use regex::Regex;
-use std::borrow::Cow;
 
 use super::request::{self, HeaderSource};
 use super::string_match::{compile_full_match, starts_with, StringMatch};
@@ -150,25 +152,32 @@ impl HeaderMatch {
         })
     }
 
+    /// Envoy 1.40 matches each value of a repeated header on its own (the
+    /// CVE-2026-26308 fix, runtime guard `route_match_headers_individually`):
+    /// the matcher holds when any value matches, and `invert_match` negates
+    /// that — no value may match.
     pub fn matches(&self, req: &Parts) -> bool {
-        let value = self.source.joined(req);
-        let value = match value {
-            Some(value) => value,
-            None if self.treat_missing_as_empty => Cow::Borrowed(""),
+        let mut values = self.source.values(req).peekable();
+        if values.peek().is_none() {
+            if self.treat_missing_as_empty {
+                return self.check_value("") != self.invert;
+            }
             // Absent: only `present_match: false` matches, or with
             // `invert_match`, only `present_match: true`.
-            None => {
-                return matches!(self.check, HeaderCheck::Present(present) if present == self.invert)
-            }
-        };
-        let matched = match &self.check {
-            HeaderCheck::String(matcher) => matcher.matches(&value),
+            return matches!(self.check, HeaderCheck::Present(present) if present == self.invert);
+        }
+        let matched = values.any(|value| self.check_value(&value));
+        matched != self.invert
+    }
+
+    fn check_value(&self, value: &str) -> bool {
+        match &self.check {
+            HeaderCheck::String(matcher) => matcher.matches(value),
             HeaderCheck::Present(present) => *present,
             HeaderCheck::Range { start, end } => value
                 .parse::<i64>()
                 .is_ok_and(|number| *start <= number && number < *end),
-        };
-        matched != self.invert
+        }
     }
 }
 
@@ -185,8 +194,15 @@ fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, ConfigError> {
 #[derive(Debug, Clone)]
 pub struct QueryParameterMatch {
     name: String,
-    /// `None`: the parameter only has to be present.
-    value: Option<StringMatch>,
+    check: QueryCheck,
+}
+
+#[derive(Debug, Clone)]
+enum QueryCheck {
+    Value(StringMatch),
+    /// `present_match`: `true` needs the parameter, `false` its absence
+    /// (as Envoy 1.40 behaves). No specifier at all means present.
+    Present(bool),
 }
 
 impl QueryParameterMatch {
@@ -194,23 +210,57 @@ impl QueryParameterMatch {
         if config.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
         }
-        let value = match &config.query_parameter_match_specifier {
-            Some(QueryParameterMatchSpecifier::StringMatch(matcher)) => {
-                Some(StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?)
+        let check = match &config.query_parameter_match_specifier {
+            Some(QueryParameterMatchSpecifier::StringMatch(matcher)) => QueryCheck::Value(
+                StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?,
+            ),
+            Some(QueryParameterMatchSpecifier::PresentMatch(present)) => {
+                QueryCheck::Present(*present)
             }
-            Some(QueryParameterMatchSpecifier::PresentMatch(_)) | None => None,
+            None => QueryCheck::Present(true),
         };
         Ok(QueryParameterMatch {
             name: config.name.clone(),
-            value,
+            check,
         })
     }
 
     pub fn matches(&self, req: &Parts) -> bool {
-        match request::query_parameter(req, &self.name) {
-            None => false,
-            Some(value) => self.value.as_ref().is_none_or(|m| m.matches(value)),
+        let value = request::query_parameter(req, &self.name);
+        match &self.check {
+            QueryCheck::Value(matcher) => value.is_some_and(|v| matcher.matches(v)),
+            QueryCheck::Present(present) => value.is_some() == *present,
         }
+    }
+}
+
+/// A compiled `CookieMatcher`: an absent cookie does not match (so with
+/// `invert_match` it does).
+#[derive(Debug, Clone)]
+pub struct CookieMatch {
+    name: String,
+    value: StringMatch,
+    invert: bool,
+}
+
+impl CookieMatch {
+    pub fn compile(config: &CookieMatcherConfig) -> Result<Self, ConfigError> {
+        if config.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        let Some(matcher) = &config.string_match else {
+            return Err(ConfigError::new("string_match", "is required"));
+        };
+        Ok(CookieMatch {
+            name: config.name.clone(),
+            value: StringMatch::compile(matcher).map_err(|e| e.under("string_match"))?,
+            invert: config.invert_match,
+        })
+    }
+
+    pub fn matches(&self, req: &Parts) -> bool {
+        let matched = request::cookie(req, &self.name).is_some_and(|v| self.value.matches(v));
+        matched != self.invert
     }
 }
 
@@ -218,8 +268,13 @@ impl QueryParameterMatch {
 #[derive(Debug, Clone)]
 pub struct RouteMatcher {
     pub path: PathMatch,
+    /// `runtime_fraction` as `(numerator, denominator)`: the route matches
+    /// when `random % denominator < numerator` (Envoy's default value; Sluice
+    /// has no runtime layer to override it).
+    fraction: Option<(u64, u64)>,
     headers: Vec<HeaderMatch>,
     query_parameters: Vec<QueryParameterMatch>,
+    cookies: Vec<CookieMatch>,
     grpc: bool,
 }
 
@@ -228,16 +283,22 @@ impl RouteMatcher {
     pub fn compile(config: &RouteMatchConfig) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         for (field, set) in [
-            ("runtime_fraction", config.runtime_fraction.is_some()),
             ("tls_context", config.tls_context.is_some()),
             ("dynamic_metadata", !config.dynamic_metadata.is_empty()),
             ("filter_state", !config.filter_state.is_empty()),
-            ("cookies", !config.cookies.is_empty()),
         ] {
             if set {
                 errors.push(unsupported(field));
             }
         }
+        let fraction = match config.runtime_fraction.as_ref().map(compile_fraction) {
+            None => None,
+            Some(Ok(fraction)) => Some(fraction),
+            Some(Err(error)) => {
+                errors.push(error.under("runtime_fraction"));
+                None
+            }
+        };
         let case_sensitive = config.case_sensitive.as_ref().is_none_or(|v| v.value);
         let path = match compile_path(config.path_specifier.as_ref(), case_sensitive) {
             Ok(path) => Some(path),
@@ -260,11 +321,20 @@ impl RouteMatcher {
                 Err(error) => errors.push(error.under(&format!("query_parameters[{i}]"))),
             }
         }
+        let mut cookies = Vec::with_capacity(config.cookies.len());
+        for (i, cookie) in config.cookies.iter().enumerate() {
+            match CookieMatch::compile(cookie) {
+                Ok(matcher) => cookies.push(matcher),
+                Err(error) => errors.push(error.under(&format!("cookies[{i}]"))),
+            }
+        }
         match path {
             Some(path) if errors.is_empty() => Ok(RouteMatcher {
                 path,
+                fraction,
                 headers,
                 query_parameters,
+                cookies,
                 grpc: config.grpc.is_some(),
             }),
             _ => Err(errors),
@@ -278,20 +348,31 @@ impl RouteMatcher {
                 prefix: String::new(),
                 case_sensitive: true,
             },
+            fraction: None,
             headers: Vec::new(),
             query_parameters: Vec::new(),
+            cookies: Vec::new(),
             grpc: false,
         }
     }
 
-    /// Envoy's order: path, gRPC, headers, query parameters; all must match.
-    /// `path` is the request path without its query (and, when configured,
-    /// without path parameters).
-    pub fn matches(&self, req: &Parts, path: &str) -> bool {
-        self.path.matches(path)
+    /// True when matching draws on the request's random value.
+    pub fn uses_random(&self) -> bool {
+        self.fraction.is_some()
+    }
+
+    /// Envoy's order: runtime fraction, path, gRPC, headers, query
+    /// parameters, cookies; all must match. `path` is the request path without its
+    /// query (and, when configured, without path parameters); `random` is
+    /// the stream's random value.
+    pub fn matches(&self, req: &Parts, path: &str, random: u64) -> bool {
+        self.fraction
+            .is_none_or(|(numerator, denominator)| random % denominator < numerator)
+            && self.path.matches(path)
             && (!self.grpc || is_grpc(req))
             && self.headers.iter().all(|h| h.matches(req))
             && self.query_parameters.iter().all(|q| q.matches(req))
+            && self.cookies.iter().all(|c| c.matches(req))
     }
 }
 
@@ -336,6 +417,24 @@ fn compile_path(
         Some(PathSpecifier::ConnectMatcher(_)) => return Err(unsupported("connect_matcher")),
         Some(PathSpecifier::PathMatchPolicy(_)) => return Err(unsupported("path_match_policy")),
     })
+}
+
+fn compile_fraction(config: &RuntimeFractionalPercent) -> Result<(u64, u64), ConfigError> {
+    let Some(percent) = &config.default_value else {
+        return Err(ConfigError::new("default_value", "is required"));
+    };
+    let denominator = match DenominatorType::try_from(percent.denominator) {
+        Ok(DenominatorType::Hundred) => 100,
+        Ok(DenominatorType::TenThousand) => 10_000,
+        Ok(DenominatorType::Million) => 1_000_000,
+        Err(_) => {
+            return Err(ConfigError::new(
+                "default_value.denominator",
+                format!("unknown value {}", percent.denominator),
+            ))
+        }
+    };
+    Ok((u64::from(percent.numerator), denominator))
 }
 
 fn unsupported(field: &str) -> ConfigError {

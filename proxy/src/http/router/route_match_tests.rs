@@ -33,7 +33,7 @@ fn compile(config: &RouteMatchConfig) -> RouteMatcher {
 }
 
 fn matches(matcher: &RouteMatcher, req: &Parts) -> bool {
-    matcher.matches(req, req.uri.path())
+    matcher.matches(req, req.uri.path(), 0)
 }
 
 fn regex(pattern: &str) -> RegexMatcher {
@@ -218,9 +218,11 @@ fn header_matchers_cover_every_kind() {
             header("x-missing", Some(S::ExactMatch(String::new()))),
             false,
         ),
-        // Repeated headers are matched joined by ','.
-        (header("x-multi", Some(S::ExactMatch("a,b".into()))), true),
-        (header("x-multi", Some(S::ExactMatch("a".into()))), false),
+        // Each value of a repeated header is matched on its own (Envoy 1.40).
+        (header("x-multi", Some(S::ExactMatch("a,b".into()))), false),
+        (header("x-multi", Some(S::ExactMatch("a".into()))), true),
+        (header("x-multi", Some(S::ExactMatch("b".into()))), true),
+        (header("x-multi", Some(S::PrefixMatch("a,".into()))), false),
         (
             header(
                 "x-num",
@@ -295,6 +297,54 @@ fn invert_and_treat_missing_as_empty_follow_envoy() {
 }
 
 #[test]
+#[allow(deprecated)]
+fn repeated_headers_match_any_value_and_invert_requires_none() {
+    use HeaderMatchSpecifier as S;
+    let m = |spec: S, invert: bool| {
+        with_headers(vec![HeaderMatcherConfig {
+            invert_match: invert,
+            ..header("x-multi", Some(spec))
+        }])
+    };
+    let two = |a: &str, b: &str| req("GET", "/", &[("x-multi", a), ("x-multi", b)]);
+    // Observed with Envoy 1.40.
+    assert!(!matches(
+        &m(S::ExactMatch("a".into()), true),
+        &two("a", "b")
+    ));
+    assert!(matches(&m(S::ExactMatch("a".into()), true), &two("b", "c")));
+    assert!(matches(
+        &m(S::RangeMatch(Int64Range { start: 1, end: 3 }), false),
+        &two("5", "2")
+    ));
+    assert!(matches(
+        &m(S::SafeRegexMatch(regex("b")), false),
+        &two("a", "b")
+    ));
+    // One header line holding a comma is one value.
+    let one = req("GET", "/", &[("x-multi", "a,b")]);
+    assert!(matches(&m(S::ExactMatch("a,b".into()), false), &one));
+}
+
+#[test]
+#[allow(deprecated)]
+fn scheme_falls_back_to_x_forwarded_proto_for_http1() {
+    let m = with_headers(vec![header(
+        ":scheme",
+        Some(HeaderMatchSpecifier::ExactMatch("http".into())),
+    )]);
+    assert!(matches(
+        &m,
+        &req("GET", "/", &[("x-forwarded-proto", "http")])
+    ));
+    assert!(!matches(
+        &m,
+        &req("GET", "/", &[("x-forwarded-proto", "https")])
+    ));
+    assert!(!matches(&m, &get("/")));
+}
+
+#[test]
 fn all_header_matchers_must_match() {
     let m = with_headers(vec![header("x-a", None), header("x-b", None)]);
     assert!(matches(&m, &req("GET", "/", &[("x-a", "1"), ("x-b", "2")])));
@@ -325,6 +375,25 @@ fn query_parameters_match_raw_first_values() {
         ("debug", present.clone(), "/?debugx=1", false),
         ("debug", present.clone(), "/", false),
         ("debug", None, "/?a=1&debug=", true),
+        // present_match: false requires absence (observed with Envoy 1.40).
+        (
+            "debug",
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)),
+            "/?debug=1",
+            false,
+        ),
+        (
+            "debug",
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)),
+            "/?x=1",
+            true,
+        ),
+        (
+            "debug",
+            Some(QueryParameterMatchSpecifier::PresentMatch(false)),
+            "/",
+            true,
+        ),
         ("v", exact("2"), "/?v=2", true),
         ("v", exact("2"), "/?v=2&v=3", true),
         ("v", exact("3"), "/?v=2&v=3", false),
@@ -396,7 +465,7 @@ fn bad_matchers_are_rejected_with_paths() {
 #[test]
 fn unsupported_match_fields_are_rejected_not_ignored() {
     let config = RouteMatchConfig {
-        runtime_fraction: Some(Default::default()),
+        dynamic_metadata: vec![Default::default()],
         tls_context: Some(Default::default()),
         ..route_match(PathSpecifier::Prefix("/".into()))
     };
@@ -413,4 +482,66 @@ fn unsupported_match_fields_are_rejected_not_ignored() {
     )))
     .unwrap_err();
     assert_eq!(errors.0[0].path, "connect_matcher");
+}
+
+#[test]
+fn runtime_fraction_uses_the_default_value_and_the_random_draw() {
+    use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+    use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+    let m = compile(&RouteMatchConfig {
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: 25,
+                denominator: DenominatorType::Hundred as i32,
+            }),
+            runtime_key: "routing.canary".into(),
+        }),
+        ..route_match(PathSpecifier::Prefix("/".into()))
+    });
+    assert!(m.uses_random());
+    let r = get("/");
+    assert!(m.matches(&r, "/", 24));
+    assert!(!m.matches(&r, "/", 25));
+    assert!(m.matches(&r, "/", 124));
+    let missing = RouteMatcher::compile(&RouteMatchConfig {
+        runtime_fraction: Some(RuntimeFractionalPercent::default()),
+        ..route_match(PathSpecifier::Prefix("/".into()))
+    })
+    .unwrap_err();
+    assert_eq!(missing.0[0].path, "runtime_fraction.default_value");
+}
+
+#[test]
+fn cookie_matchers_match_values_and_invert_on_absence() {
+    let build = |invert: bool| {
+        compile(&RouteMatchConfig {
+            cookies: vec![CookieMatcherConfig {
+                name: "session".into(),
+                string_match: Some(StringMatcher {
+                    ignore_case: false,
+                    match_pattern: Some(MatchPattern::Prefix("beta-".into())),
+                }),
+                invert_match: invert,
+            }],
+            ..route_match(PathSpecifier::Prefix("/".into()))
+        })
+    };
+    let with = |cookie: &str| req("GET", "/", &[("cookie", cookie)]);
+    let plain = build(false);
+    assert!(matches(&plain, &with("a=1; session=beta-7")));
+    assert!(!matches(&plain, &with("session=prod-1")));
+    assert!(!matches(&plain, &get("/")));
+    let inverted = build(true);
+    assert!(!matches(&inverted, &with("session=beta-7")));
+    assert!(matches(&inverted, &with("session=prod-1")));
+    assert!(matches(&inverted, &get("/")));
+    let missing = RouteMatcher::compile(&RouteMatchConfig {
+        cookies: vec![CookieMatcherConfig {
+            name: "c".into(),
+            ..Default::default()
+        }],
+        ..route_match(PathSpecifier::Prefix("/".into()))
+    })
+    .unwrap_err();
+    assert_eq!(missing.0[0].path, "cookies[0].string_match");
 }

@@ -2,7 +2,7 @@
 //! header mutations of the three configuration levels, with Envoy's
 //! precedence between them.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::route::v3::{
     route::Action, virtual_host::TlsRequirementType, Route as RouteConfig, RouteConfiguration,
@@ -69,6 +69,8 @@ pub struct RouteTable {
     vhost_header: Option<HeaderName>,
     ignore_port_in_host_matching: bool,
     ignore_path_parameters_in_path_matching: bool,
+    /// Some route has a `runtime_fraction`, so [`Self::find`] draws a random value.
+    uses_random: bool,
     most_specific_header_mutations_wins: bool,
     validate_clusters: Option<bool>,
     request_headers: HeaderMutations,
@@ -128,15 +130,8 @@ impl RouteTable {
 
         let mut virtual_hosts = Vec::with_capacity(config.virtual_hosts.len());
         let mut domains = DomainIndex::default();
-        let mut names = HashSet::new();
         for (i, vhost) in config.virtual_hosts.iter().enumerate() {
             let path = format!("virtual_hosts[{i}]");
-            if !vhost.name.is_empty() && !names.insert(vhost.name.as_str()) {
-                errors.push(ConfigError::new(
-                    format!("{path}.name"),
-                    format!("duplicate virtual host name \"{}\"", vhost.name),
-                ));
-            }
             if vhost.domains.is_empty() {
                 errors.push(ConfigError::new(
                     format!("{path}.domains"),
@@ -161,8 +156,13 @@ impl RouteTable {
                 cluster_names.extend(forward.static_cluster_names().map(str::to_string));
             }
         }
+        let uses_random = virtual_hosts
+            .iter()
+            .flat_map(|v| &v.routes)
+            .any(|route| route.matcher.uses_random());
         errors.into_result(RouteTable {
             name: config.name.clone(),
+            uses_random,
             virtual_hosts,
             domains,
             vhost_header,
@@ -213,7 +213,15 @@ impl RouteTable {
     }
 
     /// The virtual host, then its first route that matches the request.
+    /// A route with `runtime_fraction` is decided by a fresh random draw.
     pub fn find(&self, req: &Parts) -> Option<RouteMatch<'_>> {
+        let random = if self.uses_random { rand::random() } else { 0 };
+        self.find_with_random(req, random)
+    }
+
+    /// [`Self::find`] with the stream's random value (Envoy uses the same
+    /// value for `runtime_fraction` and the weighted cluster pick).
+    pub fn find_with_random(&self, req: &Parts, random: u64) -> Option<RouteMatch<'_>> {
         let virtual_host = self.find_virtual_host(req)?;
         if let Some(route) = &virtual_host.tls_redirect {
             if needs_tls_redirect(virtual_host.require_tls, req) {
@@ -230,7 +238,7 @@ impl RouteTable {
         let route = virtual_host
             .routes
             .iter()
-            .find(|route| route.matcher.matches(req, path))?;
+            .find(|route| route.matcher.matches(req, path, random))?;
         Some(RouteMatch {
             virtual_host,
             route,

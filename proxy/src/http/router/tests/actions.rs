@@ -1,6 +1,7 @@
 //! Cluster choice, timeouts, rewrites, hashing, redirect and direct responses.
 
 use super::*;
+use envoy_types::pb::envoy::config::route::v3::weighted_cluster::cluster_weight::HostRewriteSpecifier as WeightHostRewrite;
 
 #[test]
 fn weighted_clusters_pick_by_weight() {
@@ -57,17 +58,17 @@ fn bad_weights_are_rejected() {
         zero.path,
         "virtual_hosts[0].routes[0].route.weighted_clusters.clusters"
     );
-    let total = error(weighted(&[("a", 30), ("b", 30)], Some(100)));
-    assert_eq!(
-        total.path,
-        "virtual_hosts[0].routes[0].route.weighted_clusters.total_weight"
-    );
-    // A matching deprecated total_weight is fine.
-    table(vec![vhost(
+    // The deprecated total_weight is ignored, as in Envoy 1.40: picks use
+    // the sum of the weights (observed: random 75 → a, 95 → b).
+    let t = table(vec![vhost(
         "v",
         &["*"],
-        vec![route("/", weighted(&[("a", 60), ("b", 40)], Some(100)))],
+        vec![route("/", weighted(&[("a", 30), ("b", 30)], Some(100)))],
     )]);
+    let r = at("h", "/");
+    let m = t.find(&r).unwrap();
+    assert_eq!(forward_of(&m).cluster_for(&r, 75).name, Some("a"));
+    assert_eq!(forward_of(&m).cluster_for(&r, 95).name, Some("b"));
     let empty = error(weighted(&[], None));
     assert_eq!(
         empty.path,
@@ -299,4 +300,52 @@ fn redirect_and_direct_response_routes_are_found() {
         matches!(&m.route.action, RouteAction::DirectResponse(d) if d.body.as_deref() == Some(&b"ok"[..]))
     );
     assert_eq!(t.cluster_names().count(), 0);
+}
+
+#[test]
+fn connection_manager_flow_borrows_cleanly() {
+    // The order the connection manager follows: route, cluster, header
+    // mutations (mutating the request), host rewrite, path rewrite.
+    let mut action = weighted(&[("blue", 1)], None);
+    if let Some(Spec::WeightedClusters(w)) = &mut action.cluster_specifier {
+        w.clusters[0].host_rewrite_specifier = Some(WeightHostRewrite::HostRewriteLiteral(
+            "blue.internal".into(),
+        ));
+    }
+    let mut r = route(
+        "/api/",
+        RouteActionConfig {
+            prefix_rewrite: "/".into(),
+            ..action
+        },
+    );
+    r.request_headers_to_add = vec![HeaderValueOption {
+        header: Some(HeaderValue {
+            key: "x-routed".into(),
+            value: "yes".into(),
+            raw_value: vec![],
+        }),
+        ..Default::default()
+    }];
+    let t = table(vec![vhost("v", &["*"], vec![r])]);
+    let mut parts = at("front.example", "/api/items?page=2");
+    let m = t.find(&parts).unwrap();
+    let forward = forward_of(&m);
+    let choice = forward.cluster_for(&parts, 7);
+    let cluster = choice.name.map(str::to_string);
+    let weighted = choice.weighted;
+    t.apply_request_headers(
+        &m,
+        weighted,
+        &mut parts.headers,
+        &StreamInfo::new(None, None),
+    );
+    let host = forward
+        .rewritten_host(&parts, weighted)
+        .map(|h| h.into_owned());
+    let path = forward.rewrite_path(parts.uri.path_and_query().unwrap().as_str());
+    assert_eq!(cluster.as_deref(), Some("blue"));
+    assert_eq!(parts.headers["x-routed"], "yes");
+    assert_eq!(host.as_deref(), Some("blue.internal"));
+    assert_eq!(path.as_deref(), Some("/items?page=2"));
 }

@@ -137,8 +137,8 @@ fn configuration_errors_name_exact_paths() {
                 &["a.com", "*"],
                 vec![route("/", forward("ok")), bad_regex, bad_header, no_action],
             ),
-            vhost("b", &["A.com", ""], vec![route("/", forward(""))]),
-            vhost("a", &[], vec![]),
+            vhost("b", &["A.com", "a.COM"], vec![route("/", forward(""))]),
+            vhost("", &[], vec![]),
         ],
         request_headers_to_remove: vec!["host".into()],
         ..Default::default()
@@ -156,8 +156,8 @@ fn configuration_errors_name_exact_paths() {
             "virtual_hosts[1].domains[0]",
             "virtual_hosts[1].domains[1]",
             "virtual_hosts[1].routes[0].route.cluster",
-            "virtual_hosts[2].name",
             "virtual_hosts[2].domains",
+            "virtual_hosts[2].name",
         ],
         "{errors}"
     );

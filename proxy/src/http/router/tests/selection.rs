@@ -185,3 +185,9 @@ fn require_tls_redirects_plain_requests_to_https() {
         matches!(&m.route.action, RouteAction::Redirect(r) if r.response_code == http::StatusCode::MOVED_PERMANENTLY)
     );
 }
+
+#[test]
+fn a_compiled_table_can_be_shared_across_workers() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<RouteTable>();
+}
