@@ -55,7 +55,12 @@ pub(super) async fn forward<'a>(
     };
     info.upstream_cluster = Some(Arc::from(cluster.name()));
 
-    let hash = action.compute_hash(&parts, Some(context.remote.ip()));
+    let mut set_cookies = Vec::new();
+    let hash = if action.hash_policy.generates_cookies() {
+        action.compute_hash_setting_cookies(&parts, context.remote, context.local, &mut set_cookies)
+    } else {
+        action.compute_hash(&parts, Some(context.remote.ip()))
+    };
     let Some(host) = cluster.choose_host(hash) else {
         info.add_flag(ResponseFlag::NoHealthyUpstream);
         return reply(
@@ -65,6 +70,25 @@ pub(super) async fn forward<'a>(
     };
     info.upstream_host = Some(host.address());
 
+    // Envoy's order: header mutations, then the Host rewrite (which may
+    // read the original path), then the path rewrite.
+    hcm.routes
+        .apply_request_headers(matched, weighted, &mut parts.headers, info);
+    let new_host = match action.rewritten_host(&parts, weighted) {
+        Some(host) => HeaderValue::from_str(&host).ok(),
+        None if action.auto_host_rewrite() => {
+            let name = if host.hostname().is_empty() {
+                host.address().to_string()
+            } else {
+                format!("{}:{}", host.hostname(), host.address().port())
+            };
+            HeaderValue::from_str(&name).ok()
+        }
+        None => None,
+    };
+    if let Some(value) = new_host {
+        parts.headers.insert(header::HOST, value);
+    }
     let original_path = parts
         .uri
         .path_and_query()
@@ -88,23 +112,6 @@ pub(super) async fn forward<'a>(
             parts.uri = uri;
         }
     }
-    let new_host = match action.rewritten_host(&parts, weighted) {
-        Some(host) => HeaderValue::from_str(&host).ok(),
-        None if action.auto_host_rewrite() => {
-            let name = if host.hostname().is_empty() {
-                host.address().to_string()
-            } else {
-                format!("{}:{}", host.hostname(), host.address().port())
-            };
-            HeaderValue::from_str(&name).ok()
-        }
-        None => None,
-    };
-    if let Some(value) = new_host {
-        parts.headers.insert(header::HOST, value);
-    }
-    hcm.routes
-        .apply_request_headers(matched, weighted, &mut parts.headers, info);
 
     let timeout = action.timeout;
     if let Some(timeout) = timeout {
@@ -165,6 +172,11 @@ pub(super) async fn forward<'a>(
             let elapsed = started.elapsed();
             let (mut response_parts, response_body) = response.into_parts();
             headers::remove_hop_by_hop(&mut response_parts.headers);
+            for cookie in set_cookies {
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    response_parts.headers.append(header::SET_COOKIE, value);
+                }
+            }
             if !hcm.suppress_envoy_headers {
                 response_parts.headers.insert(
                     headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),

@@ -163,7 +163,11 @@ fn compile_addition(option: &HeaderValueOption) -> Result<HeaderAddition, Config
             "must not contain NUL, CR or LF",
         ));
     }
-    let value = FormatString::parse(text).map_err(|m| ConfigError::new(value_field, m))?;
+    // In header values Envoy renders an absent operator value as nothing
+    // (not the access log's `-`), so `keep_empty_value` can drop the header.
+    let value = FormatString::parse(text)
+        .map_err(|m| ConfigError::new(value_field, m))?
+        .with_omit_empty_values(true);
     let literal = if value.is_literal() {
         Some(
             HeaderValue::from_str(text)
@@ -289,6 +293,32 @@ mod tests {
             apply(&[option(name, "new", *action)], &[], &mut headers);
             assert_eq!(values(&headers, name), *want, "{action:?} on {name}");
         }
+    }
+
+    #[test]
+    fn absent_operator_values_are_empty_and_dropped() {
+        use HeaderAppendAction::*;
+        let mut headers = start();
+        // No upstream yet: Envoy renders nothing (not `-`) and, without
+        // keep_empty_value, adds no header.
+        apply(
+            &[option(
+                "x-upstream",
+                "%UPSTREAM_REMOTE_ADDRESS%",
+                AppendIfExistsOrAdd,
+            )],
+            &[],
+            &mut headers,
+        );
+        assert!(values(&headers, "x-upstream").is_empty());
+        let mut keep = option(
+            "x-upstream",
+            "at %UPSTREAM_REMOTE_ADDRESS%",
+            AppendIfExistsOrAdd,
+        );
+        keep.keep_empty_value = true;
+        apply(&[keep], &[], &mut headers);
+        assert_eq!(values(&headers, "x-upstream"), ["at "]);
     }
 
     #[test]
