@@ -14,3 +14,23 @@ pub struct CompileContext {
     pub clusters: Arc<ClusterManager>,
     pub log_writers: AccessLogWriters,
 }
+
+#[cfg(test)]
+impl CompileContext {
+    /// A context with one STATIC cluster `backend` (127.0.0.1:1), for unit
+    /// tests of compile steps that reference clusters.
+    pub fn with_backend_cluster() -> CompileContext {
+        let store = Store::new();
+        let cluster = crate::config::parse_message(
+            "name: backend\nload_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}",
+        )
+        .expect("test cluster parses");
+        CompileContext {
+            clusters: Arc::new(
+                ClusterManager::compile(&[cluster], &store).expect("test cluster compiles"),
+            ),
+            log_writers: AccessLogWriters::new(&store),
+            store,
+        }
+    }
+}

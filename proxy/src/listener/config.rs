@@ -304,20 +304,9 @@ fn compile_filters(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_log::AccessLogWriters;
-    use crate::upstream::ClusterManager;
 
     fn context() -> CompileContext {
-        let store = Store::new();
-        let cluster = crate::config::parse_message(
-            "name: backend\nload_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}",
-        )
-        .unwrap();
-        CompileContext {
-            clusters: Arc::new(ClusterManager::compile(&[cluster], &store).unwrap()),
-            log_writers: AccessLogWriters::new(&store),
-            store,
-        }
+        CompileContext::with_backend_cluster()
     }
 
     const TCP: &str = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}";

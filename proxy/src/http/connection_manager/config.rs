@@ -327,22 +327,9 @@ fn check_route_clusters(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_log::AccessLogWriters;
-    use crate::stats::Store;
 
     fn context() -> CompileContext {
-        let store = Store::new();
-        let clusters = crate::config::parse_message::<
-            envoy_types::pb::envoy::config::cluster::v3::Cluster,
-        >(
-            "name: backend\nload_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}",
-        )
-        .unwrap();
-        CompileContext {
-            clusters: Arc::new(ClusterManager::compile(&[clusters], &store).unwrap()),
-            log_writers: AccessLogWriters::new(&store),
-            store,
-        }
+        CompileContext::with_backend_cluster()
     }
 
     fn compile(yaml: &str) -> Result<HttpConnectionManager, ConfigErrors> {
