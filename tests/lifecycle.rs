@@ -77,7 +77,11 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
     while svc.requests.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(svc.requests.load(Ordering::SeqCst), 1, "request reached the backend");
+    assert_eq!(
+        svc.requests.load(Ordering::SeqCst),
+        1,
+        "request reached the backend"
+    );
 
     sluice.signal(libc::SIGTERM);
     assert!(
@@ -195,8 +199,16 @@ fn bad_config_exits_one_with_the_error_path_on_stderr() {
         "{}",
         exited.stderr
     );
-    assert!(exited.stderr.contains("invalid duration"), "{}", exited.stderr);
-    assert!(exited.stderr.contains("sluice.yaml"), "names the file: {}", exited.stderr);
+    assert!(
+        exited.stderr.contains("invalid duration"),
+        "{}",
+        exited.stderr
+    );
+    assert!(
+        exited.stderr.contains("sluice.yaml"),
+        "names the file: {}",
+        exited.stderr
+    );
 }
 
 #[tokio::test]
