@@ -87,12 +87,21 @@ pub struct Cli {
     pub version: bool,
 }
 
-/// The version line `--version` prints and `/server_info` reports.
-pub fn version_string() -> String {
+/// The build version in Envoy's shape, `<revision>/<version>/<status>/<build
+/// type>/<ssl>`, as `/server_info` reports it (tools split it on '/').
+pub fn build_version() -> String {
     format!(
-        "sluice version: {}/{}/Clean/RELEASE/BoringSSL-free (envoy-compatible v3 API)",
+        "{}/{}/Clean/RELEASE/BoringSSL-free",
         env!("CARGO_PKG_VERSION"),
         env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The version line `--version` prints.
+pub fn version_string() -> String {
+    format!(
+        "sluice version: {} (envoy-compatible v3 API)",
+        build_version()
     )
 }
 

@@ -103,3 +103,63 @@ pub async fn raw_exchange(address: SocketAddr, bytes: &[u8], wait: Duration) -> 
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// One HTTP/1.1 keep-alive connection for several requests in a row, to
+/// see what happens to a connection that stays open (drain, `connection:
+/// close`).
+pub struct KeepAlive {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl KeepAlive {
+    pub async fn connect(address: SocketAddr) -> KeepAlive {
+        tokio::time::timeout(DEADLINE, async move {
+            let stream = TcpStream::connect(address).await.expect("connect to proxy");
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("http1 handshake");
+            tokio::spawn(connection);
+            KeepAlive { sender }
+        })
+        .await
+        .expect("connected in time")
+    }
+
+    /// GET on this connection; `Err` once the connection is closed.
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Reply, String> {
+        let request = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        tokio::time::timeout(DEADLINE, async {
+            self.sender.ready().await.map_err(|e| e.to_string())?;
+            let response = self
+                .sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok(Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            })
+        })
+        .await
+        .unwrap_or_else(|_| Err("request timed out".into()))
+    }
+}
+
+/// Polls (bounded by `limit`) until a new connection to `address` is
+/// refused; true if it was.
+pub async fn wait_refused(address: SocketAddr, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(address)).await {
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    false
+}

@@ -12,6 +12,6 @@ pub mod proxy;
 #[allow(unused_imports)]
 pub use backend::{Backend, EchoReply};
 #[allow(unused_imports)]
-pub use client::{get, get_h2, raw_exchange, request, Reply};
+pub use client::{get, get_h2, raw_exchange, request, wait_refused, KeepAlive, Reply};
 #[allow(unused_imports)]
-pub use proxy::{free_port, Sluice};
+pub use proxy::{free_port, run_until_exit, Exited, Sluice};

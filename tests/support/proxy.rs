@@ -73,6 +73,38 @@ impl Sluice {
         sluice
     }
 
+    /// Starts sluice and waits (bounded) until the listener port `name`
+    /// accepts connections, for configs without an admin listener (the
+    /// usual wait is on `/ready`).
+    pub async fn start_waiting_for_port(
+        template: &str,
+        known: &[(&str, u16)],
+        args: &[&str],
+        name: &str,
+    ) -> Sluice {
+        let mut sluice = Self::spawn(template, known, args);
+        let address = sluice.addr(name);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = sluice.try_wait() {
+                panic!("sluice exited early ({status}):\n{}", sluice.log());
+            }
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(address),
+            )
+            .await
+            {
+                return sluice;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "sluice not listening on {address} in time:\n{}",
+            sluice.log()
+        );
+    }
+
     /// Starts without waiting (for tests that expect failure).
     pub fn spawn(template: &str, known: &[(&str, u16)], args: &[&str]) -> Sluice {
         let mut ports: HashMap<String, u16> =
@@ -184,6 +216,27 @@ impl Sluice {
         super::client::request(self.admin, request, false).await
     }
 
+    /// Polls `/stats` (bounded, 5 s) until stat `name` equals `expected`;
+    /// returns the last value seen, so `assert_eq!` shows what it was.
+    /// Stats are updated as requests finish, a moment after the client
+    /// has its response.
+    pub async fn wait_stat(&self, name: &str, expected: i64) -> Option<i64> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let value = self.stat(name).await;
+            if value == Some(expected) || Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// TCP ports this process listens on (from `/proc`), so a test can
+    /// see every listener the process opened, not just the ones it expects.
+    pub fn listening_ports(&self) -> std::collections::BTreeSet<u16> {
+        listening_ports(self.pid())
+    }
+
     /// One stat's value from `/stats`, if present.
     pub async fn stat(&self, name: &str) -> Option<i64> {
         let text = self.admin_get("/stats").await.text();
@@ -191,5 +244,89 @@ impl Sluice {
             let (key, value) = line.split_once(": ")?;
             (key == name).then(|| value.trim().parse().ok()).flatten()
         })
+    }
+}
+
+/// Ports of the TCP sockets in LISTEN state that process `pid` holds: its
+/// socket inodes (`/proc/<pid>/fd`) matched against `/proc/net/tcp{,6}`.
+pub fn listening_ports(pid: u32) -> std::collections::BTreeSet<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for entry in entries.flatten() {
+            if let Ok(target) = std::fs::read_link(entry.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if let Some(inode) = target
+                    .strip_prefix("socket:[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                {
+                    inodes.insert(inode.to_string());
+                }
+            }
+        }
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, inode is field 9.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                if let Some((_, port)) = fields[1].rsplit_once(':') {
+                    if let Ok(port) = u16::from_str_radix(port, 16) {
+                        ports.insert(port);
+                    }
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// How a process that was expected to stop ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs sluice on `config` (already rendered) with `args` until it exits,
+/// killing it after `limit`; stdout and stderr are kept apart so a test
+/// can check where an error went. Panics if it did not exit in time.
+pub fn run_until_exit(config: &str, args: &[&str], limit: Duration) -> Exited {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("sluice.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut child = Command::new(binary())
+        .arg("-c")
+        .arg(&config_path)
+        .args(["--concurrency", "2"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("spawn sluice");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sluice still running after {limit:?}:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        status,
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
     }
 }

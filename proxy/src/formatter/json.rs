@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(value["rdur"], Value::Null);
         assert_eq!(value["port"], Value::Null);
         assert_eq!(value["proto"], Value::Null);
-        assert_eq!(value["nested"], json!({"flags": null, "inner": null}));
+        assert_eq!(value["nested"], json!({"flags": "-", "inner": null}));
         assert_eq!(value["mixed"], json!("a - b 0"));
     }
 

@@ -193,8 +193,10 @@ impl Operator {
             Operator::ResponseCode => Rendered::Number(info.response_code.unwrap_or(0).into()),
             Operator::ResponseCodeDetails => opt_text(out, info.response_code_details.as_deref()),
             Operator::ResponseFlags => {
+                // Envoy prints "-" for no flags in every format (in JSON
+                // too: `"flags":"-"`, not null).
                 if info.response_flags.is_empty() {
-                    return Rendered::Absent;
+                    return text(out, "-");
                 }
                 for (i, flag) in info.response_flags.iter().enumerate() {
                     if i > 0 {

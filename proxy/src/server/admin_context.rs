@@ -115,7 +115,7 @@ impl AdminContext for ServerAdmin {
             .map(to_json)
             .unwrap_or_else(|| json!({}));
         json!({
-            "version": crate::cli::version_string(),
+            "version": crate::cli::build_version(),
             "state": self.state_name(),
             "hot_restart_version": "disabled",
             "command_line_options": {
