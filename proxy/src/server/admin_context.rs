@@ -22,10 +22,12 @@ impl ServerAdmin {
         if server.health_check_failed.load(Ordering::Relaxed) {
             return "DRAINING";
         }
-        match server.drain.state() {
-            DrainState::Serving if server.live.load(Ordering::Relaxed) => "LIVE",
-            DrainState::Serving => "PRE_INITIALIZING",
-            _ => "DRAINING",
+        if server.live.load(Ordering::Relaxed) {
+            "LIVE"
+        } else if server.drain.state() == DrainState::Serving {
+            "PRE_INITIALIZING"
+        } else {
+            "DRAINING"
         }
     }
 

@@ -51,11 +51,12 @@ impl Server {
 
     /// `/drain_listeners`: graceful drains connections first and closes
     /// listeners after the drain period; otherwise listeners close now.
+    /// As in Envoy, the server stays LIVE (`/ready` 200): only a failed
+    /// health check or shutdown reports DRAINING.
     pub fn drain_listeners(&self, graceful: bool) {
         if graceful {
             self.drain
                 .start(self.drain_period(), self.immediate(), true);
-            self.set_draining();
             let control = self.drain.clone();
             let period = self.drain_period();
             let immediate = self.immediate();
@@ -66,7 +67,6 @@ impl Server {
         } else {
             self.drain
                 .close_listeners(self.drain_period(), self.immediate());
-            self.set_draining();
         }
     }
 
@@ -220,8 +220,10 @@ fn runtime_from_bootstrap(
 ) -> crate::admin::Runtime {
     use crate::admin::{Runtime, RuntimeLayer};
     use envoy_types::pb::envoy::config::bootstrap::v3::runtime_layer::LayerSpecifier;
+    // Envoy 1.40 without `layered_runtime` has no layers at all, so
+    // `/runtime_modify` answers 503 "No admin layer specified".
     let Some(layered) = &bootstrap.layered_runtime else {
-        return Runtime::default();
+        return Runtime::new(Vec::new());
     };
     let mut layers = Vec::new();
     for layer in &layered.layers {

@@ -17,7 +17,10 @@ use super::connect::InFlight;
 use super::host::Host;
 use super::stats::ClusterStats;
 
-/// Counts one request as active from send until its response is done.
+/// Counts one request as active from send until its response is done. It
+/// is active (for least-request picks) while its connection is set up, but
+/// counts in `upstream_rq_total` only once a connection carries it, as in
+/// Envoy: a failed connect is a connect failure, not an upstream request.
 #[derive(Debug)]
 pub(crate) struct ActiveRequest {
     stats: Arc<ClusterStats>,
@@ -30,9 +33,7 @@ pub(crate) struct ActiveRequest {
 
 impl ActiveRequest {
     pub(crate) fn start(stats: Arc<ClusterStats>, host: Arc<Host>) -> ActiveRequest {
-        stats.upstream_rq_total.inc();
         stats.upstream_rq_active.inc();
-        host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats().rq_active.fetch_add(1, Ordering::Relaxed);
         ActiveRequest {
             stats,
@@ -44,6 +45,8 @@ impl ActiveRequest {
     }
 
     pub(crate) fn on_connection(&mut self, connection: InFlight) {
+        self.stats.upstream_rq_total.inc();
+        self.host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
         self.connection = Some(connection);
     }
 

@@ -184,10 +184,9 @@ impl UpstreamCluster {
                 self.stats.record_response(response.status().as_u16());
                 Ok(response.map(|body| UpstreamBody::new(body, active)))
             }
-            Err(error) => {
-                HostStats::inc(&host.stats().rq_error);
-                Err(error)
-            }
+            // The caller answers with a local reply and charges it to the
+            // cluster and host through `record_response`, as Envoy does.
+            Err(error) => Err(error),
         }
     }
 
