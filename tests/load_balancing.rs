@@ -286,9 +286,7 @@ async fn backend_for_user(address: SocketAddr, path: &str, user: &str) -> String
 async fn get_from(source: Ipv4Addr, address: SocketAddr, path: &str) -> String {
     tokio::time::timeout(Duration::from_secs(10), async move {
         let socket = TcpSocket::new_v4().unwrap();
-        socket
-            .bind(SocketAddr::new(IpAddr::V4(source), 0))
-            .unwrap();
+        socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
         let stream = socket.connect(address).await.expect("connect");
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -345,8 +343,9 @@ async fn least_request_avoids_a_busy_backend() {
     let mut in_flight = Vec::new();
     let send = |in_flight: &mut Vec<tokio::task::JoinHandle<()>>| {
         in_flight.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(15), get(address, "lb.test", "/least"))
-                .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(15), get(address, "lb.test", "/least"))
+                    .await;
         }));
     };
     // Make the slow backend busy: requests until it holds at least two.
@@ -479,5 +478,8 @@ async fn weighted_clusters_half_and_half_reach_both() {
         ["a", "b"],
         "{seen:?}"
     );
-    assert!(seen.values().all(|n| *n >= 5), "40 requests 50/50 gave {seen:?}");
+    assert!(
+        seen.values().all(|n| *n >= 5),
+        "40 requests 50/50 gave {seen:?}"
+    );
 }

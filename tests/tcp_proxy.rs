@@ -181,9 +181,10 @@ async fn megabytes_echo_through_intact_and_are_counted() {
     };
     let mut received = Vec::new();
     let recv = read.read_to_end(&mut received);
-    let (_, got) = tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(send, recv) })
-        .await
-        .expect("echo finished in time");
+    let (_, got) =
+        tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(send, recv) })
+            .await
+            .expect("echo finished in time");
     got.unwrap();
     let (echoed, tail) = received.split_at(received.len() - ECHO_EOF_REPLY.len());
     assert_eq!(echoed.len(), payload.len());
@@ -348,5 +349,8 @@ async fn chain_matching_the_destination_port_wins_over_the_default() {
     let w = world().await;
     let mut stream = TcpStream::connect(w.sluice.addr("THIS_L")).await.unwrap();
     let got = read_to_eof(&mut stream, Duration::from_secs(5)).await;
-    assert_eq!(got, GREETING, "the destination_port chain goes to the greeter");
+    assert_eq!(
+        got, GREETING,
+        "the destination_port chain goes to the greeter"
+    );
 }

@@ -92,12 +92,7 @@ static_resources:
         "          common_http_protocol_options: { max_connection_duration: 1s }",
         "",
     );
-    yaml += &listener(
-        "REQUEST",
-        "request",
-        "          request_timeout: 0.5s",
-        "",
-    );
+    yaml += &listener("REQUEST", "request", "          request_timeout: 0.5s", "");
     yaml += &listener(
         "MAX_STREAM",
         "max_stream",
@@ -187,7 +182,11 @@ async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
             break at + 4;
         }
         let n = stream.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "closed mid-response: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -227,7 +226,11 @@ async fn route_timeout_is_504_and_counted() {
     let reply = get(w.sluice.addr("MAIN"), "t", "/route-timeout").await;
     assert_eq!(reply.status, 504);
     assert_eq!(reply.text(), "upstream request timeout");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(
         stat_until(&w.sluice, "cluster.blue.upstream_rq_timeout", 1).await,
         Some(1)
@@ -240,7 +243,10 @@ async fn route_timeout_zero_disables_it() {
     let reply = get(w.sluice.addr("MAIN"), "t", "/no-timeout").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.echo().path, "/delay/1500");
-    assert_eq!(w.sluice.stat("cluster.blue.upstream_rq_timeout").await, Some(0));
+    assert_eq!(
+        w.sluice.stat("cluster.blue.upstream_rq_timeout").await,
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -250,7 +256,11 @@ async fn stream_idle_timeout_answers_408_for_a_stalled_upstream() {
     let reply = get(w.sluice.addr("STREAM_IDLE"), "t", "/delay/5000").await;
     assert_eq!(reply.status, 408, "{}", reply.text());
     assert_eq!(reply.text(), "stream timeout");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(
         stat_until(&w.sluice, "http.stream_idle.downstream_rq_idle_timeout", 1).await,
         Some(1)
@@ -275,7 +285,9 @@ async fn stream_idle_timeout_is_reset_by_request_body_activity() {
             i + 1,
         ))
     });
-    let stream = TcpStream::connect(w.sluice.addr("STREAM_IDLE")).await.unwrap();
+    let stream = TcpStream::connect(w.sluice.addr("STREAM_IDLE"))
+        .await
+        .unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -386,7 +398,12 @@ async fn max_connection_duration_closes_a_busy_connection() {
         started.elapsed()
     );
     assert_eq!(
-        stat_until(&w.sluice, "http.max_cx.downstream_cx_max_duration_reached", 1).await,
+        stat_until(
+            &w.sluice,
+            "http.max_cx.downstream_cx_max_duration_reached",
+            1
+        )
+        .await,
         Some(1)
     );
 }
@@ -466,13 +483,25 @@ async fn max_stream_duration_ends_a_long_request_with_408() {
     let reply = get(w.sluice.addr("MAX_STREAM"), "t", "/delay/5000").await;
     assert_eq!(reply.status, 408, "{}", reply.text());
     assert_eq!(reply.text(), "downstream duration timeout");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(
-        stat_until(&w.sluice, "http.max_stream.downstream_rq_max_duration_reached", 1).await,
+        stat_until(
+            &w.sluice,
+            "http.max_stream.downstream_rq_max_duration_reached",
+            1
+        )
+        .await,
         Some(1)
     );
     // A quick request on the same listener is unaffected.
-    assert_eq!(get(w.sluice.addr("MAX_STREAM"), "t", "/quick").await.status, 200);
+    assert_eq!(
+        get(w.sluice.addr("MAX_STREAM"), "t", "/quick").await.status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -505,7 +534,7 @@ async fn slow_reader_gets_the_whole_large_response() {
                     break;
                 }
             }
-            if reads % 4 == 0 {
+            if reads.is_multiple_of(4) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -520,4 +549,3 @@ async fn slow_reader_gets_the_whole_large_response() {
     assert_eq!(buf.len() - end, BULK_LEN);
     assert!(buf[end..] == bulk_pattern()[..], "body corrupted");
 }
-
