@@ -108,6 +108,8 @@ static_resources:
 
 struct World {
     sluice: Sluice,
+    /// A port nothing listens on (connections are refused).
+    _dead: support::PortReservation,
     grpc: GrpcBackend,
     h2_echo: Backend,
     h1_echo: Backend,
@@ -117,18 +119,20 @@ async fn world() -> World {
     let grpc = GrpcBackend::start("grpc").await;
     let h2_echo = Backend::start("h2-echo").await;
     let h1_echo = Backend::start("h1-echo").await;
+    let dead = support::reserve_port();
     let sluice = Sluice::start(
         &config(),
         &[
             ("GRPC", grpc.port()),
             ("H2_ECHO", h2_echo.port()),
             ("H1_ECHO", h1_echo.port()),
-            ("DEAD", support::free_port()),
+            ("DEAD", dead.port()),
         ],
     )
     .await;
     World {
         sluice,
+        _dead: dead,
         grpc,
         h2_echo,
         h1_echo,

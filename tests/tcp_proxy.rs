@@ -113,6 +113,8 @@ const GREETING: &[u8] = b"hello from the greeter";
 
 struct World {
     sluice: Sluice,
+    /// A port nothing listens on (connections are refused).
+    _dead: support::PortReservation,
     echo: TcpBackend,
     _greeter: TcpBackend,
 }
@@ -120,18 +122,19 @@ struct World {
 async fn world() -> World {
     let echo = TcpBackend::echo().await;
     let greeter = TcpBackend::greeter(GREETING).await;
+    let dead = support::reserve_port();
     let sluice = Sluice::start(
         CONFIG,
         &[
             ("ECHO", echo.port()),
             ("GREETER", greeter.port()),
-            ("DEAD", support::free_port()),
-            ("UNUSED_PORT", support::free_port()),
+            ("DEAD", dead.port()),
         ],
     )
     .await;
     World {
         sluice,
+        _dead: dead,
         echo,
         _greeter: greeter,
     }

@@ -25,4 +25,6 @@ pub use grpc_backend::{grpc_frame, GrpcBackend};
 #[allow(unused_imports)]
 pub use h2::{h2_connect, h2_send, FullReply};
 #[allow(unused_imports)]
+pub use proxy::{reserve_port, PortReservation};
+#[allow(unused_imports)]
 pub use tcp_backend::{TcpBackend, ECHO_EOF_REPLY};
