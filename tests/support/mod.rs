@@ -15,3 +15,16 @@ pub use backend::{Backend, EchoReply};
 pub use client::{get, get_h2, raw_exchange, request, wait_refused, KeepAlive, Reply};
 #[allow(unused_imports)]
 pub use proxy::{free_port, run_until_exit, Exited, Sluice};
+
+// Raw TCP, gRPC-like and shared-h2-connection helpers (tcp_proxy, grpc_h2 tests).
+pub mod grpc_backend;
+pub mod h2;
+pub mod tcp_backend;
+#[allow(unused_imports)]
+pub use grpc_backend::{grpc_frame, GrpcBackend};
+#[allow(unused_imports)]
+pub use h2::{h2_connect, h2_send, FullReply};
+#[allow(unused_imports)]
+pub use proxy::{reserve_port, PortReservation};
+#[allow(unused_imports)]
+pub use tcp_backend::{TcpBackend, ECHO_EOF_REPLY};

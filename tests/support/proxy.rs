@@ -20,8 +20,61 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port held by a bound, non-listening socket with
+/// `SO_REUSEPORT` (and no `SO_REUSEADDR`): no other bind to port 0 on the
+/// machine gets it, connections to it are refused (a dead upstream), and
+/// sluice, whose listeners set `SO_REUSEPORT`, can still bind it. Without
+/// this, two test processes could be handed the same "free" port and both
+/// sluices would bind it through `SO_REUSEPORT`, silently sharing traffic.
+pub struct PortReservation {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl PortReservation {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// Reserves a loopback port until the reservation drops.
+pub fn reserve_port() -> PortReservation {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).expect("bind a reserved port");
+    let port = socket
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .expect("inet address")
+        .port();
+    PortReservation {
+        _socket: socket,
+        port,
+    }
+}
+
+/// Placeholder names in `template` (`${NAME}`), in order of appearance.
+fn placeholders(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        if !names.iter().any(|n| n == &after[..end]) {
+            names.push(after[..end].to_string());
+        }
+        rest = &after[end + 1..];
+    }
+    names
+}
+
 pub struct Sluice {
     child: Option<Child>,
+    /// Listener ports held for this sluice (see [`PortReservation`]).
+    reservations: Vec<PortReservation>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub ports: HashMap<String, u16>,
@@ -68,9 +121,21 @@ impl Sluice {
     }
 
     pub async fn start_with_args(template: &str, known: &[(&str, u16)], args: &[&str]) -> Sluice {
-        let mut sluice = Self::spawn(template, known, args);
-        sluice.wait_ready().await;
-        sluice
+        // A port from `free_port()` is released before sluice binds it, so
+        // a parallel test can take it first: then retry with fresh ports.
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut sluice = Self::spawn(template, known, args);
+            match sluice.ready_or_exit().await {
+                Ok(()) => return sluice,
+                Err(log)
+                    if attempt < ATTEMPTS
+                        && (log.contains("Address already in use")
+                            || log.starts_with(FOREIGN_ADMIN)) => {}
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!()
     }
 
     /// Starts sluice and waits (bounded) until the listener port `name`
@@ -110,6 +175,16 @@ impl Sluice {
         let mut ports: HashMap<String, u16> =
             known.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         ports.entry("ADMIN".into()).or_insert_with(free_port);
+        // Listener ports are held for sluice's lifetime (the admin listener
+        // does not use SO_REUSEPORT, so its port is a plain free port).
+        let mut reservations = Vec::new();
+        for name in placeholders(template) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = ports.entry(name) {
+                let reservation = reserve_port();
+                slot.insert(reservation.port());
+                reservations.push(reservation);
+            }
+        }
         let config = render(template, &mut ports);
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("sluice.yaml");
@@ -128,6 +203,7 @@ impl Sluice {
         let admin = SocketAddr::from(([127, 0, 0, 1], ports["ADMIN"]));
         Sluice {
             child: Some(child),
+            reservations,
             dir,
             config_path,
             ports,
@@ -145,26 +221,31 @@ impl Sluice {
 
     /// Waits (bounded) for `/ready` to answer 200; panics with the log otherwise.
     pub async fn wait_ready(&mut self) {
+        if let Err(log) = self.ready_or_exit().await {
+            panic!("{log}");
+        }
+    }
+
+    /// Waits (bounded) for `/ready` to answer 200; otherwise says why, with
+    /// the log.
+    async fn ready_or_exit(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.try_wait() {
-                panic!("sluice exited early ({status}):\n{}", self.log());
+                return Err(format!("sluice exited early ({status}):\n{}", self.log()));
             }
-            if let Ok(Ok(stream)) = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::net::TcpStream::connect(self.admin),
-            )
-            .await
-            {
-                drop(stream);
-                let reply = get(self.admin, "admin", "/ready").await;
-                if reply.status == 200 {
-                    return;
-                }
+            if probe_ready(self.admin).await {
+                // Make sure the admin port is this sluice's and not another
+                // process's that took the port first.
+                let config_path = self.config_path.to_string_lossy().into_owned();
+                return match admin_text(self.admin, "/server_info").await {
+                    Some(info) if info.contains(&config_path) => Ok(()),
+                    _ => Err(format!("{FOREIGN_ADMIN} {}:\n{}", self.admin, self.log())),
+                };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("sluice not ready in time:\n{}", self.log());
+        Err(format!("sluice not ready in time:\n{}", self.log()))
     }
 
     /// The process's combined stdout/stderr so far.
@@ -329,4 +410,44 @@ pub fn run_until_exit(config: &str, args: &[&str], limit: Duration) -> Exited {
         stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
     }
+}
+
+const FOREIGN_ADMIN: &str = "another process answers on the admin port";
+
+/// The raw response to `GET <path>` on `admin` (bounded, never panics).
+async fn admin_text(admin: SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await.ok()?;
+        Some(String::from_utf8_lossy(&out).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether `GET /ready` on `admin` answers 200. Never panics: while sluice
+/// starts, the port may refuse, or (if sluice failed to bind it) belong to
+/// another process that answers anything.
+async fn probe_ready(admin: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+        stream
+            .write_all(b"GET /ready HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(1000), exchange).await,
+        Ok(Some(true))
+    )
 }

@@ -183,7 +183,10 @@ async fn refused_connection_is_a_connect_failure() {
     // the router charges its local 503 through `record_response`.
     assert_eq!(HostStats::get(&host.stats().rq_error), 0);
     assert_eq!(HostStats::get(&host.stats().rq_total), 0);
-    assert_eq!(store.counter("cluster.backend.upstream_rq_total").value(), 0);
+    assert_eq!(
+        store.counter("cluster.backend.upstream_rq_total").value(),
+        0
+    );
     assert_eq!(store.gauge("cluster.backend.upstream_rq_active").value(), 0);
     let tcp = backend.connect_tcp(&host).await.unwrap_err();
     assert!(matches!(tcp, UpstreamError::ConnectFailed(_)));
