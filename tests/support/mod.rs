@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod envoy;
 pub mod proxy;
 
 // Each test binary uses its own subset of the harness.
@@ -13,5 +14,7 @@ pub mod proxy;
 pub use backend::{Backend, EchoReply};
 #[allow(unused_imports)]
 pub use client::{get, get_h2, raw_exchange, request, Reply};
+#[allow(unused_imports)]
+pub use envoy::{envoy_binary, envoy_binary_or_skip, envoy_validate, Envoy};
 #[allow(unused_imports)]
 pub use proxy::{free_port, Sluice};

@@ -25,13 +25,13 @@ pub(crate) struct ActiveRequest {
     connection: Option<Arc<ConnState>>,
     start: Instant,
     completed: bool,
+    /// `upstream_rq_total` has been counted (on pool ready).
+    counted: bool,
 }
 
 impl ActiveRequest {
     pub(crate) fn start(stats: Arc<ClusterStats>, host: Arc<Host>) -> ActiveRequest {
-        stats.upstream_rq_total.inc();
         stats.upstream_rq_active.inc();
-        host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats().rq_active.fetch_add(1, Ordering::Relaxed);
         ActiveRequest {
             stats,
@@ -39,6 +39,18 @@ impl ActiveRequest {
             connection: None,
             start: Instant::now(),
             completed: false,
+            counted: false,
+        }
+    }
+
+    /// A connection was ready for the request: as Envoy (`onPoolReady`),
+    /// only now is it counted in `upstream_rq_total` and the host's
+    /// `rq_total`, so a request whose connection failed is not. Idempotent.
+    pub(crate) fn pool_ready(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.stats.upstream_rq_total.inc();
+            self.host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
         }
     }
 

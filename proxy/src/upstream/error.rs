@@ -71,18 +71,14 @@ impl UpstreamError {
     }
 
     /// The body of the 503 Envoy answers downstream when the upstream fails
-    /// before response headers.
+    /// before response headers. Envoy 1.40 leaves the transport failure
+    /// reason of a refused or failed TCP connect out of the body (it is only
+    /// in `%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
     pub fn local_reply_body(&self) -> String {
-        let mut body = format!(
+        format!(
             "upstream connect error or disconnect/reset before headers. reset reason: {}",
             self.reset_reason()
-        );
-        let transport = self.transport_failure_reason();
-        if !transport.is_empty() {
-            body.push_str(", transport failure reason: ");
-            body.push_str(&transport);
-        }
-        body
+        )
     }
 
     /// Whether the request certainly never reached the upstream application
@@ -160,7 +156,7 @@ mod tests {
         assert_eq!(
             error.local_reply_body(),
             "upstream connect error or disconnect/reset before headers. reset reason: remote \
-             connection failure, transport failure reason: delayed connect error: 111"
+             connection failure"
         );
         assert!(error.is_before_request_sent());
     }

@@ -148,20 +148,24 @@ impl HostPool {
 
 /// Sends `request` to `host` over its pool. On success the connection's
 /// request is still counted in flight: the caller ends it with
-/// [`ConnState::end_request`] when the response body is done.
+/// [`ConnState::end_request`] when the response body is done. `ready` is
+/// called when a connection is ready for the request (Envoy's pool ready),
+/// possibly more than once if the request is replayed on a new connection.
 pub(crate) async fn send(
     host: &Arc<Host>,
     request: Request<Body>,
+    ready: &mut (dyn FnMut() + Send),
 ) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
     match host.pool().context().protocol {
-        UpstreamProtocol::Http1 => send_http1(host, request).await,
-        UpstreamProtocol::Http2 => send_http2(host, request).await,
+        UpstreamProtocol::Http1 => send_http1(host, request, ready).await,
+        UpstreamProtocol::Http2 => send_http2(host, request, ready).await,
     }
 }
 
 async fn send_http1(
     host: &Arc<Host>,
     mut request: Request<Body>,
+    ready: &mut (dyn FnMut() + Send),
 ) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
     prepare_http1(&mut request, host);
     let pool = host.pool();
@@ -181,6 +185,7 @@ async fn send_http1(
             .then(|| replayable_copy(&request))
             .flatten();
         connection.state.begin_request();
+        ready();
         match connection.sender.try_send_request(request).await {
             Ok(response) => {
                 let state = connection.state.clone();
@@ -209,6 +214,7 @@ async fn send_http1(
 async fn send_http2(
     host: &Arc<Host>,
     mut request: Request<Body>,
+    ready: &mut (dyn FnMut() + Send),
 ) -> Result<(Response<Incoming>, Arc<ConnState>), UpstreamError> {
     prepare_http2(&mut request, host);
     let pool = host.pool();
@@ -217,6 +223,7 @@ async fn send_http2(
         let connection = pool.http2_connection(host).await?;
         let mut sender = connection.sender.clone();
         connection.state.begin_request();
+        ready();
         let outcome = match sender.ready().await {
             Ok(()) => sender.try_send_request(request).await,
             Err(error) => {

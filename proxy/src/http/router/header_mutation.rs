@@ -73,6 +73,12 @@ impl HeaderMutations {
         self.remove.is_empty() && self.add.is_empty()
     }
 
+    /// True when a value reads request headers (`%REQ(...)%`), so the
+    /// stream must keep a copy of them in its `StreamInfo`.
+    pub fn reads_request_headers(&self) -> bool {
+        self.add.iter().any(|a| a.value.reads_request_headers())
+    }
+
     /// Applies this level to `headers`.
     pub fn apply(&self, headers: &mut HeaderMap, info: &StreamInfo) {
         for name in &self.remove {
@@ -163,7 +169,10 @@ fn compile_addition(option: &HeaderValueOption) -> Result<HeaderAddition, Config
             "must not contain NUL, CR or LF",
         ));
     }
-    let value = FormatString::parse(text).map_err(|m| ConfigError::new(value_field, m))?;
+    // Envoy's header formatter omits empty values (no `-` for an absent one).
+    let value = FormatString::parse(text)
+        .map_err(|m| ConfigError::new(value_field, m))?
+        .with_omit_empty_values(true);
     let literal = if value.is_literal() {
         Some(
             HeaderValue::from_str(text)
