@@ -30,6 +30,14 @@ pub struct EchoReply {
     pub version: String,
     pub headers: BTreeMap<String, String>,
     pub body_len: usize,
+    /// The request's authority (`:authority` over HTTP/2; HTTP/1.1 has
+    /// only the `host` header, in `headers`).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Every header line in arrival order, repeated names included
+    /// (`headers` keeps only the last value of a repeated name).
+    #[serde(default)]
+    pub header_list: Vec<(String, String)>,
 }
 
 pub struct Backend {
@@ -128,11 +136,12 @@ async fn echo(name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
             .parse()
             .unwrap_or(200);
     }
-    let headers = parts
+    let header_list: Vec<(String, String)> = parts
         .headers
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
+    let headers = header_list.iter().cloned().collect();
     let reply = EchoReply {
         backend: name.to_string(),
         method: parts.method.to_string(),
@@ -140,6 +149,8 @@ async fn echo(name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
         version: format!("{:?}", parts.version),
         headers,
         body_len: body.len(),
+        authority: parts.uri.authority().map(|a| a.to_string()),
+        header_list,
     };
     let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(&reply).unwrap())));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();

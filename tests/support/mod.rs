@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod envoy;
 pub mod proxy;
 
 // Each test binary uses its own subset of the harness.
@@ -20,6 +21,8 @@ pub use proxy::{free_port, run_until_exit, Exited, Sluice};
 pub mod grpc_backend;
 pub mod h2;
 pub mod tcp_backend;
+#[allow(unused_imports)]
+pub use envoy::{envoy_binary, envoy_binary_or_skip, envoy_validate, Envoy};
 #[allow(unused_imports)]
 pub use grpc_backend::{grpc_frame, GrpcBackend};
 #[allow(unused_imports)]

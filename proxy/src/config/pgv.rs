@@ -124,6 +124,23 @@ fn walk_message(message: &DynamicMessage, path: &str, errors: &mut ConfigErrors)
         }
         return;
     }
+    if descriptor.full_name() == "google.protobuf.Duration" {
+        // Envoy rejects a negative duration anywhere in the config
+        // (`MessageUtil::validateDurationFields`), PGV rule or not.
+        let negative = ["seconds", "nanos"].iter().any(|name| {
+            message
+                .get_field_by_name(name)
+                .and_then(|v| v.as_i64().or(v.as_i32().map(i64::from)))
+                .is_some_and(|v| v < 0)
+        });
+        if negative {
+            errors.push(ConfigError::new(
+                path,
+                "invalid duration: expected a positive duration",
+            ));
+        }
+        return;
+    }
     let Some(required_oneofs) = message_rules(&descriptor) else {
         return;
     };
@@ -168,10 +185,17 @@ fn walk_singular(
         return;
     }
     let value = message.get_field(field);
+    let reported = errors.0.len();
     if let Some(rules) = rules {
         check_value(&value, field, rules, path, errors);
     }
-    if is_set && !rules.is_some_and(skips_nested) {
+    // A duration its own rule already rejected is not reported twice.
+    let rejected_duration = errors.0.len() > reported
+        && field
+            .kind()
+            .as_message()
+            .is_some_and(|m| m.full_name() == "google.protobuf.Duration");
+    if is_set && !rejected_duration && !rules.is_some_and(skips_nested) {
         if let Value::Message(nested) = value.as_ref() {
             walk_message(nested, path, errors);
         }

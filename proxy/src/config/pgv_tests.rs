@@ -46,6 +46,23 @@ load_assignment:
 }
 
 #[test]
+fn negative_durations_are_rejected_without_a_rule() {
+    // RouteAction.timeout has no PGV rule; Envoy still rejects a negative one.
+    assert_eq!(
+        problems(
+            "envoy.config.route.v3.RouteAction",
+            "cluster: a\ntimeout: -1s\n"
+        ),
+        ["timeout: invalid duration: expected a positive duration"]
+    );
+    assert!(problems(
+        "envoy.config.route.v3.RouteAction",
+        "cluster: a\ntimeout: 0s\n"
+    )
+    .is_empty());
+}
+
+#[test]
 fn required_oneof_names_its_choices() {
     let found = problems("envoy.config.core.v3.SocketAddress", "address: 1.2.3.4\n");
     assert_eq!(

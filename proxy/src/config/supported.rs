@@ -68,7 +68,7 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
         (format!("{ROUTE}.RouteAction.HashPolicy.Cookie"), &["name", "ttl", "path"]),
         (format!("{ROUTE}.RouteAction.HashPolicy.ConnectionProperties"), &["source_ip"]),
         (format!("{ROUTE}.RouteAction.HashPolicy.QueryParameter"), &["name"]),
-        (format!("{ROUTE}.RedirectAction"), &["https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect", "prefix_rewrite", "response_code", "strip_query"]),
+        (format!("{ROUTE}.RedirectAction"), &["https_redirect", "scheme_redirect", "host_redirect", "port_redirect", "path_redirect", "prefix_rewrite", "regex_rewrite", "response_code", "strip_query"]),
         (format!("{ROUTE}.DirectResponseAction"), &["status", "body"]),
         ("envoy.config.core.v3.DataSource".into(), &["inline_string", "inline_bytes"]),
         ("envoy.config.core.v3.HeaderValueOption".into(), &["header", "append", "append_action", "keep_empty_value"]),

@@ -92,10 +92,10 @@ impl TcpProxy {
             }
         };
         if !cluster.is_empty() && clusters.get(&cluster).is_none() {
-            errors.push(ConfigError::new(
-                "cluster",
-                format!("unknown cluster '{cluster}'"),
-            ));
+            // Envoy accepts this (the cluster may arrive later, e.g. by CDS)
+            // and closes each connection while it is missing
+            // (`downstream_cx_no_route`, flag `NC`); so does Sluice.
+            tracing::warn!(target: "sluice::tcp", %cluster, "tcp_proxy cluster is not defined; its connections will be closed");
         }
         let access_logs = match AccessLogs::compile(&config.access_log, &context.log_writers) {
             Ok(logs) => Some(logs),

@@ -167,7 +167,8 @@ impl UpstreamCluster {
     }
 
     /// Sends `request` to `host` over the host's connection pool. Counts
-    /// `upstream_rq_total`/`upstream_rq_active` and, when headers arrive,
+    /// `upstream_rq_active`, `upstream_rq_total` once a connection carries
+    /// it, and, when headers arrive,
     /// the response code (`upstream_rq_2xx`, `upstream_rq_200`, host
     /// `rq_success`/`rq_error`); the request stays active until the
     /// returned body ends or is dropped.
@@ -216,9 +217,12 @@ impl UpstreamCluster {
     }
 
     /// Opens a TCP connection to `host` (for `tcp_proxy`), within the
-    /// cluster's `connect_timeout`.
+    /// cluster's `connect_timeout`. As in Envoy's TCP pool, a connection
+    /// handed to `tcp_proxy` counts as one upstream request.
     pub async fn connect_tcp(&self, host: &Arc<Host>) -> Result<UpstreamTcpStream, UpstreamError> {
         let (stream, guard) = connect(host, &self.pool_context).await?;
+        self.stats.upstream_rq_total.inc();
+        HostStats::inc(&host.stats().rq_total);
         Ok(UpstreamTcpStream::new(stream, guard))
     }
 

@@ -74,8 +74,10 @@ impl UpstreamError {
         }
     }
 
-    /// The body of the 503 Envoy 1.40 answers downstream when the upstream
-    /// fails before response headers.
+    /// The body of the 503 Envoy answers downstream when the upstream fails
+    /// before response headers. Envoy 1.40 leaves the transport failure
+    /// reason of a refused or failed TCP connect out of the body (it is only
+    /// in `%UPSTREAM_TRANSPORT_FAILURE_REASON%`).
     pub fn local_reply_body(&self) -> String {
         format!(
             "upstream connect error or disconnect/reset before headers. reset reason: {}",

@@ -87,7 +87,14 @@ pub(super) async fn forward<'a>(
         None => None,
     };
     if let Some(value) = new_host {
-        parts.headers.insert(header::HOST, value);
+        // Envoy (since 1.35) keeps the host from before the rewrite.
+        if let Some(original) = parts.headers.insert(header::HOST, value) {
+            if !hcm.suppress_envoy_headers {
+                parts
+                    .headers
+                    .insert(headers::X_ENVOY_ORIGINAL_HOST.clone(), original);
+            }
+        }
     }
     let original_path = parts
         .uri

@@ -3,7 +3,7 @@
 //! x-envoy-internal / x-envoy-external-address, x-request-id, hop-by-hop
 //! header removal, and the `server` header.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -16,6 +16,7 @@ pub static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-inter
 pub static X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
     HeaderName::from_static("x-envoy-external-address");
 pub static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+pub static X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
 pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
@@ -33,26 +34,68 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 /// Headers Envoy removes from requests that come from outside the trust
-/// boundary, so clients cannot steer internal behaviour.
-const INTERNAL_ONLY: [&str; 5] = [
+/// boundary, so clients cannot steer internal behaviour (retries, timeouts,
+/// tracing, stats names).
+const INTERNAL_ONLY: [&str; 16] = [
     "x-envoy-internal",
     "x-envoy-external-address",
     "x-envoy-expected-rq-timeout-ms",
     "x-envoy-original-path",
     "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-decorator-operation",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
 ];
 
-/// Whether an address is internal as Envoy judges it by default
-/// (RFC 1918, loopback, unique-local IPv6).
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4.is_private() || v4.is_loopback();
-            }
-            v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00
+/// Whether an address is internal as Envoy 1.40 judges it by default: its
+/// `internal_address_config` defaults to empty, so no address is internal
+/// (runtime `envoy.reloadable_features.explicit_internal_address_config`).
+/// Sluice does not support `internal_address_config` yet.
+pub fn is_internal(_ip: IpAddr) -> bool {
+    false
+}
+
+/// The address Envoy appends to `x-forwarded-for` for a loopback peer: the
+/// node's local address (`LocalInfo::address()`), i.e. the first non-loopback
+/// IPv4 interface address, else 127.0.0.1 (Envoy's
+/// `Network::Utility::getLocalAddress`). Looked up once.
+fn local_address() -> IpAddr {
+    static LOCAL: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
+    *LOCAL.get_or_init(|| first_interface_ipv4().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+}
+
+fn first_interface_ipv4() -> Option<IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs; every
+    // node and address pointer is read only while the list is alive.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
         }
+        let mut found = None;
+        let mut node = list;
+        while !node.is_null() {
+            let addr = (*node).ifa_addr;
+            if !addr.is_null() && i32::from((*addr).sa_family) == libc::AF_INET {
+                let v4 = &*(addr as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    found = Some(IpAddr::V4(ip));
+                    break;
+                }
+            }
+            node = (*node).ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
     }
 }
 
@@ -98,7 +141,19 @@ pub fn prepare_request(
                 headers.remove(name);
             }
         }
-        append_xff(headers, peer.ip());
+        let peer_ip = canonical(peer.ip());
+        append_xff(
+            headers,
+            if peer_ip.is_loopback() {
+                local_address()
+            } else {
+                peer_ip
+            },
+        );
+        // A peer that is not a trusted proxy cannot claim the scheme.
+        if hcm.xff_num_trusted_hops == 0 {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
         if internal {
             headers.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
         } else if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
@@ -128,14 +183,19 @@ pub fn prepare_request(
     }
 }
 
-fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
-    let ip = match ip {
+/// An IPv4-mapped IPv6 address as plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map(IpAddr::V4)
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
-    };
+    }
+}
+
+fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
+    let ip = canonical(ip);
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
         _ => ip.to_string(),
@@ -219,13 +279,21 @@ mod tests {
     }
 
     #[test]
-    fn internal_addresses_follow_envoy_defaults() {
-        assert!(is_internal("10.1.2.3".parse().unwrap()));
-        assert!(is_internal("127.0.0.1".parse().unwrap()));
-        assert!(is_internal("::1".parse().unwrap()));
-        assert!(is_internal("::ffff:192.168.1.1".parse().unwrap()));
+    fn no_address_is_internal_by_default() {
+        // Envoy 1.40: an empty `internal_address_config` makes nothing internal.
+        assert!(!is_internal("10.1.2.3".parse().unwrap()));
+        assert!(!is_internal("127.0.0.1".parse().unwrap()));
         assert!(!is_internal("8.8.8.8".parse().unwrap()));
-        assert!(!is_internal("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn local_address_is_not_loopback_when_an_interface_has_one() {
+        let local = local_address();
+        assert!(local.is_ipv4());
+        if let Some(interface) = first_interface_ipv4() {
+            assert_eq!(local, interface);
+            assert!(!local.is_loopback());
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub(super) async fn handle(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if hcm.access_logs.needs_request_headers() {
+    if hcm.access_logs.needs_request_headers() || hcm.routes.reads_request_headers() {
         info.request_headers = parts.headers.clone();
     }
     let grpc = local_reply::is_grpc(&parts.headers);
@@ -160,6 +160,8 @@ pub(super) async fn handle(
                     }
                 }
             };
+            // `%RESPONSE_CODE%` in response header values.
+            info.response_code = Some(outcome.response.status().as_u16());
             hcm.routes.apply_response_headers(
                 &matched,
                 outcome.weighted,

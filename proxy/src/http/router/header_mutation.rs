@@ -73,6 +73,12 @@ impl HeaderMutations {
         self.remove.is_empty() && self.add.is_empty()
     }
 
+    /// True when a value reads request headers (`%REQ(...)%`), so the
+    /// stream must keep a copy of them in its `StreamInfo`.
+    pub fn reads_request_headers(&self) -> bool {
+        self.add.iter().any(|a| a.value.reads_request_headers())
+    }
+
     /// Applies this level to `headers`.
     pub fn apply(&self, headers: &mut HeaderMap, info: &StreamInfo) {
         for name in &self.remove {

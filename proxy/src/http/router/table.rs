@@ -12,7 +12,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
 use super::domains::DomainIndex;
-use super::forward::{ForwardAction, WeightedClusterEntry};
+use super::forward::{ClusterSpecifier, ForwardAction, WeightedClusterEntry};
 use super::header_mutation::HeaderMutations;
 use super::redirect::{DirectResponse, RedirectAction, DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES};
 use super::request;
@@ -76,6 +76,8 @@ pub struct RouteTable {
     request_headers: HeaderMutations,
     response_headers: HeaderMutations,
     cluster_names: Vec<String>,
+    /// Some header mutation reads request headers (`%REQ(...)%`).
+    reads_request_headers: bool,
 }
 
 impl RouteTable {
@@ -160,6 +162,21 @@ impl RouteTable {
             .iter()
             .flat_map(|v| &v.routes)
             .any(|route| route.matcher.uses_random());
+        let mut levels: Vec<&HeaderMutations> = vec![&request_headers, &response_headers];
+        for vhost in &virtual_hosts {
+            levels.extend([&vhost.request_headers, &vhost.response_headers]);
+            for route in &vhost.routes {
+                levels.extend([&route.request_headers, &route.response_headers]);
+                if let RouteAction::Forward(forward) = &route.action {
+                    if let ClusterSpecifier::Weighted(weighted) = &forward.cluster {
+                        for entry in &weighted.clusters {
+                            levels.extend([&entry.request_headers, &entry.response_headers]);
+                        }
+                    }
+                }
+            }
+        }
+        let reads_request_headers = levels.iter().any(|l| l.reads_request_headers());
         errors.into_result(RouteTable {
             name: config.name.clone(),
             uses_random,
@@ -173,7 +190,14 @@ impl RouteTable {
             request_headers,
             response_headers,
             cluster_names: cluster_names.into_iter().collect(),
+            reads_request_headers,
         })
+    }
+
+    /// True when a header mutation reads request headers, so each stream
+    /// must keep them in its `StreamInfo`.
+    pub fn reads_request_headers(&self) -> bool {
+        self.reads_request_headers
     }
 
     pub fn name(&self) -> &str {
