@@ -19,8 +19,8 @@ use super::stats::ClusterStats;
 
 /// Counts one request as active from send until its response is done. It
 /// is active (for least-request picks) while its connection is set up, but
-/// counts in `upstream_rq_total` only once a connection carries it, as in
-/// Envoy: a failed connect is a connect failure, not an upstream request.
+/// counts in `upstream_rq_total` only once a connection is ready for it, as
+/// in Envoy: a failed connect is a connect failure, not an upstream request.
 #[derive(Debug)]
 pub(crate) struct ActiveRequest {
     stats: Arc<ClusterStats>,
@@ -29,6 +29,8 @@ pub(crate) struct ActiveRequest {
     connection: Option<InFlight>,
     start: Instant,
     completed: bool,
+    /// `upstream_rq_total` has been counted (on pool ready).
+    counted: bool,
 }
 
 impl ActiveRequest {
@@ -41,12 +43,22 @@ impl ActiveRequest {
             connection: None,
             start: Instant::now(),
             completed: false,
+            counted: false,
+        }
+    }
+
+    /// A connection is ready for the request: as Envoy (`onPoolReady`),
+    /// only now does it count in `upstream_rq_total` and the host's
+    /// `rq_total`. Idempotent, for replays on a fresh connection.
+    pub(crate) fn pool_ready(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.stats.upstream_rq_total.inc();
+            self.host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn on_connection(&mut self, connection: InFlight) {
-        self.stats.upstream_rq_total.inc();
-        self.host.stats().rq_total.fetch_add(1, Ordering::Relaxed);
         self.connection = Some(connection);
     }
 

@@ -178,7 +178,7 @@ impl UpstreamCluster {
         request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut active = ActiveRequest::start(self.stats.clone(), host.clone());
-        match pool::send(host, request).await {
+        match pool::send(host, request, &mut || active.pool_ready()).await {
             Ok((response, connection)) => {
                 active.on_connection(connection);
                 self.record_host_response(host, response.status().as_u16());

@@ -148,19 +148,25 @@ impl HostPool {
 
 /// Sends `request` to `host` over its pool. The returned guard keeps the
 /// request counted on its connection: hold it until the response body is done.
+///
+/// `ready` is called when a connection is ready to carry the request
+/// (Envoy's pool ready); it may be called again if the request is replayed
+/// on a fresh connection.
 pub(crate) async fn send(
     host: &Arc<Host>,
     request: Request<Body>,
+    ready: &mut (dyn FnMut() + Send),
 ) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
     match host.pool().context().protocol {
-        UpstreamProtocol::Http1 => send_http1(host, request).await,
-        UpstreamProtocol::Http2 => send_http2(host, request).await,
+        UpstreamProtocol::Http1 => send_http1(host, request, ready).await,
+        UpstreamProtocol::Http2 => send_http2(host, request, ready).await,
     }
 }
 
 async fn send_http1(
     host: &Arc<Host>,
     mut request: Request<Body>,
+    ready: &mut (dyn FnMut() + Send),
 ) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
     prepare_http1(&mut request, host);
     let pool = host.pool();
@@ -180,6 +186,7 @@ async fn send_http1(
             .then(|| replayable_copy(&request))
             .flatten();
         let in_flight = connection.state.begin_request();
+        ready();
         match connection.sender.try_send_request(request).await {
             Ok(response) => {
                 return_when_idle(host.clone(), connection);
@@ -207,6 +214,7 @@ async fn send_http1(
 async fn send_http2(
     host: &Arc<Host>,
     mut request: Request<Body>,
+    ready: &mut (dyn FnMut() + Send),
 ) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
     prepare_http2(&mut request, host);
     let pool = host.pool();
@@ -215,6 +223,7 @@ async fn send_http2(
         let connection = pool.http2_connection(host).await?;
         let mut sender = connection.sender.clone();
         let in_flight = connection.state.begin_request();
+        ready();
         let outcome = match sender.ready().await {
             Ok(()) => sender.try_send_request(request).await,
             Err(error) => {
