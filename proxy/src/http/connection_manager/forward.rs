@@ -131,32 +131,20 @@ pub(super) async fn forward<'a>(
     }
     let started = Instant::now();
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    // Waiting for response headers is bounded by the route timeout and by
-    // the stream idle timeout, whichever is sooner.
-    let header_wait = match (deadline, hcm.stream_idle_timeout) {
-        (Some(d), Some(idle)) => Some(d.min(tokio::time::Instant::now() + idle)),
-        (Some(d), None) => Some(d),
-        (None, Some(idle)) => Some(tokio::time::Instant::now() + idle),
-        (None, None) => None,
-    };
     let request = Request::from_parts(parts, body::boxed(request_body));
     let send = cluster.send(&host, request);
-    let result = match header_wait {
-        Some(at) => tokio::time::timeout_at(at, send).await,
-        None => Ok(send.await),
-    };
+    let result = wait_for_headers(send, deadline, hcm.stream_idle_timeout, progress).await;
     match result {
-        Err(_elapsed) => {
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                cluster.record_timeout(&host);
-                cluster.record_response(Some(&host), 504);
-                info.add_flag(ResponseFlag::UpstreamRequestTimeout);
-                reply(StatusCode::GATEWAY_TIMEOUT, local_reply::UPSTREAM_TIMEOUT)
-            } else {
-                hcm.stats.downstream_rq_idle_timeout.inc();
-                info.add_flag(ResponseFlag::StreamIdleTimeout);
-                reply(StatusCode::REQUEST_TIMEOUT, local_reply::STREAM_TIMEOUT)
-            }
+        Err(HeaderWait::RouteTimeout) => {
+            cluster.record_timeout(&host);
+            cluster.record_response(Some(&host), 504);
+            info.add_flag(ResponseFlag::UpstreamRequestTimeout);
+            reply(StatusCode::GATEWAY_TIMEOUT, local_reply::UPSTREAM_TIMEOUT)
+        }
+        Err(HeaderWait::StreamIdle) => {
+            hcm.stats.downstream_rq_idle_timeout.inc();
+            info.add_flag(ResponseFlag::StreamIdleTimeout);
+            reply(StatusCode::REQUEST_TIMEOUT, local_reply::STREAM_TIMEOUT)
         }
         Ok(Err(error)) => {
             if progress
@@ -196,6 +184,46 @@ pub(super) async fn forward<'a>(
                 idle_timeout: action.idle_timeout,
                 weighted,
             }
+        }
+    }
+}
+
+/// Why the wait for upstream response headers ended without them.
+enum HeaderWait {
+    RouteTimeout,
+    StreamIdle,
+}
+
+/// Waits for the upstream's response headers, bounded by the route
+/// timeout (fixed deadline) and the stream idle timeout, which request body
+/// data arriving from downstream resets, as in Envoy.
+async fn wait_for_headers<F: std::future::Future>(
+    send: F,
+    deadline: Option<tokio::time::Instant>,
+    stream_idle: Option<std::time::Duration>,
+    progress: &RequestProgress,
+) -> Result<F::Output, HeaderWait> {
+    tokio::pin!(send);
+    loop {
+        let idle_at = stream_idle.map(|idle| {
+            tokio::time::Instant::now() + idle.saturating_sub(progress.activity.idle_for())
+        });
+        let wake = match (deadline, idle_at) {
+            (Some(d), Some(i)) => Some(d.min(i)),
+            (d, i) => d.or(i),
+        };
+        let Some(wake) = wake else {
+            return Ok(send.await);
+        };
+        if let Ok(output) = tokio::time::timeout_at(wake, &mut send).await {
+            return Ok(output);
+        }
+        let now = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(HeaderWait::RouteTimeout);
+        }
+        if stream_idle.is_some_and(|idle| progress.activity.idle_for() >= idle) {
+            return Err(HeaderWait::StreamIdle);
         }
     }
 }

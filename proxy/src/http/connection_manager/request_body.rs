@@ -13,12 +13,27 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::http::body::BoxError;
+use crate::tcp::idle::Activity;
 
 /// Shared between the request body and the stream that owns it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestProgress {
     pub bytes: AtomicU64,
     pub timed_out: AtomicBool,
+    /// When request data last arrived (resets the stream idle timer).
+    pub activity: Activity,
+}
+
+impl Default for RequestProgress {
+    fn default() -> Self {
+        let activity = Activity::default();
+        activity.touch();
+        RequestProgress {
+            bytes: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+            activity,
+        }
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -71,6 +86,7 @@ impl HttpBody for RequestBody {
                         .bytes
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
+                this.progress.activity.touch();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error)))),
