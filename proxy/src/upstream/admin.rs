@@ -68,7 +68,7 @@ pub(crate) fn render_text<'a>(clusters: impl Iterator<Item = &'a UpstreamCluster
                 let _ = writeln!(out, "{name}::{priority}::{threshold}::{value}");
             }
         }
-        let _ = writeln!(out, "{name}::added_via_api::false");
+        let _ = writeln!(out, "{name}::added_via_api::{}", cluster.added_via_api());
         for host in cluster.membership().hosts() {
             render_host_text(&mut out, name, host);
         }
@@ -112,12 +112,17 @@ fn cluster_json(cluster: &UpstreamCluster) -> Value {
         .iter()
         .map(|h| host_json(h))
         .collect();
-    json!({
+    let mut status = json!({
         "name": cluster.name(),
         "host_statuses": hosts,
         "circuit_breakers": { "thresholds": [thresholds, high] },
         "observability_name": cluster.observability_name(),
-    })
+    });
+    // Envoy's JSON omits false booleans (proto3 defaults).
+    if cluster.added_via_api() {
+        status["added_via_api"] = json!(true);
+    }
+    status
 }
 
 fn host_json(host: &Host) -> Value {

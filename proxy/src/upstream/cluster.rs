@@ -11,7 +11,9 @@ use http::{Request, Response};
 use tokio::sync::watch;
 
 use super::body::{ActiveRequest, UpstreamBody};
-use super::config::{ClusterConfig, Discovery, EndpointAddress, EndpointConfig};
+use super::config::{
+    compile_assignment, ClusterConfig, Discovery, EndpointAddress, EndpointConfig,
+};
 use super::connect::{connect, UpstreamTcpStream};
 use super::dns;
 use super::host::{Host, HostStats};
@@ -21,6 +23,7 @@ use super::stats::ClusterStats;
 use super::UpstreamError;
 use crate::http::body::Body;
 use crate::stats::Store;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 /// One immutable snapshot of a cluster's hosts and the balancer built
 /// over them.
@@ -56,10 +59,16 @@ pub struct UpstreamCluster {
     initialized: watch::Sender<bool>,
     /// Per configured endpoint, the addresses of its last good resolution.
     last_resolved: Mutex<Vec<Vec<SocketAddr>>>,
+    /// Added by CDS rather than the bootstrap (`added_via_api` in /clusters).
+    added_via_api: bool,
 }
 
 impl UpstreamCluster {
-    pub(crate) fn new(config: ClusterConfig, store: &Store) -> UpstreamCluster {
+    pub(crate) fn new(
+        config: ClusterConfig,
+        store: &Store,
+        added_via_api: bool,
+    ) -> UpstreamCluster {
         let stats = Arc::new(ClusterStats::new(store, &config.stat_name));
         let pool_context = Arc::new(PoolContext {
             protocol: config.protocol.protocol,
@@ -83,6 +92,7 @@ impl UpstreamCluster {
             version: watch::Sender::new(0),
             initialized: watch::Sender::new(false),
             last_resolved: Mutex::new(vec![Vec::new(); endpoint_count]),
+            added_via_api,
         };
         if cluster.config.discovery == Discovery::Static {
             let endpoints = cluster
@@ -112,6 +122,67 @@ impl UpstreamCluster {
 
     pub fn discovery(&self) -> Discovery {
         self.config.discovery
+    }
+
+    /// For an EDS cluster, the `ClusterLoadAssignment` name it follows.
+    pub fn eds_service_name(&self) -> Option<&str> {
+        self.config.eds_service_name.as_deref()
+    }
+
+    /// Whether CDS added it (as opposed to the bootstrap).
+    pub fn added_via_api(&self) -> bool {
+        self.added_via_api
+    }
+
+    /// Installs the hosts of a `ClusterLoadAssignment` (EDS). Endpoints must
+    /// be IP addresses; on any error nothing changes. The first assignment
+    /// ends the cluster's warming.
+    pub fn apply_load_assignment(
+        &self,
+        assignment: &ClusterLoadAssignment,
+    ) -> Result<(), crate::config::ConfigErrors> {
+        let mut errors = crate::config::ConfigErrors::default();
+        let endpoints = compile_assignment(assignment, Discovery::Static, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.stats.update_attempt.inc();
+        let endpoints = endpoints
+            .iter()
+            .filter_map(|endpoint| match endpoint.address {
+                EndpointAddress::Ip(address) => Some(resolved(address, endpoint)),
+                EndpointAddress::Name(..) => None,
+            })
+            .collect();
+        self.update_hosts(endpoints);
+        self.stats.update_success.inc();
+        self.initialized.send_replace(true);
+        Ok(())
+    }
+
+    /// Takes over the host set of the cluster this one replaces (a CDS
+    /// update of an EDS cluster keeps its endpoints until EDS says otherwise).
+    /// Hosts are rebuilt (not shared) so they use this cluster's pool
+    /// settings.
+    pub(crate) fn inherit_hosts(&self, previous: &UpstreamCluster) {
+        if !previous.is_initialized() {
+            return;
+        }
+        let endpoints = previous
+            .membership
+            .load()
+            .hosts
+            .iter()
+            .map(|host| ResolvedEndpoint {
+                address: host.address(),
+                hostname: host.hostname().to_string(),
+                weight: host.weight(),
+                locality: host.locality().clone(),
+                healthy: host.is_healthy(),
+            })
+            .collect();
+        self.update_hosts(endpoints);
+        self.initialized.send_replace(true);
     }
 
     pub fn lb_policy(&self) -> &LbPolicy {

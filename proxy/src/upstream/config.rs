@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use super::host::Locality;
 use super::lb::{LbPolicy, MAGLEV_DEFAULT_TABLE_SIZE};
@@ -29,6 +30,8 @@ pub enum Discovery {
     Static,
     StrictDns,
     LogicalDns,
+    /// Hosts come from xDS (`ClusterLoadAssignment`s for `eds_service_name`).
+    Eds,
 }
 
 /// Where an endpoint is: an IP already, or a name to resolve.
@@ -57,6 +60,9 @@ pub(crate) struct ClusterConfig {
     /// `alt_stat_name`, or the name: the `cluster.<stat_name>.` prefix.
     pub stat_name: String,
     pub discovery: Discovery,
+    /// For EDS clusters: the name of the `ClusterLoadAssignment` to follow
+    /// (`eds_cluster_config.service_name`, else the cluster name).
+    pub eds_service_name: Option<String>,
     pub endpoints: Vec<EndpointConfig>,
     pub lb_policy: LbPolicy,
     pub connect_timeout: Duration,
@@ -124,7 +130,39 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
             "healthy_panic_threshold must be between 0 and 100",
         ));
     }
-    let endpoints = compile_endpoints(cluster, discovery, &mut errors);
+    let eds_service_name = (discovery == Discovery::Eds).then(|| {
+        cluster
+            .eds_cluster_config
+            .as_ref()
+            .map(|eds| eds.service_name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| cluster.name.clone())
+    });
+    if discovery != Discovery::Eds && cluster.eds_cluster_config.is_some() {
+        errors.push(ConfigError::new(
+            "eds_cluster_config",
+            "eds_cluster_config is only meaningful for clusters of type EDS",
+        ));
+    }
+    let endpoints = if discovery == Discovery::Eds {
+        // Endpoints arrive over EDS; Envoy ignores an inline assignment.
+        Vec::new()
+    } else {
+        match &cluster.load_assignment {
+            Some(assignment) => {
+                compile_assignment(assignment, discovery, "load_assignment", &mut errors)
+            }
+            None => {
+                if discovery != Discovery::Static {
+                    errors.push(ConfigError::new(
+                        "load_assignment",
+                        "a DNS cluster needs a load_assignment with its endpoints",
+                    ));
+                }
+                Vec::new()
+            }
+        }
+    };
     let protocol = protocol_options::compile(cluster, &mut errors);
     let stat_name = if cluster.alt_stat_name.is_empty() {
         cluster.name.clone()
@@ -135,6 +173,7 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
         name: cluster.name.clone(),
         stat_name,
         discovery,
+        eds_service_name,
         endpoints,
         lb_policy,
         connect_timeout,
@@ -166,7 +205,6 @@ fn reject_unsupported_fields(cluster: &Cluster, errors: &mut ConfigErrors) {
             cluster.transport_socket_matcher.is_some(),
         ),
         ("stats_matcher", cluster.stats_matcher.is_some()),
-        ("eds_cluster_config", cluster.eds_cluster_config.is_some()),
         (
             "per_connection_buffer_limit_bytes",
             cluster.per_connection_buffer_limit_bytes.is_some(),
@@ -250,6 +288,7 @@ fn compile_discovery(cluster: &Cluster, errors: &mut ConfigErrors) -> Discovery 
             Ok(DiscoveryType::Static) => Discovery::Static,
             Ok(DiscoveryType::StrictDns) => Discovery::StrictDns,
             Ok(DiscoveryType::LogicalDns) => Discovery::LogicalDns,
+            Ok(DiscoveryType::Eds) => Discovery::Eds,
             Ok(other) => {
                 errors.push(ConfigError::new(
                     "type",
@@ -311,41 +350,35 @@ fn compile_lb_policy(cluster: &Cluster, errors: &mut ConfigErrors) -> LbPolicy {
     super::lb::config::apply(policy, config, errors)
 }
 
-fn compile_endpoints(
-    cluster: &Cluster,
+/// Compiles a load assignment (inline `load_assignment` or one arriving
+/// over EDS); `base` is its path for errors.
+pub(crate) fn compile_assignment(
+    assignment: &ClusterLoadAssignment,
     discovery: Discovery,
+    base_path: &str,
     errors: &mut ConfigErrors,
 ) -> Vec<EndpointConfig> {
-    let Some(assignment) = &cluster.load_assignment else {
-        if discovery != Discovery::Static {
-            errors.push(ConfigError::new(
-                "load_assignment",
-                "a DNS cluster needs a load_assignment with its endpoints",
-            ));
-        }
-        return Vec::new();
-    };
     if !assignment.named_endpoints.is_empty() {
-        errors.push(unsupported("load_assignment.named_endpoints"));
+        errors.push(unsupported(&format!("{base_path}.named_endpoints")));
     }
     if assignment
         .policy
         .as_ref()
         .is_some_and(|policy| !policy.drop_overloads.is_empty())
     {
-        errors.push(unsupported("load_assignment.policy.drop_overloads"));
+        errors.push(unsupported(&format!("{base_path}.policy.drop_overloads")));
     }
     if discovery == Discovery::LogicalDns
         && (assignment.endpoints.len() != 1 || assignment.endpoints[0].lb_endpoints.len() != 1)
     {
         errors.push(ConfigError::new(
-            "load_assignment",
+            base_path,
             "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
         ));
     }
     let mut endpoints = Vec::new();
     for (l, locality_endpoints) in assignment.endpoints.iter().enumerate() {
-        let base = format!("load_assignment.endpoints[{l}]");
+        let base = format!("{base_path}.endpoints[{l}]");
         if locality_endpoints.priority != 0 {
             errors.push(ConfigError::new(
                 format!("{base}.priority"),

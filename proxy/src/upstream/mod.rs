@@ -30,8 +30,12 @@ mod stats;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
@@ -47,32 +51,95 @@ pub use stats::ClusterStats;
 
 use crate::config::{ConfigError, ConfigErrors};
 
-/// Every configured cluster, by name, in configuration order.
-#[derive(Debug)]
-pub struct ClusterManager {
+/// One immutable view of every cluster: bootstrap clusters in
+/// configuration order, then CDS clusters in the order they arrived.
+#[derive(Debug, Default)]
+pub struct ClusterSet {
     clusters: Vec<Arc<UpstreamCluster>>,
     by_name: HashMap<String, usize>,
+}
+
+impl ClusterSet {
+    pub fn get(&self, name: &str) -> Option<&Arc<UpstreamCluster>> {
+        self.by_name.get(name).map(|index| &self.clusters[*index])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<UpstreamCluster>> {
+        self.clusters.iter()
+    }
+
+    fn with(&self, cluster: Arc<UpstreamCluster>) -> ClusterSet {
+        let mut clusters = self.clusters.clone();
+        match self.by_name.get(cluster.name()) {
+            Some(index) => clusters[*index] = cluster,
+            None => clusters.push(cluster),
+        }
+        ClusterSet::from(clusters)
+    }
+
+    fn without(&self, name: &str) -> ClusterSet {
+        ClusterSet::from(
+            self.clusters
+                .iter()
+                .filter(|cluster| cluster.name() != name)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+impl From<Vec<Arc<UpstreamCluster>>> for ClusterSet {
+    fn from(clusters: Vec<Arc<UpstreamCluster>>) -> Self {
+        let by_name = clusters
+            .iter()
+            .enumerate()
+            .map(|(index, cluster)| (cluster.name().to_string(), index))
+            .collect();
+        ClusterSet { clusters, by_name }
+    }
+}
+
+/// What [`ClusterManager::add_or_update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterChange {
+    Added,
+    Updated,
+}
+
+/// Every cluster, by name. Readers (the request path) take a lock-free
+/// snapshot; CDS updates swap in a new set, so a request sees either the
+/// old or the new cluster, never a mix.
+#[derive(Debug)]
+pub struct ClusterManager {
+    set: ArcSwap<ClusterSet>,
+    store: crate::stats::Store,
+    /// Serialises writers (CDS updates); readers never take it.
+    writer: Mutex<()>,
+    started: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Bumped whenever a cluster is added, replaced or removed.
+    changes: watch::Sender<u64>,
 }
 
 impl ClusterManager {
-    /// Validates and compiles `clusters`; all problems are reported at once,
-    /// with paths relative to the slice (`[0].type: …`). Registers each
-    /// cluster's stats in `stats`. Nothing runs until [`start`](Self::start).
+    /// Validates and compiles the bootstrap's `clusters`; all problems are
+    /// reported at once, with paths relative to the slice (`[0].type: …`).
+    /// Registers each cluster's stats in `stats`. Nothing runs until
+    /// [`start`](Self::start).
     pub fn compile(
         clusters: &[Cluster],
         stats: &crate::stats::Store,
     ) -> Result<ClusterManager, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let mut configs = Vec::new();
-        let mut by_name = HashMap::new();
+        let mut names = HashMap::new();
         for (index, cluster) in clusters.iter().enumerate() {
             let prefix = format!("[{index}]");
             match config::compile(cluster) {
                 Ok(config) => configs.push(config),
                 Err(cluster_errors) => errors.extend_under(&prefix, cluster_errors),
             }
-            if !cluster.name.is_empty() && by_name.insert(cluster.name.clone(), index).is_some() {
+            if !cluster.name.is_empty() && names.insert(cluster.name.clone(), index).is_some() {
                 errors.push(ConfigError::new(
                     format!("{prefix}.name"),
                     format!("duplicate cluster name '{}'", cluster.name),
@@ -84,45 +151,116 @@ impl ClusterManager {
         }
         let clusters: Vec<Arc<UpstreamCluster>> = configs
             .into_iter()
-            .map(|config| Arc::new(UpstreamCluster::new(config, stats)))
+            .map(|config| Arc::new(UpstreamCluster::new(config, stats, false)))
             .collect();
         Ok(ClusterManager {
-            clusters,
-            by_name,
+            set: ArcSwap::from_pointee(ClusterSet::from(clusters)),
+            store: stats.clone(),
+            writer: Mutex::new(()),
+            started: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            changes: watch::Sender::new(0),
         })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<UpstreamCluster>> {
-        self.by_name.get(name).map(|index| &self.clusters[*index])
+    /// The cluster named `name` in the current set.
+    pub fn get(&self, name: &str) -> Option<Arc<UpstreamCluster>> {
+        self.set.load().get(name).cloned()
     }
 
-    /// Clusters in configuration order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<UpstreamCluster>> {
-        self.clusters.iter()
+    /// A consistent view of every cluster.
+    pub fn snapshot(&self) -> Arc<ClusterSet> {
+        self.set.load_full()
+    }
+
+    /// Tells when the set of clusters changed (added, replaced, removed).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Adds a cluster from CDS, or replaces the CDS cluster of that name.
+    /// Bootstrap clusters cannot be replaced (as in Envoy). A replaced EDS
+    /// cluster keeps its hosts until the next assignment; in-flight
+    /// requests finish on the old cluster. Error paths are relative to the
+    /// Cluster message.
+    pub fn add_or_update(&self, cluster: &Cluster) -> Result<ClusterChange, ConfigErrors> {
+        let config = config::compile(cluster)?;
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.set.load_full();
+        let previous = current.get(&cluster.name).cloned();
+        if previous.as_ref().is_some_and(|p| !p.added_via_api()) {
+            return Err(ConfigError::new(
+                "name",
+                format!(
+                    "'{}' is a static cluster defined in the bootstrap; CDS cannot replace it",
+                    cluster.name
+                ),
+            )
+            .into());
+        }
+        let fresh = Arc::new(UpstreamCluster::new(config, &self.store, true));
+        if let Some(previous) = &previous {
+            if fresh.discovery() == Discovery::Eds && previous.discovery() == Discovery::Eds {
+                fresh.inherit_hosts(previous);
+            }
+        }
+        if self.started.load(Ordering::Acquire) {
+            self.spawn_discovery(&fresh);
+        }
+        self.set.store(Arc::new(current.with(fresh)));
+        self.changes.send_modify(|version| *version += 1);
+        Ok(if previous.is_some() {
+            ClusterChange::Updated
+        } else {
+            ClusterChange::Added
+        })
+    }
+
+    /// Removes a CDS cluster; bootstrap clusters stay. Returns whether one
+    /// was removed. Requests already using it finish; its DNS task stops.
+    pub fn remove(&self, name: &str) -> bool {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.set.load_full();
+        match current.get(name) {
+            Some(cluster) if cluster.added_via_api() => {
+                self.set.store(Arc::new(current.without(name)));
+                self.changes.send_modify(|version| *version += 1);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Starts DNS resolution (and periodic re-resolution) of DNS clusters
-    /// on the current tokio runtime. STATIC clusters need nothing. The
-    /// tasks stop when the manager is dropped. Calling it twice is a no-op.
+    /// on the current tokio runtime; clusters added later start at once.
+    /// STATIC and EDS clusters need nothing. Calling it twice is a no-op.
     pub fn start(&self) {
-        let mut tasks = self.tasks.lock().unwrap();
-        if !tasks.is_empty() {
+        if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        for cluster in &self.clusters {
-            if cluster.discovery() != Discovery::Static {
-                let weak = Arc::downgrade(cluster);
-                tasks.push(tokio::spawn(cluster::refresh_dns(weak)));
-            }
+        for cluster in self.set.load().iter() {
+            self.spawn_discovery(cluster);
         }
     }
 
-    /// Waits until every cluster finished its first resolution (Envoy's
-    /// cluster warming), or `deadline` passes. Returns whether all did.
+    fn spawn_discovery(&self, cluster: &Arc<UpstreamCluster>) {
+        if matches!(
+            cluster.discovery(),
+            Discovery::StrictDns | Discovery::LogicalDns
+        ) {
+            let weak = Arc::downgrade(cluster);
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            tasks.retain(|task| !task.is_finished());
+            tasks.push(tokio::spawn(cluster::refresh_dns(weak)));
+        }
+    }
+
+    /// Waits until every current cluster finished its first resolution
+    /// (Envoy's cluster warming), or `deadline` passes. Returns whether all did.
     pub async fn wait_initialized(&self, deadline: Duration) -> bool {
+        let set = self.snapshot();
         let all = async {
-            for cluster in &self.clusters {
+            for cluster in set.iter() {
                 let mut initialized = cluster.initialized();
                 let _ = initialized.wait_for(|done| *done).await;
             }
@@ -132,18 +270,25 @@ impl ClusterManager {
 
     /// `/clusters` in Envoy's text format.
     pub fn render_text(&self) -> String {
-        admin::render_text(self.clusters.iter().map(|c| c.as_ref()))
+        let set = self.snapshot();
+        admin::render_text(set.iter().map(|c| c.as_ref()))
     }
 
     /// `/clusters?format=json` in Envoy's `ClusterStatuses` shape.
     pub fn render_json(&self) -> serde_json::Value {
-        admin::render_json(self.clusters.iter().map(|c| c.as_ref()))
+        let set = self.snapshot();
+        admin::render_json(set.iter().map(|c| c.as_ref()))
     }
 }
 
 impl Drop for ClusterManager {
     fn drop(&mut self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }

@@ -4,6 +4,7 @@
 
 mod clusters;
 mod connections;
+mod dynamic;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
