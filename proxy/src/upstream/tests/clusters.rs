@@ -179,10 +179,10 @@ fn config_errors_name_their_paths() {
         compile_errors(&[maglev]),
         "[0].maglev_lb_config.table_size: The table size of maglev must be prime number, got 65536"
     );
-    let eds = cluster("e", DiscoveryType::Eds, vec![]);
+    let original_dst = cluster("o", DiscoveryType::OriginalDst, vec![]);
     assert_eq!(
-        compile_errors(&[eds]),
-        "[0].type: cluster type EDS is not supported yet"
+        compile_errors(&[original_dst]),
+        "[0].type: cluster type ORIGINAL_DST is not supported yet"
     );
     assert_eq!(
         compile_errors(&[good.clone(), good.clone()]),
