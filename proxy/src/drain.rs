@@ -1,38 +1,30 @@
-//! Draining: the server-wide signal that listeners stop accepting and open
-//! connections wind down (`/drain_listeners`, SIGTERM), shared by every
-//! worker and connection.
+//! Draining: the signal that tells the connections of one listener
+//! generation to wind down (listener replaced or removed by LDS,
+//! `/drain_listeners`, SIGTERM), shared by that generation's connections.
 
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Where the server is in its drain sequence.
+/// Where a listener generation is in its drain sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainState {
     Serving,
     /// Connections are asked to close: all at once (`immediate`) or spread
-    /// over `period` (Envoy's gradual strategy). Listeners keep accepting
-    /// only while `keep_accepting` (a graceful `/drain_listeners`).
+    /// over `period` (Envoy's gradual strategy).
     Draining {
-        started: Instant,
-        period: Duration,
-        immediate: bool,
-        keep_accepting: bool,
-    },
-    /// Listeners are closed; remaining connections finish on their own.
-    ListenersClosed {
         started: Instant,
         period: Duration,
         immediate: bool,
     },
 }
 
-/// The sending side, owned by the server.
+/// The sending side, owned by the listener manager.
 #[derive(Debug, Clone)]
 pub struct DrainControl {
     tx: watch::Sender<DrainState>,
 }
 
-/// The receiving side, cloned into every accept loop and connection.
+/// The receiving side, cloned into every connection.
 #[derive(Debug, Clone)]
 pub struct DrainSignal {
     rx: watch::Receiver<DrainState>,
@@ -45,48 +37,24 @@ pub fn channel() -> (DrainControl, DrainSignal) {
 }
 
 impl DrainControl {
-    /// Starts draining connections. With `keep_accepting`, listeners keep
-    /// accepting during the period (Envoy's graceful drain) and close at its end.
-    pub fn start(&self, period: Duration, immediate: bool, keep_accepting: bool) {
+    /// Starts draining (once; later calls may only make it immediate).
+    pub fn start(&self, period: Duration, immediate: bool) {
         self.tx.send_if_modified(|state| match state {
             DrainState::Serving => {
                 *state = DrainState::Draining {
                     started: Instant::now(),
                     period,
                     immediate,
-                    keep_accepting,
                 };
                 true
             }
-            _ => false,
-        });
-    }
-
-    /// Closes every listener now, draining connections if not yet draining.
-    pub fn close_listeners(&self, period: Duration, immediate: bool) {
-        self.tx.send_if_modified(|state| match *state {
-            DrainState::ListenersClosed { .. } => false,
             DrainState::Draining {
-                started,
-                period,
-                immediate,
-                ..
-            } => {
-                *state = DrainState::ListenersClosed {
-                    started,
-                    period,
-                    immediate,
-                };
+                immediate: current, ..
+            } if immediate && !*current => {
+                *current = true;
                 true
             }
-            DrainState::Serving => {
-                *state = DrainState::ListenersClosed {
-                    started: Instant::now(),
-                    period,
-                    immediate,
-                };
-                true
-            }
+            DrainState::Draining { .. } => false,
         });
     }
 
@@ -116,12 +84,6 @@ impl DrainSignal {
                     started,
                     period,
                     immediate,
-                    ..
-                }
-                | DrainState::ListenersClosed {
-                    started,
-                    period,
-                    immediate,
                 } => Some(if immediate {
                     Duration::ZERO
                 } else {
@@ -135,20 +97,8 @@ impl DrainSignal {
                 return wait;
             }
             if self.rx.changed().await.is_err() {
-                // The server is gone: close now.
+                // The generation is gone: close now.
                 return Duration::ZERO;
-            }
-        }
-    }
-
-    /// Resolves once listeners must stop accepting.
-    pub async fn listeners_closed(&mut self) {
-        loop {
-            if let DrainState::ListenersClosed { .. } = *self.rx.borrow_and_update() {
-                return;
-            }
-            if self.rx.changed().await.is_err() {
-                return;
             }
         }
     }
@@ -162,7 +112,7 @@ mod tests {
     async fn immediate_drain_closes_connections_at_once() {
         let (control, mut signal) = channel();
         assert_eq!(signal.state(), DrainState::Serving);
-        control.start(Duration::from_secs(60), true, true);
+        control.start(Duration::from_secs(60), true);
         let wait = signal.connection_should_close().await;
         assert_eq!(wait, Duration::ZERO);
     }
@@ -170,23 +120,33 @@ mod tests {
     #[tokio::test]
     async fn gradual_drain_spreads_within_the_period() {
         let (control, mut signal) = channel();
-        control.start(Duration::from_secs(10), false, true);
+        control.start(Duration::from_secs(10), false);
         let wait = signal.connection_should_close().await;
         assert!(wait <= Duration::from_secs(10));
     }
 
     #[tokio::test]
-    async fn closing_listeners_wakes_accept_loops() {
+    async fn a_gradual_drain_can_become_immediate() {
         let (control, mut signal) = channel();
-        let waiter = tokio::spawn(async move { signal.listeners_closed().await });
-        control.close_listeners(Duration::from_secs(1), true);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("accept loop woken")
-            .unwrap();
+        control.start(Duration::from_secs(600), false);
+        control.start(Duration::from_secs(600), true);
         assert!(matches!(
             control.state(),
-            DrainState::ListenersClosed { .. }
+            DrainState::Draining {
+                immediate: true,
+                ..
+            }
         ));
+        assert_eq!(signal.connection_should_close().await, Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_control_closes_connections() {
+        let (control, mut signal) = channel();
+        drop(control);
+        let wait = tokio::time::timeout(Duration::from_secs(5), signal.connection_should_close())
+            .await
+            .expect("woken");
+        assert_eq!(wait, Duration::ZERO);
     }
 }

@@ -1,23 +1,25 @@
 //! The accept loop of one listener on one worker: accept, count, pick the
-//! filter chain, and hand the connection to its network filter, until the
-//! listeners are closed by a drain.
+//! filter chain of the listener's current generation, and hand the
+//! connection to its network filter, until the listener is stopped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::config::{ListenerConfig, NetworkFilter};
-use crate::drain::DrainSignal;
+use super::config::NetworkFilter;
+use super::manager::ListenerSlot;
 use crate::stream_info::{ResponseFlag, StreamInfo};
 
-pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, drain: DrainSignal) {
-    let mut closed = drain.clone();
+pub async fn accept_loop(listener: TcpListener, slot: Arc<ListenerSlot>) {
+    let mut stopped = slot.stopped();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = closed.listeners_closed() => break,
+            _ = stopped.wait_for(|stop| *stop) => break,
         };
+        let generation = slot.current();
+        let config = &generation.config;
         let (stream, remote) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
@@ -46,7 +48,7 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, dra
         let _ = stream.set_nodelay(true);
         let filter = chain.filter.clone();
         let config = config.clone();
-        let drain = drain.clone();
+        let drain = generation.drain.signal();
         tokio::spawn(async move {
             let stats = &config.stats;
             let info = (!config.access_logs.is_empty())
@@ -70,5 +72,5 @@ pub async fn accept_loop(listener: TcpListener, config: Arc<ListenerConfig>, dra
             }
         });
     }
-    tracing::debug!(target: "sluice::listener", listener = %config.name, "listener closed");
+    tracing::debug!(target: "sluice::listener", listener = %slot.name, "listener closed");
 }

@@ -1,13 +1,18 @@
-//! Listeners: compiling `envoy.config.listener.v3.Listener`, binding one
-//! `SO_REUSEPORT` socket per worker, accepting connections, and choosing
-//! the filter chain (by destination port) that handles each one.
+//! Listeners: compiling `envoy.config.listener.v3.Listener`, the set of
+//! live listeners (changeable by LDS), binding one `SO_REUSEPORT` socket per
+//! worker, accepting connections, and choosing the filter chain (by
+//! destination port) that handles each one.
 
 mod accept;
 mod bind;
 mod config;
+mod manager;
 
 pub use accept::accept_loop;
 pub use bind::bind_listener_sockets;
 pub use config::{
     socket_address as socket_address_of, stat_address, FilterChain, ListenerConfig, NetworkFilter,
+};
+pub use manager::{
+    DrainSettings, Generation, ListenerChange, ListenerManager, ListenerSlot, ServeCommand,
 };

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use super::Server;
 use crate::admin::{AdminContext, ListenerInfo, Runtime};
 use crate::config::json::to_json;
-use crate::drain::DrainState;
 use crate::logging::LogHandle;
 use crate::stats::Store;
 
@@ -24,10 +23,10 @@ impl ServerAdmin {
         }
         if server.live.load(Ordering::Relaxed) {
             "LIVE"
-        } else if server.drain.state() == DrainState::Serving {
-            "PRE_INITIALIZING"
-        } else {
+        } else if server.shutting_down.load(Ordering::Relaxed) {
             "DRAINING"
+        } else {
+            "PRE_INITIALIZING"
         }
     }
 
@@ -58,9 +57,10 @@ impl ServerAdmin {
 
     fn static_listeners(&self) -> Vec<Value> {
         self.0
-            .snapshot
             .listeners
+            .configs()
             .iter()
+            .filter(|listener| self.0.static_listeners.contains(&listener.name))
             .map(|listener| {
                 json!({
                     "listener": to_json(&listener.source),
@@ -73,7 +73,7 @@ impl ServerAdmin {
     fn static_route_configs(&self) -> Vec<Value> {
         use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
         let mut out = Vec::new();
-        for listener in &self.0.snapshot.listeners {
+        for listener in self.0.listeners.configs() {
             for chain in &listener.filter_chains {
                 if let crate::listener::NetworkFilter::Http(hcm) = &chain.filter {
                     let config: &RouteConfiguration = hcm.route_config();
@@ -158,13 +158,12 @@ impl AdminContext for ServerAdmin {
 
     fn listeners(&self) -> Vec<ListenerInfo> {
         self.0
-            .listener_addresses
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(name, address)| ListenerInfo {
-                name: name.clone(),
-                local_address: *address,
+            .listeners
+            .addresses()
+            .into_iter()
+            .map(|(name, local_address)| ListenerInfo {
+                name,
+                local_address,
             })
             .collect()
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use crate::cli::{Cli, DrainStrategy};
-use crate::drain::{self, DrainControl};
+use crate::listener::{DrainSettings, ListenerManager};
 use crate::logging::LogHandle;
 use crate::stats::{Gauge, Store};
 pub use snapshot::Snapshot;
@@ -26,16 +26,18 @@ const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Server {
     pub cli: Cli,
     pub snapshot: Snapshot,
+    pub listeners: ListenerManager,
+    /// Names of the bootstrap's listeners (the rest came from LDS).
+    pub static_listeners: Vec<String>,
     pub store: Store,
     pub log: LogHandle,
-    pub drain: DrainControl,
     pub started: SystemTime,
     pub started_instant: Instant,
     pub health_check_failed: AtomicBool,
     pub live: AtomicBool,
+    pub shutting_down: AtomicBool,
     pub runtime: crate::admin::Runtime,
     pub quit: Notify,
-    pub listener_addresses: std::sync::Mutex<Vec<(String, std::net::SocketAddr)>>,
     state_gauge: Gauge,
     live_gauge: Gauge,
 }
@@ -45,44 +47,19 @@ impl Server {
         Duration::from_secs(self.cli.drain_time_s)
     }
 
-    fn immediate(&self) -> bool {
-        self.cli.drain_strategy == DrainStrategy::Immediate
-    }
-
     /// `/drain_listeners`: graceful drains connections first and closes
     /// listeners after the drain period; otherwise listeners close now.
     /// As in Envoy, the server stays LIVE (`/ready` 200): only a failed
     /// health check or shutdown reports DRAINING.
     pub fn drain_listeners(&self, graceful: bool) {
-        if graceful {
-            self.drain
-                .start(self.drain_period(), self.immediate(), true);
-            let control = self.drain.clone();
-            let period = self.drain_period();
-            let immediate = self.immediate();
-            tokio::spawn(async move {
-                tokio::time::sleep(period).await;
-                control.close_listeners(period, immediate);
-            });
-        } else {
-            self.drain
-                .close_listeners(self.drain_period(), self.immediate());
-        }
+        self.listeners.drain_all(graceful);
     }
 
     fn set_draining(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
         self.state_gauge.set(1);
         self.live_gauge.set(0);
         self.live.store(false, Ordering::Relaxed);
-    }
-
-    /// Connections still open on any listener.
-    fn active_connections(&self) -> i64 {
-        self.snapshot
-            .listeners
-            .iter()
-            .map(|l| l.stats.downstream_cx_active.value())
-            .sum()
     }
 }
 
@@ -101,25 +78,37 @@ pub fn run(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
     main_runtime.block_on(serve(cli, snapshot, store, log))
 }
 
-async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
+async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
     let workers = cli.workers();
     let runtime = runtime_from_bootstrap(&snapshot.bootstrap);
-    let (drain_control, drain_signal) = drain::channel();
+    let worker_channels = match workers::start(workers) {
+        Ok(channels) => channels,
+        Err(error) => {
+            eprintln!("cannot start workers: {error}");
+            return 1;
+        }
+    };
+    let drain = DrainSettings {
+        period: Duration::from_secs(cli.drain_time_s),
+        immediate: cli.drain_strategy == DrainStrategy::Immediate,
+    };
+    let bootstrap_listeners = std::mem::take(&mut snapshot.listeners);
     let server = Arc::new(Server {
         state_gauge: store.gauge("server.state"),
         live_gauge: store.gauge("server.live"),
+        static_listeners: bootstrap_listeners.iter().map(|l| l.name.clone()).collect(),
+        listeners: ListenerManager::new(worker_channels, drain),
         cli,
         snapshot,
         store: store.clone(),
         log,
-        drain: drain_control,
         started: SystemTime::now(),
         started_instant: Instant::now(),
         health_check_failed: AtomicBool::new(false),
         live: AtomicBool::new(false),
+        shutting_down: AtomicBool::new(false),
         runtime,
         quit: Notify::new(),
-        listener_addresses: std::sync::Mutex::new(Vec::new()),
     });
     server.state_gauge.set(2); // PRE_INITIALIZING
     store.gauge("server.concurrency").set(workers as i64);
@@ -131,11 +120,11 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
                 tracing::info!(target: "sluice::admin", "admin address: {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
                 let context: Arc<dyn crate::admin::AdminContext> =
                     Arc::new(admin_context::ServerAdmin(server.clone()));
-                let mut closed = drain_signal.clone();
-                tokio::spawn(crate::admin::serve(listener, context, async move {
-                    closed.listeners_closed().await;
-                    std::future::pending::<()>().await
-                }));
+                tokio::spawn(crate::admin::serve(
+                    listener,
+                    context,
+                    std::future::pending::<()>(),
+                ));
             }
             Err(error) => {
                 eprintln!("cannot bind admin address {address}: {error}");
@@ -152,21 +141,12 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
         .wait_initialized(CLUSTER_INIT_TIMEOUT)
         .await;
 
-    let listeners = match workers::bind_all(&server.snapshot.listeners, workers) {
-        Ok(sockets) => sockets,
-        Err(error) => {
+    for listener in bootstrap_listeners {
+        if let Err(error) = server.listeners.add_or_update(listener) {
             eprintln!("{error}");
             return 1;
         }
-    };
-    *server.listener_addresses.lock().unwrap() = listeners.addresses();
-    let worker_threads = match workers::start(listeners, workers, drain_signal.clone()) {
-        Ok(handles) => handles,
-        Err(error) => {
-            eprintln!("cannot start workers: {error}");
-            return 1;
-        }
-    };
+    }
     server.state_gauge.set(0); // LIVE
     server.live_gauge.set(1);
     server.live.store(true, Ordering::Relaxed);
@@ -174,7 +154,6 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
     spawn_uptime(server.clone());
 
     let exit_code = wait_for_exit(&server).await;
-    drop(worker_threads);
     flush_access_logs(&server.store).await;
     exit_code
 }
@@ -199,10 +178,10 @@ async fn wait_for_exit(server: &Arc<Server>) -> i32 {
             return 0;
         }
     }
-    server.drain.close_listeners(server.drain_period(), true);
+    server.listeners.shutdown();
     server.set_draining();
     let deadline = Instant::now() + server.drain_period();
-    while Instant::now() < deadline && server.active_connections() > 0 {
+    while Instant::now() < deadline && server.listeners.active_connections() > 0 {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             _ = sigterm.recv() => break,

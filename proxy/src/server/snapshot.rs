@@ -17,7 +17,10 @@ use crate::upstream::ClusterManager;
 pub struct Snapshot {
     pub bootstrap: Bootstrap,
     pub clusters: Arc<ClusterManager>,
-    pub listeners: Vec<Arc<ListenerConfig>>,
+    /// The bootstrap's listeners, handed to the listener manager at start.
+    pub listeners: Vec<ListenerConfig>,
+    /// What later (xDS) compiles need: stats, clusters, log writers.
+    pub context: CompileContext,
     pub admin_address: Option<SocketAddr>,
     pub admin_access_logs: Option<AccessLogs>,
 }
@@ -43,7 +46,7 @@ impl Snapshot {
             clusters: clusters.clone(),
             log_writers,
         };
-        let mut listeners: Vec<Arc<ListenerConfig>> = Vec::new();
+        let mut listeners: Vec<ListenerConfig> = Vec::new();
         for (i, proto) in resources.listeners.iter().enumerate() {
             let path = format!("static_resources.listeners[{i}]");
             match ListenerConfig::compile(proto, &context) {
@@ -66,7 +69,7 @@ impl Snapshot {
                             ),
                         ));
                     }
-                    listeners.push(Arc::new(listener));
+                    listeners.push(listener);
                 }
                 Err(e) => errors.extend_under(&path, e),
             }
@@ -90,6 +93,7 @@ impl Snapshot {
             bootstrap,
             clusters,
             listeners,
+            context,
             admin_address,
             admin_access_logs,
         })
