@@ -1,10 +1,11 @@
 //! What compile steps need from the rest of the proxy: the stats store to
-//! resolve stat handles in, the clusters routes and tcp_proxy refer to, and
-//! the shared access-log writers.
+//! resolve stat handles in, the clusters routes and tcp_proxy refer to, the
+//! shared access-log writers, and the RDS route configurations.
 
 use std::sync::Arc;
 
 use crate::access_log::AccessLogWriters;
+use crate::http::rds::RouteConfigRegistry;
 use crate::stats::Store;
 use crate::upstream::ClusterManager;
 
@@ -13,6 +14,8 @@ pub struct CompileContext {
     pub store: Store,
     pub clusters: Arc<ClusterManager>,
     pub log_writers: AccessLogWriters,
+    /// Route configurations from RDS, by name.
+    pub routes: Arc<RouteConfigRegistry>,
 }
 
 #[cfg(test)]
@@ -30,6 +33,7 @@ impl CompileContext {
                 ClusterManager::compile(&[cluster], &store).expect("test cluster compiles"),
             ),
             log_writers: AccessLogWriters::new(&store),
+            routes: Arc::default(),
             store,
         }
     }

@@ -3,4 +3,5 @@
 
 pub mod body;
 pub mod connection_manager;
+pub mod rds;
 pub mod router;

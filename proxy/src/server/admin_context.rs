@@ -71,12 +71,13 @@ impl ServerAdmin {
     }
 
     fn static_route_configs(&self) -> Vec<Value> {
-        use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
         let mut out = Vec::new();
         for listener in self.0.listeners.configs() {
             for chain in &listener.filter_chains {
                 if let crate::listener::NetworkFilter::Http(hcm) = &chain.filter {
-                    let config: &RouteConfiguration = hcm.route_config();
+                    let Some(config) = hcm.inline_route_config() else {
+                        continue;
+                    };
                     out.push(json!({
                         "route_config": to_json(config),
                         "last_updated": self.last_updated(),

@@ -45,6 +45,7 @@ impl Snapshot {
             store: store.clone(),
             clusters: clusters.clone(),
             log_writers,
+            routes: Arc::default(),
         };
         let mut listeners: Vec<ListenerConfig> = Vec::new();
         for (i, proto) in resources.listeners.iter().enumerate() {

@@ -19,6 +19,7 @@ use crate::access_log::AccessLogs;
 use crate::config::context::CompileContext;
 use crate::config::proto::{opt_duration, timeout_or, type_name, unpack};
 use crate::config::{ConfigError, ConfigErrors};
+use crate::http::rds::RouteConfigProvider;
 use crate::http::router::RouteTable;
 use crate::upstream::ClusterManager;
 
@@ -37,13 +38,19 @@ pub enum ServerHeader {
     PassThrough,
 }
 
+/// Where a connection manager's routes come from.
+pub(super) enum Routes {
+    /// An inline `route_config`, and the message it was compiled from.
+    Static(Arc<RouteTable>, Box<RouteConfiguration>),
+    /// `rds`: whatever RDS last delivered for the name.
+    Rds(Arc<RouteConfigProvider>),
+}
+
 /// A compiled connection manager: everything a downstream HTTP connection
 /// on this listener needs, immutable once built.
 pub struct HttpConnectionManager {
     pub(super) stat_prefix: String,
-    pub(super) routes: RouteTable,
-    /// The route configuration as given, for `/config_dump`.
-    route_config: RouteConfiguration,
+    pub(super) routes: Routes,
     pub(super) clusters: Arc<ClusterManager>,
     pub(super) access_logs: AccessLogs,
     pub(super) stats: HttpStats,
@@ -93,7 +100,10 @@ impl HttpConnectionManager {
                             &clusters,
                             &mut errors,
                         );
-                        Some(table)
+                        Some(Routes::Static(
+                            Arc::new(table),
+                            Box::new(route_config.clone()),
+                        ))
                     }
                     Err(e) => {
                         errors.extend_under("route_config", e);
@@ -101,17 +111,21 @@ impl HttpConnectionManager {
                     }
                 }
             }
-            Some(RouteSpecifier::Rds(_)) => {
-                errors.push(ConfigError::new(
-                    "rds",
-                    "RDS is not supported yet; give an inline route_config",
-                ));
-                None
+            Some(RouteSpecifier::Rds(rds)) => {
+                if rds.route_config_name.is_empty() {
+                    errors.push(ConfigError::new(
+                        "rds.route_config_name",
+                        "must not be empty",
+                    ));
+                    None
+                } else {
+                    Some(Routes::Rds(context.routes.provider(&rds.route_config_name)))
+                }
             }
             _ => {
                 errors.push(ConfigError::new(
                     "route_config",
-                    "a route_config is required",
+                    "a route_config or rds is required",
                 ));
                 None
             }
@@ -207,10 +221,6 @@ impl HttpConnectionManager {
         Ok(HttpConnectionManager {
             stat_prefix: config.stat_prefix.clone(),
             routes: routes.expect("checked above"),
-            route_config: match &config.route_specifier {
-                Some(RouteSpecifier::RouteConfig(route_config)) => route_config.clone(),
-                _ => RouteConfiguration::default(),
-            },
             clusters,
             access_logs: access_logs.expect("checked above"),
             stats: HttpStats::new(store, &config.stat_prefix),
@@ -238,12 +248,29 @@ impl HttpConnectionManager {
         &self.stat_prefix
     }
 
-    pub fn route_table(&self) -> &RouteTable {
-        &self.routes
+    /// The table to route the next request with; `None` while RDS has not
+    /// delivered this manager's route configuration.
+    pub fn route_table(&self) -> Option<Arc<RouteTable>> {
+        match &self.routes {
+            Routes::Static(table, _) => Some(table.clone()),
+            Routes::Rds(provider) => provider.table(),
+        }
     }
 
-    pub fn route_config(&self) -> &RouteConfiguration {
-        &self.route_config
+    /// The inline route configuration, for `/config_dump`.
+    pub fn inline_route_config(&self) -> Option<&RouteConfiguration> {
+        match &self.routes {
+            Routes::Static(_, config) => Some(config),
+            Routes::Rds(_) => None,
+        }
+    }
+
+    /// The RDS provider this manager routes with, if it uses RDS.
+    pub fn route_provider(&self) -> Option<&Arc<RouteConfigProvider>> {
+        match &self.routes {
+            Routes::Static(..) => None,
+            Routes::Rds(provider) => Some(provider),
+        }
     }
 }
 
@@ -382,10 +409,31 @@ mod tests {
             "stat_prefix: in\nroute_config: {{virtual_hosts: [{{name: v, domains: ['*'], routes: [{{match: {{prefix: /}}, route: {{cluster: nowhere}}}}]}}]}}\nhttp_filters: [{ROUTER}]"
         )));
         assert!(text.contains("unknown cluster 'nowhere'"), "{text}");
-        let rds = messages(compile(&format!(
-            "stat_prefix: in\nrds: {{route_config_name: r}}\nhttp_filters: [{ROUTER}]"
-        )));
-        assert!(rds.contains("rds: RDS is not supported yet"), "{rds}");
+    }
+
+    #[test]
+    fn rds_routes_come_from_the_registry() {
+        let context = context();
+        let proto: HcmProto = crate::config::parse_message(&format!(
+            "stat_prefix: in\nrds: {{route_config_name: r, config_source: {{ads: {{}}}}}}\nhttp_filters: [{ROUTER}]"
+        ))
+        .unwrap();
+        let hcm = HttpConnectionManager::compile(&proto, &context).unwrap();
+        assert!(
+            hcm.route_table().is_none(),
+            "no routes before RDS delivers them"
+        );
+        assert_eq!(hcm.route_provider().unwrap().name(), "r");
+        context
+            .routes
+            .update(
+                &crate::config::parse_message(
+                    "name: r\nvirtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: backend}}]}]",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert!(hcm.route_table().is_some());
     }
 
     #[test]

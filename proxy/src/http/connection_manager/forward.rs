@@ -14,7 +14,7 @@ use super::local_reply::{self, local_reply};
 use super::request_body::{RequestBody, RequestProgress};
 use super::stream::Outcome;
 use crate::http::body;
-use crate::http::router::{ForwardAction, RouteMatch};
+use crate::http::router::{ForwardAction, RouteMatch, RouteTable};
 use crate::stream_info::{ResponseFlag, StreamInfo};
 
 /// The downstream request as the router forwards it.
@@ -27,6 +27,7 @@ pub(super) struct ForwardRequest<'p> {
 
 pub(super) async fn forward<'a>(
     context: &ConnectionContext,
+    routes: &RouteTable,
     matched: &RouteMatch<'a>,
     action: &'a ForwardAction,
     request: ForwardRequest<'_>,
@@ -72,8 +73,7 @@ pub(super) async fn forward<'a>(
 
     // Envoy's order: header mutations, then the Host rewrite (which may
     // read the original path), then the path rewrite.
-    hcm.routes
-        .apply_request_headers(matched, weighted, &mut parts.headers, info);
+    routes.apply_request_headers(matched, weighted, &mut parts.headers, info);
     let new_host = match action.rewritten_host(&parts, weighted) {
         Some(host) => HeaderValue::from_str(&host).ok(),
         None if action.auto_host_rewrite() => {

@@ -81,19 +81,23 @@ pub(super) async fn handle(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if hcm.access_logs.needs_request_headers() || hcm.routes.reads_request_headers() {
+    // One table for the whole request, even if RDS swaps it meanwhile.
+    let routes = hcm.route_table();
+    if hcm.access_logs.needs_request_headers()
+        || routes.as_ref().is_some_and(|r| r.reads_request_headers())
+    {
         info.request_headers = parts.headers.clone();
     }
     let grpc = local_reply::is_grpc(&parts.headers);
     let progress = Arc::new(RequestProgress::default());
 
-    let mut outcome = match hcm.routes.find(&parts) {
+    let mut outcome = match routes.as_ref().and_then(|r| r.find(&parts).map(|m| (r, m))) {
         None => {
             stats.no_route.inc();
             info.add_flag(ResponseFlag::NoRouteFound);
             Outcome::local(local_reply(StatusCode::NOT_FOUND, "", grpc))
         }
-        Some(matched) => {
+        Some((routes, matched)) => {
             if !matched.route.name.is_empty() {
                 info.route_name = Some(Arc::from(matched.route.name.as_str()));
             }
@@ -134,8 +138,9 @@ pub(super) async fn handle(
                         progress: &progress,
                         grpc,
                     };
-                    let forward =
-                        super::forward::forward(&context, &matched, action, request, &mut info);
+                    let forward = super::forward::forward(
+                        &context, routes, &matched, action, request, &mut info,
+                    );
                     match hcm.max_stream_duration {
                         None => forward.await,
                         Some(max) => {
@@ -162,7 +167,7 @@ pub(super) async fn handle(
             };
             // `%RESPONSE_CODE%` in response header values.
             info.response_code = Some(outcome.response.status().as_u16());
-            hcm.routes.apply_response_headers(
+            routes.apply_response_headers(
                 &matched,
                 outcome.weighted,
                 outcome.response.headers_mut(),
