@@ -164,6 +164,18 @@ impl ListenerConfig {
         })
     }
 
+    /// The RDS route providers its connection managers route with (the
+    /// listener warms until they have routes).
+    pub fn route_providers(&self) -> Vec<Arc<crate::http::rds::RouteConfigProvider>> {
+        self.filter_chains
+            .iter()
+            .filter_map(|chain| match &chain.filter {
+                NetworkFilter::Http(hcm) => hcm.route_provider().cloned(),
+                NetworkFilter::Tcp(_) => None,
+            })
+            .collect()
+    }
+
     /// The chain for a connection accepted on `local`: one whose
     /// destination port matches, else one without a port rule.
     pub fn select_chain(&self, local: SocketAddr) -> Option<&FilterChain> {

@@ -26,7 +26,7 @@ const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Server {
     pub cli: Cli,
     pub snapshot: Snapshot,
-    pub listeners: ListenerManager,
+    pub listeners: Arc<ListenerManager>,
     /// Names of the bootstrap's listeners (the rest came from LDS).
     pub static_listeners: Vec<String>,
     pub store: Store,
@@ -97,7 +97,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
         state_gauge: store.gauge("server.state"),
         live_gauge: store.gauge("server.live"),
         static_listeners: bootstrap_listeners.iter().map(|l| l.name.clone()).collect(),
-        listeners: ListenerManager::new(worker_channels, drain),
+        listeners: Arc::new(ListenerManager::new(worker_channels, drain)),
         cli,
         snapshot,
         store: store.clone(),

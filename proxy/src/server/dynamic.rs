@@ -1,0 +1,382 @@
+//! Resources from xDS, applied to the running server with the same
+//! validation and compile steps as the bootstrap: CDS clusters into the
+//! cluster manager, EDS assignments into their clusters, RDS route
+//! configurations into the route registry, LDS listeners into the listener
+//! manager (warming until their routes arrive). Each resource is accepted
+//! or rejected on its own; rejected ones keep their previous version and
+//! are reported back (the client NACKs naming them).
+//!
+//! It also remembers what it applied (version, time) and the last error per
+//! resource, for `/config_dump`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::config::context::CompileContext;
+use crate::config::{validate_message, ConfigErrors};
+use crate::listener::{ListenerConfig, ListenerManager};
+use crate::upstream::Discovery;
+use crate::xds::{type_urls, Resource, ResourceSink, Subscription};
+
+/// How long a listener waits for its RDS routes before it starts anyway
+/// (Envoy's default `initial_fetch_timeout`).
+const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One applied resource, as `/config_dump` shows it.
+#[derive(Debug, Clone)]
+pub struct Applied<T> {
+    pub resource: T,
+    pub version: String,
+    pub last_updated: SystemTime,
+}
+
+/// The last rejection of one resource (`error_state` in `/config_dump`).
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub details: String,
+    pub version: String,
+    pub last_update_attempt: SystemTime,
+}
+
+/// Everything xDS delivered that is in force (or warming).
+#[derive(Debug, Default)]
+pub struct DynamicState {
+    pub clusters: BTreeMap<String, Applied<Cluster>>,
+    pub endpoints: BTreeMap<String, Applied<ClusterLoadAssignment>>,
+    pub route_configs: BTreeMap<String, Applied<RouteConfiguration>>,
+    pub listeners: BTreeMap<String, Applied<Listener>>,
+    pub warming_listeners: BTreeMap<String, Applied<Listener>>,
+    /// Keyed by (type URL, resource name).
+    pub errors: BTreeMap<(String, String), Rejected>,
+    /// Version of the last accepted response per type URL.
+    pub versions: BTreeMap<String, String>,
+}
+
+pub struct DynamicResources {
+    context: CompileContext,
+    listeners: Arc<ListenerManager>,
+    /// Bootstrap listeners, which LDS may not replace.
+    static_listeners: Vec<String>,
+    state: Mutex<DynamicState>,
+    /// Becomes true once the first listener and cluster updates applied.
+    initial_fetch: watch::Sender<(bool, bool)>,
+    myself: Weak<DynamicResources>,
+}
+
+impl DynamicResources {
+    pub fn new(
+        context: CompileContext,
+        listeners: Arc<ListenerManager>,
+        static_listeners: Vec<String>,
+    ) -> Arc<DynamicResources> {
+        Arc::new_cyclic(|myself| DynamicResources {
+            context,
+            listeners,
+            static_listeners,
+            state: Mutex::new(DynamicState::default()),
+            initial_fetch: watch::Sender::new((false, false)),
+            myself: myself.clone(),
+        })
+    }
+
+    /// Runs `f` on the current state (for `/config_dump`).
+    pub fn with_state<R>(&self, f: impl FnOnce(&DynamicState) -> R) -> R {
+        f(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Waits until the first CDS and LDS responses were applied (the ones
+    /// the server subscribes to), or `limit` passes.
+    pub async fn wait_initial_fetch(&self, cds: bool, lds: bool, limit: Duration) {
+        let mut done = self.initial_fetch.subscribe();
+        let _ = tokio::time::timeout(
+            limit,
+            done.wait_for(|(clusters, listeners)| (*clusters || !cds) && (*listeners || !lds)),
+        )
+        .await;
+    }
+
+    fn apply_clusters(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for resource in updated {
+            let result = decode_valid::<Cluster>(&resource).and_then(|cluster| {
+                if cluster.name != resource.name {
+                    return Err(format!("resource name '{}' differs from the cluster's name '{}'", resource.name, cluster.name));
+                }
+                let unchanged = self.with_state(|s| {
+                    s.clusters.get(&cluster.name).is_some_and(|applied| applied.resource == cluster)
+                });
+                if !unchanged {
+                    self.context
+                        .clusters
+                        .add_or_update(&cluster)
+                        .map_err(|e| e.to_string())?;
+                    self.reapply_endpoints(&cluster);
+                }
+                Ok(cluster)
+            });
+            self.record(type_urls::CLUSTER, &resource, result, &mut errors, |state, applied| {
+                state.clusters.insert(applied.resource.name.clone(), applied);
+            });
+        }
+        for name in removed {
+            if self.context.clusters.remove(&name) {
+                tracing::info!(target: "sluice::upstream", cluster = %name, "cluster removed by CDS");
+            }
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.clusters.remove(&name);
+            state.errors.remove(&(type_urls::CLUSTER.to_string(), name));
+        }
+        self.initial_fetch.send_modify(|(clusters, _)| *clusters = true);
+        errors
+    }
+
+    /// A (re)added EDS cluster takes the assignment already received.
+    fn reapply_endpoints(&self, cluster: &Cluster) {
+        let Some(live) = self.context.clusters.get(&cluster.name) else { return };
+        let Some(service) = live.eds_service_name() else { return };
+        let known = self.with_state(|s| s.endpoints.get(service).map(|a| a.resource.clone()));
+        if let Some(assignment) = known {
+            if let Err(error) = live.apply_load_assignment(&assignment) {
+                tracing::warn!(target: "sluice::upstream", cluster = %cluster.name, %error, "stored assignment no longer applies");
+            }
+        }
+    }
+
+    fn apply_endpoints(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for resource in updated {
+            let result = decode_valid::<ClusterLoadAssignment>(&resource).and_then(|assignment| {
+                for cluster in self.context.clusters.snapshot().iter() {
+                    if cluster.eds_service_name() == Some(assignment.cluster_name.as_str()) {
+                        cluster
+                            .apply_load_assignment(&assignment)
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(assignment)
+            });
+            self.record(type_urls::ENDPOINT, &resource, result, &mut errors, |state, applied| {
+                state.endpoints.insert(applied.resource.cluster_name.clone(), applied);
+            });
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for name in removed {
+            state.endpoints.remove(&name);
+        }
+        errors
+    }
+
+    fn apply_routes(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for resource in updated {
+            let result = decode_valid::<RouteConfiguration>(&resource).and_then(|config| {
+                self.context.routes.update(&config).map_err(|e| e.to_string())?;
+                Ok(config)
+            });
+            self.record(type_urls::ROUTE, &resource, result, &mut errors, |state, applied| {
+                state.route_configs.insert(applied.resource.name.clone(), applied);
+            });
+        }
+        for name in removed {
+            self.context.routes.remove(&name);
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .route_configs
+                .remove(&name);
+        }
+        errors
+    }
+
+    fn apply_listeners(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for resource in updated {
+            let result = decode_valid::<Listener>(&resource).and_then(|listener| {
+                if self.static_listeners.contains(&listener.name) {
+                    return Err(format!("'{}' is a static listener defined in the bootstrap; LDS cannot replace it", listener.name));
+                }
+                let unchanged = self.with_state(|s| {
+                    s.listeners
+                        .get(&listener.name)
+                        .or_else(|| s.warming_listeners.get(&listener.name))
+                        .is_some_and(|applied| applied.resource == listener)
+                });
+                if !unchanged {
+                    let config = ListenerConfig::compile(&listener, &self.context)
+                        .map_err(|e| e.to_string())?;
+                    self.warm_then_activate(config, &resource.version)?;
+                }
+                Ok(listener)
+            });
+            let warming = result.as_ref().is_ok_and(|l| {
+                self.with_state(|s| s.warming_listeners.contains_key(&l.name))
+            });
+            self.record(type_urls::LISTENER, &resource, result, &mut errors, |state, applied| {
+                if !warming {
+                    state.listeners.insert(applied.resource.name.clone(), applied);
+                }
+            });
+        }
+        for name in removed {
+            self.listeners.remove(&name);
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.listeners.remove(&name);
+            state.warming_listeners.remove(&name);
+        }
+        self.initial_fetch.send_modify(|(_, listeners)| *listeners = true);
+        errors
+    }
+
+    /// A listener whose RDS routes have arrived starts at once; otherwise
+    /// it warms until they do (or the warming timeout passes), as Envoy's.
+    fn warm_then_activate(&self, config: ListenerConfig, version: &str) -> Result<(), String> {
+        let providers = config.route_providers();
+        if providers.iter().all(|p| p.is_ready()) {
+            let name = config.name.clone();
+            self.listeners.add_or_update(config)?;
+            // A newer version that is ready at once supersedes a warming one.
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .warming_listeners
+                .remove(&name);
+            return Ok(());
+        }
+        let name = config.name.clone();
+        let listener = config.source.clone();
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .warming_listeners
+            .insert(
+                name.clone(),
+                Applied {
+                    resource: listener,
+                    version: version.to_string(),
+                    last_updated: SystemTime::now(),
+                },
+            );
+        let myself = self.myself.clone();
+        tokio::spawn(async move {
+            let ready = async {
+                for provider in &providers {
+                    let _ = provider.ready().wait_for(|ready| *ready).await;
+                }
+            };
+            let _ = tokio::time::timeout(WARMING_TIMEOUT, ready).await;
+            let Some(this) = myself.upgrade() else { return };
+            let still_wanted = {
+                let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
+                match state.warming_listeners.remove(&name) {
+                    Some(applied) if applied.resource == config.source => {
+                        state.listeners.insert(name.clone(), applied);
+                        true
+                    }
+                    Some(other) => {
+                        // Superseded by a newer version while warming.
+                        state.warming_listeners.insert(name.clone(), other);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            if still_wanted {
+                if let Err(error) = this.listeners.add_or_update(config) {
+                    tracing::warn!(target: "sluice::listener", listener = %name, %error, "warmed listener failed to start");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Records the outcome for one resource: applied, or rejected with its
+    /// error (reported to the control plane and kept for `/config_dump`).
+    fn record<T>(
+        &self,
+        type_url: &str,
+        resource: &Resource,
+        result: Result<T, String>,
+        errors: &mut Vec<(String, String)>,
+        store: impl FnOnce(&mut DynamicState, Applied<T>),
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (type_url.to_string(), resource.name.clone());
+        match result {
+            Ok(value) => {
+                state.errors.remove(&key);
+                state.versions.insert(type_url.to_string(), resource.version.clone());
+                store(
+                    &mut state,
+                    Applied {
+                        resource: value,
+                        version: resource.version.clone(),
+                        last_updated: SystemTime::now(),
+                    },
+                );
+            }
+            Err(details) => {
+                tracing::warn!(target: "sluice::config", resource = %resource.name, kind = type_urls::short(type_url), %details, "xDS resource rejected");
+                errors.push((resource.name.clone(), details.clone()));
+                state.errors.insert(
+                    key,
+                    Rejected {
+                        details,
+                        version: resource.version.clone(),
+                        last_update_attempt: SystemTime::now(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Decodes a resource and runs the same validation as the bootstrap.
+fn decode_valid<T: Message + prost::Name + Default>(resource: &Resource) -> Result<T, String> {
+    let message = crate::config::proto::unpack::<T>(&resource.body).map_err(|e| e.to_string())?;
+    validate_message(&message).map_err(|errors: ConfigErrors| errors.to_string())?;
+    Ok(message)
+}
+
+impl ResourceSink for DynamicResources {
+    fn apply(
+        &self,
+        type_url: &str,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+        _state_of_the_world: bool,
+    ) -> Vec<(String, String)> {
+        match type_url {
+            type_urls::CLUSTER => self.apply_clusters(updated, removed),
+            type_urls::ENDPOINT => self.apply_endpoints(updated, removed),
+            type_urls::ROUTE => self.apply_routes(updated, removed),
+            type_urls::LISTENER => self.apply_listeners(updated, removed),
+            other => updated
+                .into_iter()
+                .map(|r| (r.name, format!("resource type {other} is not supported by Sluice")))
+                .collect(),
+        }
+    }
+
+    fn subscriptions(&self, type_url: &str) -> Subscription {
+        match type_url {
+            type_urls::ENDPOINT => Subscription::names(
+                self.context
+                    .clusters
+                    .snapshot()
+                    .iter()
+                    .filter(|c| c.discovery() == Discovery::Eds)
+                    .filter_map(|c| c.eds_service_name().map(str::to_string)),
+            ),
+            type_urls::ROUTE => Subscription::names(self.context.routes.names()),
+            _ => Subscription::Wildcard,
+        }
+    }
+}
