@@ -215,6 +215,11 @@ impl Sluice {
         self.ports[name]
     }
 
+    /// 127.0.0.1:`port`, for listeners whose ports a test chose itself.
+    pub fn addr_of(&self, port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
     pub fn addr(&self, name: &str) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port(name)))
     }

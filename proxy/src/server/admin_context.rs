@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use prost::Name;
 use serde_json::{json, Value};
 
 use super::Server;
@@ -30,75 +29,6 @@ impl ServerAdmin {
         }
     }
 
-    fn last_updated(&self) -> String {
-        let started: chrono::DateTime<chrono::Utc> = self.0.started.into();
-        started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    }
-
-    fn static_clusters(&self) -> Vec<Value> {
-        let resources = self
-            .0
-            .snapshot
-            .bootstrap
-            .static_resources
-            .clone()
-            .unwrap_or_default();
-        resources
-            .clusters
-            .iter()
-            .map(|cluster| {
-                json!({
-                    "cluster": to_json(cluster),
-                    "last_updated": self.last_updated(),
-                })
-            })
-            .collect()
-    }
-
-    fn static_listeners(&self) -> Vec<Value> {
-        self.0
-            .listeners
-            .configs()
-            .iter()
-            .filter(|listener| self.0.static_listeners.contains(&listener.name))
-            .map(|listener| {
-                json!({
-                    "listener": to_json(&listener.source),
-                    "last_updated": self.last_updated(),
-                })
-            })
-            .collect()
-    }
-
-    fn static_route_configs(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for listener in self.0.listeners.configs() {
-            for chain in &listener.filter_chains {
-                if let crate::listener::NetworkFilter::Http(hcm) = &chain.filter {
-                    let Some(config) = hcm.inline_route_config() else {
-                        continue;
-                    };
-                    out.push(json!({
-                        "route_config": to_json(config),
-                        "last_updated": self.last_updated(),
-                    }));
-                }
-            }
-        }
-        out
-    }
-
-    fn bootstrap_dump(&self) -> Value {
-        json!({
-            "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
-            "bootstrap": to_json(&self.0.snapshot.bootstrap),
-            "last_updated": self.last_updated(),
-        })
-    }
-}
-
-fn admin_type(name: &str) -> String {
-    format!("type.googleapis.com/envoy.admin.v3.{name}")
 }
 
 impl AdminContext for ServerAdmin {
@@ -170,53 +100,7 @@ impl AdminContext for ServerAdmin {
     }
 
     fn config_dump(&self, resource: Option<&str>) -> Result<Value, String> {
-        use envoy_types::pb::envoy::admin::v3::{
-            clusters_config_dump::StaticCluster, listeners_config_dump::StaticListener,
-            routes_config_dump::StaticRouteConfig,
-        };
-        let typed = |type_url: String, items: Vec<Value>| -> Vec<Value> {
-            items
-                .into_iter()
-                .map(|mut item| {
-                    if let Value::Object(map) = &mut item {
-                        map.insert("@type".into(), Value::String(type_url.clone()));
-                    }
-                    item
-                })
-                .collect()
-        };
-        match resource {
-            None => Ok(json!({
-                "configs": [
-                    self.bootstrap_dump(),
-                    {
-                        "@type": admin_type("ClustersConfigDump"),
-                        "static_clusters": self.static_clusters(),
-                    },
-                    {
-                        "@type": admin_type("ListenersConfigDump"),
-                        "static_listeners": self.static_listeners(),
-                    },
-                    {
-                        "@type": admin_type("RoutesConfigDump"),
-                        "static_route_configs": self.static_route_configs(),
-                    },
-                ]
-            })),
-            Some("static_clusters") => Ok(json!({
-                "configs": typed(StaticCluster::type_url(), self.static_clusters())
-            })),
-            Some("static_listeners") => Ok(json!({
-                "configs": typed(StaticListener::type_url(), self.static_listeners())
-            })),
-            Some("static_route_configs") => Ok(json!({
-                "configs": typed(StaticRouteConfig::type_url(), self.static_route_configs())
-            })),
-            Some("bootstrap") => Ok(json!({ "configs": [self.bootstrap_dump()] })),
-            Some(other) => Err(format!(
-                "The resource '{other}' is not supported; use static_clusters, static_listeners, static_route_configs or bootstrap"
-            )),
-        }
+        super::config_dump::render(&self.0, resource, false)
     }
 
     fn drain_listeners(&self, graceful: bool, _inbound_only: bool) {

@@ -4,6 +4,8 @@
 //! (ready, drain on SIGTERM or `/drain_listeners`, exit).
 
 mod admin_context;
+mod config_dump;
+pub mod dynamic;
 pub mod snapshot;
 mod workers;
 
@@ -22,6 +24,10 @@ pub use snapshot::Snapshot;
 /// How long to wait for clusters' first DNS resolution before listening.
 const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long start-up waits for the first xDS clusters and listeners
+/// (Envoy's default `initial_fetch_timeout`).
+const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Server-wide state shared by the admin API and the lifecycle.
 pub struct Server {
     pub cli: Cli,
@@ -29,6 +35,8 @@ pub struct Server {
     pub listeners: Arc<ListenerManager>,
     /// Names of the bootstrap's listeners (the rest came from LDS).
     pub static_listeners: Vec<String>,
+    /// What xDS delivered, when `dynamic_resources` is configured.
+    pub dynamic: Option<Arc<dynamic::DynamicResources>>,
     pub store: Store,
     pub log: LogHandle,
     pub started: SystemTime,
@@ -93,11 +101,21 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
         immediate: cli.drain_strategy == DrainStrategy::Immediate,
     };
     let bootstrap_listeners = std::mem::take(&mut snapshot.listeners);
+    let static_listeners: Vec<String> = bootstrap_listeners.iter().map(|l| l.name.clone()).collect();
+    let listener_manager = Arc::new(ListenerManager::new(worker_channels, drain));
+    let dynamic = snapshot.dynamic_sources.is_some().then(|| {
+        dynamic::DynamicResources::new(
+            snapshot.context.clone(),
+            listener_manager.clone(),
+            static_listeners.clone(),
+        )
+    });
     let server = Arc::new(Server {
         state_gauge: store.gauge("server.state"),
         live_gauge: store.gauge("server.live"),
-        static_listeners: bootstrap_listeners.iter().map(|l| l.name.clone()).collect(),
-        listeners: Arc::new(ListenerManager::new(worker_channels, drain)),
+        static_listeners,
+        dynamic,
+        listeners: listener_manager,
         cli,
         snapshot,
         store: store.clone(),
@@ -147,6 +165,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             return 1;
         }
     }
+    start_dynamic_sources(&server).await;
     server.state_gauge.set(0); // LIVE
     server.live_gauge.set(1);
     server.live.store(true, Ordering::Relaxed);
@@ -156,6 +175,47 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     let exit_code = wait_for_exit(&server).await;
     flush_access_logs(&server.store).await;
     exit_code
+}
+
+/// Starts the xDS client (ADS and file sources) and waits, as Envoy does
+/// before going live, for the first clusters and listeners (bounded by the
+/// initial fetch timeout).
+async fn start_dynamic_sources(server: &Arc<Server>) {
+    let (Some(sources), Some(dynamic)) = (&server.snapshot.dynamic_sources, &server.dynamic) else {
+        return;
+    };
+    let sink: Arc<dyn crate::xds::ResourceSink> = dynamic.clone();
+    let node = server.snapshot.bootstrap.node.clone().unwrap_or_default();
+    let mut wants_clusters = false;
+    let mut wants_listeners = false;
+    if let Some(ads) = &sources.ads {
+        wants_clusters |= ads.types.contains(&crate::xds::type_urls::CLUSTER);
+        wants_listeners |= ads.types.contains(&crate::xds::type_urls::LISTENER);
+        let store = server.store.clone();
+        let (ads, node, sink) = (ads.clone(), node.clone(), sink.clone());
+        tokio::spawn(async move {
+            crate::xds::run_ads(ads, node, sink, &store, std::future::pending::<()>()).await;
+        });
+    }
+    if !sources.files.is_empty() {
+        for file in &sources.files {
+            wants_clusters |= file.type_url == crate::xds::type_urls::CLUSTER;
+            wants_listeners |= file.type_url == crate::xds::type_urls::LISTENER;
+        }
+        let (files, store, sink) = (sources.files.clone(), server.store.clone(), sink.clone());
+        tokio::spawn(async move {
+            crate::xds::file_source::run_file_sources(files, sink, &store, std::future::pending::<()>())
+                .await;
+        });
+    }
+    dynamic
+        .wait_initial_fetch(wants_clusters, wants_listeners, INITIAL_FETCH_TIMEOUT)
+        .await;
+    server
+        .snapshot
+        .clusters
+        .wait_initialized(CLUSTER_INIT_TIMEOUT)
+        .await;
 }
 
 /// Waits for a signal or `/quitquitquit`. SIGTERM/SIGINT drain first:

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerConfig>,
     /// What later (xDS) compiles need: stats, clusters, log writers.
     pub context: CompileContext,
+    /// xDS sources from `dynamic_resources`, if any.
+    pub dynamic_sources: Option<crate::xds::config::DynamicSources>,
     pub admin_address: Option<SocketAddr>,
     pub admin_access_logs: Option<AccessLogs>,
 }
@@ -90,7 +92,16 @@ impl Snapshot {
             }
         }
 
+        let dynamic_sources = match crate::xds::config::dynamic_sources(&bootstrap) {
+            Ok(sources) if sources.ads.is_some() || !sources.files.is_empty() => Some(sources),
+            Ok(_) => None,
+            Err(e) => {
+                errors.0.extend(e.0);
+                None
+            }
+        };
         errors.into_result(Snapshot {
+            dynamic_sources,
             bootstrap,
             clusters,
             listeners,
