@@ -25,13 +25,20 @@ static_resources:
               socket_address: { address: 127.0.0.1, port_value: 18000 }
 "#;
 
+/// Parsed only: the cases below include what validation would reject first.
 fn bootstrap(dynamic: &str) -> Bootstrap {
     parse_message::<Bootstrap>(&format!("{STATIC_XDS_CLUSTER}{dynamic}")).unwrap()
 }
 
+/// Parsed and validated as `--mode validate` does (PGV + supported fields).
+fn validated_bootstrap(dynamic: &str) -> Bootstrap {
+    crate::config::load_bootstrap(None, Some(&format!("{STATIC_XDS_CLUSTER}{dynamic}")))
+        .unwrap_or_else(|errors| panic!("{errors}"))
+}
+
 #[test]
 fn ads_from_a_static_cluster() {
-    let sources = dynamic_sources(&bootstrap(
+    let sources = dynamic_sources(&validated_bootstrap(
         r#"
 dynamic_resources:
   ads_config:
@@ -56,7 +63,7 @@ dynamic_resources:
 
 #[test]
 fn file_sources_and_cds_only_ads() {
-    let sources = dynamic_sources(&bootstrap(
+    let sources = dynamic_sources(&validated_bootstrap(
         r#"
 dynamic_resources:
   ads_config:

@@ -14,12 +14,15 @@ use prost::{Message, Name};
 
 use super::resource::{type_urls, Resource, ResourceSink, Subscription};
 
+/// One `apply` call: (type, updated names, removed names, state of the world).
+pub type ApplyCall = (String, Vec<String>, Vec<String>, bool);
+
 #[derive(Default)]
 pub struct FakeSink {
     /// type URL → name → version applied.
     pub applied: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     /// Every apply call: (type, updated names, removed names, sotw).
-    pub calls: Mutex<Vec<(String, Vec<String>, Vec<String>, bool)>>,
+    pub calls: Mutex<Vec<ApplyCall>>,
     /// Names to reject, with the message.
     pub reject: Mutex<BTreeMap<String, String>>,
     /// The route configs wanted.

@@ -103,6 +103,16 @@ fn on_request(
         }
     }
     if first {
+        eprintln!(
+            "xds: {peer}: delta subscribe {short} [{}] holding {} resources{}",
+            request.resource_names_subscribe.join(", "),
+            request.initial_resource_versions.len(),
+            if request.node.is_some() {
+                " (with node)"
+            } else {
+                ""
+            }
+        );
         state.wildcard = request.resource_names_subscribe.is_empty();
         state.client_has = request
             .initial_resource_versions

@@ -87,6 +87,27 @@ fn on_request(
     let short = type_urls::short(&request.type_url);
     let first = !types.contains_key(&request.type_url);
     let state = types.entry(request.type_url.clone()).or_default();
+    if first {
+        eprintln!(
+            "xds: {peer}: subscribe {short} [{}] from version_info \"{}\"{}",
+            request.resource_names.join(", "),
+            request.version_info,
+            if request.node.is_some() {
+                " (with node)"
+            } else {
+                ""
+            }
+        );
+    }
+    let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+    // Wildcard: `*`, or an empty list on the first request (legacy) and on
+    // every later one while the type is wildcard (ACKs repeat the list).
+    let stays_wildcard = names.is_empty() && (first || state.names.is_none());
+    let wanted = if stays_wildcard || names.contains("*") {
+        None
+    } else {
+        Some(names)
+    };
     if !request.response_nonce.is_empty() {
         if request.response_nonce != state.sent_nonce {
             eprintln!(
@@ -103,21 +124,17 @@ fn on_request(
                 request.version_info,
                 status.message.replace('\n', " | ")
             ),
+            None if wanted != state.names => eprintln!(
+                "xds: {peer}: resubscribe {short} [{}] at version {}",
+                request.resource_names.join(", "),
+                request.version_info
+            ),
             None => eprintln!(
                 "xds: {peer}: ACK {short} version {} nonce {}",
                 request.version_info, request.response_nonce
             ),
         }
     }
-    let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
-    // Legacy wildcard: an empty first request; `*` is the explicit form.
-    let wanted = if (first && names.is_empty()) || names.contains("*") {
-        None
-    } else if state.names.is_none() && names.is_empty() && !first {
-        None
-    } else {
-        Some(names)
-    };
     let changed = wanted != state.names;
     state.names = wanted;
     (first || changed).then(|| respond(&request.type_url, state, snapshot, nonce))
