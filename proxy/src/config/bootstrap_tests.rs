@@ -242,7 +242,7 @@ static_resources:
     connect_timeout: 1s
   - name: checked
     connect_timeout: 1s
-    type: EDS
+    type: ORIGINAL_DST
     health_checks:
     - timeout: 1s
       interval: 5s
@@ -254,7 +254,7 @@ static_resources:
         "static_resources.listeners[0].address.socket_address.port_value: value must be less than or equal to 65535",
         "static_resources.clusters[0].name: value length must be at least 1 characters",
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters[0].typed_config: extension type 'envoy.extensions.filters.http.cors.v3.Cors' is not supported by Sluice",
-        "static_resources.clusters[1].type: type EDS is not supported by Sluice (supported: STATIC, STRICT_DNS, LOGICAL_DNS); EDS needs xDS, which Sluice does not implement yet",
+        "static_resources.clusters[1].type: type ORIGINAL_DST is not supported by Sluice (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)",
         "static_resources.clusters[1].health_checks: field 'health_checks' of envoy.config.cluster.v3.Cluster is not supported by Sluice",
     ];
     for want in expected {

@@ -25,8 +25,16 @@ const ROUTE: &str = "envoy.config.route.v3";
 static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = LazyLock::new(|| {
     let entries: Vec<(String, &'static [&'static str])> = vec![
         // Bootstrap
-        ("envoy.config.bootstrap.v3.Bootstrap".into(), &["node", "static_resources", "admin", "layered_runtime"]),
+        ("envoy.config.bootstrap.v3.Bootstrap".into(), &["node", "static_resources", "dynamic_resources", "admin", "layered_runtime"]),
         ("envoy.config.bootstrap.v3.Bootstrap.StaticResources".into(), &["listeners", "clusters"]),
+        // Dynamic resources (xDS): read by xds::config
+        ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources".into(), &["lds_config", "cds_config", "ads_config"]),
+        ("envoy.config.core.v3.ConfigSource".into(), &["ads", "path_config_source", "path", "resource_api_version", "api_config_source"]),
+        ("envoy.config.core.v3.AggregatedConfigSource".into(), &[]),
+        ("envoy.config.core.v3.PathConfigSource".into(), &["path"]),
+        ("envoy.config.core.v3.ApiConfigSource".into(), &["api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"]),
+        ("envoy.config.core.v3.GrpcService".into(), &["envoy_grpc"]),
+        ("envoy.config.core.v3.GrpcService.EnvoyGrpc".into(), &["cluster_name"]),
         ("envoy.config.bootstrap.v3.Admin".into(), &["address", "access_log", "access_log_path"]),
         ("envoy.config.bootstrap.v3.LayeredRuntime".into(), &["layers"]),
         ("envoy.config.bootstrap.v3.RuntimeLayer".into(), &["name", "static_layer", "admin_layer"]),
@@ -42,7 +50,8 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
         ("envoy.config.listener.v3.FilterChainMatch".into(), &["destination_port"]),
         ("envoy.config.listener.v3.Filter".into(), &["name", "typed_config"]),
         // HTTP connection manager
-        (format!("{HCM}.HttpConnectionManager"), &["codec_type", "stat_prefix", "route_config", "http_filters", "request_timeout", "stream_idle_timeout", "request_headers_timeout", "common_http_protocol_options", "max_request_headers_kb", "use_remote_address", "xff_num_trusted_hops", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "server_name", "server_header_transformation", "access_log", "drain_timeout", "delayed_close_timeout", "http2_protocol_options"]),
+        (format!("{HCM}.HttpConnectionManager"), &["codec_type", "stat_prefix", "route_config", "rds", "http_filters", "request_timeout", "stream_idle_timeout", "request_headers_timeout", "common_http_protocol_options", "max_request_headers_kb", "use_remote_address", "xff_num_trusted_hops", "generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response", "server_name", "server_header_transformation", "access_log", "drain_timeout", "delayed_close_timeout", "http2_protocol_options"]),
+        (format!("{HCM}.Rds"), &["config_source", "route_config_name"]),
         (format!("{HCM}.HttpFilter"), &["name", "typed_config"]),
         ("envoy.config.core.v3.HttpProtocolOptions".into(), &["idle_timeout", "max_connection_duration", "max_headers_count", "max_stream_duration"]),
         ("envoy.config.core.v3.Http1ProtocolOptions".into(), &[]),
@@ -74,7 +83,8 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
         ("envoy.config.core.v3.HeaderValueOption".into(), &["header", "append", "append_action", "keep_empty_value"]),
         ("envoy.config.core.v3.HeaderValue".into(), &["key", "value"]),
         // Clusters
-        ("envoy.config.cluster.v3.Cluster".into(), &["name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_refresh_rate", "dns_lookup_family", "typed_extension_protocol_options", "http2_protocol_options", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "per_connection_buffer_limit_bytes", "max_requests_per_connection"]),
+        ("envoy.config.cluster.v3.Cluster".into(), &["name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_refresh_rate", "dns_lookup_family", "typed_extension_protocol_options", "http2_protocol_options", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "eds_cluster_config", "per_connection_buffer_limit_bytes", "max_requests_per_connection"]),
+        ("envoy.config.cluster.v3.Cluster.EdsClusterConfig".into(), &["eds_config", "service_name"]),
         ("envoy.config.cluster.v3.Cluster.RingHashLbConfig".into(), &["minimum_ring_size", "maximum_ring_size"]),
         ("envoy.config.cluster.v3.Cluster.MaglevLbConfig".into(), &["table_size"]),
         ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig".into(), &["choice_count"]),
@@ -134,9 +144,10 @@ type EnumNotes = &'static [(&'static str, &'static str)];
 /// (message, field, supported value names, notes on particular other values).
 #[rustfmt::skip]
 const SUPPORTED_ENUM_VALUES: &[(&str, &str, &[&str], EnumNotes)] = &[
-    ("envoy.config.cluster.v3.Cluster", "type", &["STATIC", "STRICT_DNS", "LOGICAL_DNS"], &[("EDS", "EDS needs xDS, which Sluice does not implement yet")]),
+    ("envoy.config.cluster.v3.Cluster", "type", &["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"], &[]),
     ("envoy.config.cluster.v3.Cluster", "lb_policy", &["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"], &[]),
     ("envoy.config.core.v3.SocketAddress", "protocol", &["TCP"], &[("UDP", "Sluice proxies TCP only")]),
+    ("envoy.config.core.v3.ApiConfigSource", "api_type", &["GRPC", "DELTA_GRPC"], &[("REST", "Sluice speaks xDS over gRPC only")]),
 ];
 
 struct Tables {

@@ -113,10 +113,10 @@ filter_chains:
 fn unimplemented_enum_values_are_rejected() {
     let found = problems(
         "envoy.config.cluster.v3.Cluster",
-        "name: c\ntype: EDS\nlb_policy: CLUSTER_PROVIDED\n",
+        "name: c\ntype: ORIGINAL_DST\nlb_policy: CLUSTER_PROVIDED\n",
     );
     assert_eq!(found.len(), 2);
-    assert!(found[0].starts_with("type: type EDS is not supported by Sluice (supported: STATIC, STRICT_DNS, LOGICAL_DNS)"), "{found:?}");
+    assert!(found[0].starts_with("type: type ORIGINAL_DST is not supported by Sluice (supported: STATIC, STRICT_DNS, LOGICAL_DNS, EDS)"), "{found:?}");
     assert!(
         found[1].starts_with("lb_policy: lb_policy CLUSTER_PROVIDED is not supported by Sluice"),
         "{found:?}"
@@ -137,9 +137,12 @@ fn messages_outside_the_table_support_nothing() {
     );
     let dynamic = problems(
         "envoy.config.bootstrap.v3.Bootstrap",
-        "dynamic_resources: {ads_config: {api_type: GRPC}}\n",
+        "dynamic_resources: {ads_config: {api_type: REST, rate_limit_settings: {}}}\n",
     );
-    assert_eq!(dynamic, ["dynamic_resources: field 'dynamic_resources' of envoy.config.bootstrap.v3.Bootstrap is not supported by Sluice"]);
+    assert_eq!(dynamic, [
+        "dynamic_resources.ads_config.api_type: api_type REST is not supported by Sluice (supported: GRPC, DELTA_GRPC); Sluice speaks xDS over gRPC only",
+        "dynamic_resources.ads_config.rate_limit_settings: field 'rate_limit_settings' of envoy.config.core.v3.ApiConfigSource is not supported by Sluice",
+    ]);
 }
 
 #[test]

@@ -1,0 +1,213 @@
+//! `sluicectl xds serve DIR`: a demo ADS control plane. It serves the Envoy
+//! YAML resources in a folder over gRPC ADS, state-of-the-world and delta,
+//! and pushes new versions when files change (polled every 500 ms). It is
+//! an ordinary xDS server: Envoy and Sluice connect to it the same way.
+//!
+//! - [`snapshot`]: the folder → an immutable set of resources with versions.
+//! - [`sotw_stream`] / [`delta_stream`]: one client stream of each protocol.
+
+pub mod delta_stream;
+pub mod snapshot;
+pub mod sotw_stream;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use snapshot::Snapshot;
+
+/// How often the folder is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Responses queued per stream before the sender waits for the client.
+const RESPONSE_QUEUE: usize = 16;
+
+#[derive(Args, Debug)]
+pub struct XdsCommand {
+    #[command(subcommand)]
+    pub action: XdsAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum XdsAction {
+    /// Serve the Envoy YAML resources in DIR over ADS (SotW and delta).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Folder of Envoy v3 resources: one per file ("@type" at the top) or
+    /// `resources:` lists; *.yaml, *.yml and *.json are read.
+    pub dir: PathBuf,
+    /// TCP port to listen on (0 picks a free one; the address is printed).
+    #[arg(long, default_value_t = 18000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub address: IpAddr,
+}
+
+/// Runs a `sluicectl xds …` command.
+pub fn run(command: XdsCommand) -> ExitCode {
+    match command.action {
+        XdsAction::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let initial = snapshot::load(&args.dir).map_err(|errors| {
+        format!(
+            "cannot serve {}:\n  {}",
+            args.dir.display(),
+            errors.join("\n  ")
+        )
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.address, args.port))
+            .await
+            .map_err(|e| format!("cannot listen on {}:{}: {e}", args.address, args.port))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        println!(
+            "xds: serving {} resources from {} on {local} (ADS, state-of-the-world and delta)",
+            initial.len(),
+            args.dir.display()
+        );
+        print_summary(&initial);
+        let (publish, snapshots) = watch::channel(Arc::new(initial));
+        tokio::spawn(watch_folder(args.dir.clone(), publish));
+        let service = AggregatedDiscoveryServiceServer::new(AdsServer { snapshots });
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            .serve_with_incoming_shutdown(service, incoming, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| format!("server failed: {e}"))
+    })
+}
+
+fn print_summary(snapshot: &Snapshot) {
+    for (type_url, resources) in &snapshot.types {
+        let names: Vec<&str> = resources.keys().map(String::as_str).collect();
+        println!(
+            "xds:   {} version {}: {}",
+            crate::xds::type_urls::short(type_url),
+            snapshot.type_version(type_url),
+            names.join(", ")
+        );
+    }
+}
+
+/// Polls the folder; publishes a new snapshot when a valid change lands.
+/// A change that does not load is reported and the last good one stays.
+async fn watch_folder(dir: PathBuf, publish: watch::Sender<Arc<Snapshot>>) {
+    let mut last = snapshot::fingerprint(&dir).ok();
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = snapshot::fingerprint(&dir).ok();
+        if now == last {
+            continue;
+        }
+        last = now;
+        reload(&dir, &publish);
+        if publish.is_closed() {
+            return;
+        }
+    }
+}
+
+fn reload(dir: &Path, publish: &watch::Sender<Arc<Snapshot>>) {
+    match snapshot::load(dir) {
+        Ok(snapshot) if **publish.borrow() == snapshot => {}
+        Ok(snapshot) => {
+            println!(
+                "xds: {} changed; pushing {} resources",
+                dir.display(),
+                snapshot.len()
+            );
+            print_summary(&snapshot);
+            publish.send_replace(Arc::new(snapshot));
+        }
+        Err(errors) => eprintln!(
+            "xds: {} changed but does not load; still serving the previous resources:\n  {}",
+            dir.display(),
+            errors.join("\n  ")
+        ),
+    }
+}
+
+struct AdsServer {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+fn peer_of<T>(request: &Request<T>) -> String {
+    request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "client".into())
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = peer_of(&request);
+        eprintln!("xds: {peer}: state-of-the-world stream opened");
+        let (sender, receiver) = mpsc::channel(RESPONSE_QUEUE);
+        tokio::spawn(sotw_stream::serve(
+            peer,
+            request.into_inner(),
+            sender,
+            self.snapshots.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = peer_of(&request);
+        eprintln!("xds: {peer}: delta stream opened");
+        let (sender, receiver) = mpsc::channel(RESPONSE_QUEUE);
+        tokio::spawn(delta_stream::serve(
+            peer,
+            request.into_inner(),
+            sender,
+            self.snapshots.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}

@@ -1,0 +1,208 @@
+//! The ADS transport: one gRPC stream (HTTP/2 cleartext) to the control
+//! plane, state-of-the-world or delta, driven by the state machines in
+//! [`super::sotw`] / [`super::delta`]. When the stream fails or ends, the
+//! client waits a jittered exponential backoff and reconnects, resuming with
+//! what it holds (SotW: last accepted versions; delta:
+//! `initial_resource_versions`). Nothing already applied is withdrawn while
+//! disconnected: the proxy keeps serving the last good config.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::stats::Store;
+
+use super::config::{AdsConfig, ApiType};
+use super::delta::DeltaClient;
+use super::resource::ResourceSink;
+use super::sotw::SotwClient;
+use super::stats::{UpdateEvent, XdsStats};
+
+/// Requests queued towards the server; the state machines produce a handful per response.
+const REQUEST_QUEUE: usize = 64;
+
+/// How one stream ended.
+#[derive(Debug)]
+struct StreamEnd {
+    /// At least one response arrived (the backoff resets).
+    received: bool,
+    reason: String,
+}
+
+/// Runs the ADS client until `shutdown` completes: connect, stream, and on
+/// any failure reconnect after a backoff. `sink` receives every update.
+pub async fn run_ads(
+    config: AdsConfig,
+    node: Node,
+    sink: Arc<dyn ResourceSink>,
+    stats: &Store,
+    shutdown: impl Future<Output = ()>,
+) {
+    let stats = XdsStats::new(stats);
+    let mut protocol = match config.api_type {
+        ApiType::Grpc => Protocol::Sotw(SotwClient::new(
+            &config.types,
+            node,
+            config.set_node_on_first_message_only,
+        )),
+        ApiType::DeltaGrpc => Protocol::Delta(DeltaClient::new(&config.types, node)),
+    };
+    let mut backoff = config.backoff.clone();
+    tokio::pin!(shutdown);
+    loop {
+        let end = tokio::select! {
+            end = run_stream(&config, &mut protocol, sink.as_ref(), &stats) => end,
+            _ = &mut shutdown => break,
+        };
+        stats.set_connected(false);
+        for type_url in &config.types {
+            stats.record_type(type_url, UpdateEvent::Failure, None);
+        }
+        if end.received {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(
+            server = %config.uri,
+            cluster = %config.cluster_name,
+            "xDS: ADS stream closed ({}); reconnecting in {delay:?}",
+            end.reason
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    stats.set_connected(false);
+}
+
+enum Protocol {
+    Sotw(SotwClient),
+    Delta(DeltaClient),
+}
+
+async fn connect(config: &AdsConfig) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(config.uri.clone())
+        .map_err(|e| format!("bad ADS address {}: {e}", config.uri))?
+        .connect_timeout(config.connect_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", config.uri, error_chain(&e)))
+}
+
+async fn run_stream(
+    config: &AdsConfig,
+    protocol: &mut Protocol,
+    sink: &dyn ResourceSink,
+    stats: &XdsStats,
+) -> StreamEnd {
+    let mut received = false;
+    let reason = match protocol {
+        Protocol::Sotw(client) => stream_sotw(config, client, sink, stats, &mut received).await,
+        Protocol::Delta(client) => stream_delta(config, client, sink, stats, &mut received).await,
+    };
+    StreamEnd { received, reason }
+}
+
+async fn stream_sotw(
+    config: &AdsConfig,
+    client: &mut SotwClient,
+    sink: &dyn ResourceSink,
+    stats: &XdsStats,
+    received: &mut bool,
+) -> String {
+    let channel = match connect(config).await {
+        Ok(channel) => channel,
+        Err(reason) => return reason,
+    };
+    let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
+    for request in client.start_stream(sink, stats) {
+        let _ = sender.try_send(request);
+    }
+    let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
+    let mut responses = match grpc
+        .stream_aggregated_resources(ReceiverStream::new(requests))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return format!("stream refused: {status}"),
+    };
+    stats.set_connected(true);
+    tracing::info!(server = %config.uri, "xDS: ADS stream (state of the world) established");
+    loop {
+        match responses.message().await {
+            Ok(Some(response)) => {
+                *received = true;
+                for request in client.handle_response(response, sink, stats) {
+                    if sender.send(request).await.is_err() {
+                        return "request stream closed".into();
+                    }
+                }
+            }
+            Ok(None) => return "server ended the stream".into(),
+            Err(status) => return format!("stream error: {status}"),
+        }
+    }
+}
+
+async fn stream_delta(
+    config: &AdsConfig,
+    client: &mut DeltaClient,
+    sink: &dyn ResourceSink,
+    stats: &XdsStats,
+    received: &mut bool,
+) -> String {
+    let channel = match connect(config).await {
+        Ok(channel) => channel,
+        Err(reason) => return reason,
+    };
+    let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
+    for request in client.start_stream(sink, stats) {
+        let _ = sender.try_send(request);
+    }
+    let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
+    let mut responses = match grpc
+        .delta_aggregated_resources(ReceiverStream::new(requests))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return format!("stream refused: {status}"),
+    };
+    stats.set_connected(true);
+    tracing::info!(server = %config.uri, "xDS: ADS stream (delta) established");
+    loop {
+        match responses.message().await {
+            Ok(Some(response)) => {
+                *received = true;
+                for request in client.handle_response(response, sink, stats) {
+                    if sender.send(request).await.is_err() {
+                        return "request stream closed".into();
+                    }
+                }
+            }
+            Ok(None) => return "server ended the stream".into(),
+            Err(status) => return format!("stream error: {status}"),
+        }
+    }
+}
+
+/// An error and its sources, `a: b: c`, so "transport error" says why.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

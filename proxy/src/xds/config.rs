@@ -1,0 +1,239 @@
+//! The bootstrap's `dynamic_resources`, read into what the xDS client runs:
+//! an [`AdsConfig`] (the ADS server's address, SotW or delta, which types go
+//! over it) and the file-based sources (`path_config_source` for LDS/CDS).
+//!
+//! The ADS server is reached through a static cluster, as in Envoy:
+//! `ads_config.grpc_services[0].envoy_grpc.cluster_name` names it, and the
+//! client connects (HTTP/2 cleartext) to the first endpoint of its
+//! `load_assignment`. A hostname endpoint is resolved when connecting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType as ProtoApiType;
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address, ApiVersion, ConfigSource};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+
+use crate::config::{ConfigError, ConfigErrors};
+
+use super::backoff::Backoff;
+use super::resource::type_urls;
+
+/// State-of-the-world or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiType {
+    /// `GRPC`: `StreamAggregatedResources`.
+    Grpc,
+    /// `DELTA_GRPC`: `DeltaAggregatedResources`.
+    DeltaGrpc,
+}
+
+/// How to run the ADS client.
+#[derive(Debug, Clone)]
+pub struct AdsConfig {
+    pub api_type: ApiType,
+    /// `http://host:port` of the ADS server.
+    pub uri: String,
+    /// The static cluster it came from, for logs.
+    pub cluster_name: String,
+    /// Envoy's `set_node_on_first_message_only` (SotW): otherwise `node` is
+    /// on every request.
+    pub set_node_on_first_message_only: bool,
+    /// Type URLs multiplexed on the stream, in subscription order.
+    pub types: Vec<&'static str>,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Limit on establishing the connection.
+    pub connect_timeout: Duration,
+}
+
+/// A file-based source of one type (`path_config_source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    pub type_url: &'static str,
+    pub path: PathBuf,
+}
+
+/// Everything `dynamic_resources` asks the xDS layer to run.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicSources {
+    pub ads: Option<AdsConfig>,
+    pub files: Vec<FileSource>,
+}
+
+/// Reads `dynamic_resources` (absent: nothing dynamic). Errors carry paths
+/// from the bootstrap root.
+pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigErrors> {
+    let mut sources = DynamicSources::default();
+    let Some(dynamic) = &bootstrap.dynamic_resources else {
+        return Ok(sources);
+    };
+    let mut errors = ConfigErrors::default();
+    let mut ads_types = Vec::new();
+    for (field, source, type_url) in [
+        ("cds_config", &dynamic.cds_config, type_urls::CLUSTER),
+        ("lds_config", &dynamic.lds_config, type_urls::LISTENER),
+    ] {
+        let path = format!("dynamic_resources.{field}");
+        let Some(source) = source else { continue };
+        match config_source_kind(source, &path) {
+            Ok(SourceKind::Ads) => ads_types.push(type_url),
+            Ok(SourceKind::File(file)) => sources.files.push(FileSource {
+                type_url,
+                path: file,
+            }),
+            Err(error) => errors.push(error),
+        }
+    }
+    if let Some(ads) = &dynamic.ads_config {
+        match ads_config(bootstrap, ads) {
+            Ok(mut config) => {
+                // Endpoints and routes follow what clusters and listeners name.
+                config.types = type_urls::ALL
+                    .into_iter()
+                    .filter(|t| {
+                        ads_types.contains(t) || *t == type_urls::ENDPOINT || *t == type_urls::ROUTE
+                    })
+                    .collect();
+                sources.ads = Some(config);
+            }
+            Err(error) => errors.push(error),
+        }
+    } else if !ads_types.is_empty() {
+        errors.push(ConfigError::new(
+            "dynamic_resources",
+            "lds_config/cds_config use 'ads' but there is no ads_config",
+        ));
+    }
+    errors.into_result(sources)
+}
+
+enum SourceKind {
+    Ads,
+    File(PathBuf),
+}
+
+fn config_source_kind(source: &ConfigSource, path: &str) -> Result<SourceKind, ConfigError> {
+    if source.resource_api_version != ApiVersion::V3 as i32 {
+        return Err(ConfigError::new(
+            format!("{path}.resource_api_version"),
+            "only V3 is supported",
+        ));
+    }
+    #[allow(deprecated)]
+    match &source.config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) => Ok(SourceKind::Ads),
+        Some(ConfigSourceSpecifier::PathConfigSource(file)) => Ok(SourceKind::File(PathBuf::from(&file.path))),
+        Some(ConfigSourceSpecifier::Path(file)) => Ok(SourceKind::File(PathBuf::from(file))),
+        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Err(ConfigError::new(
+            format!("{path}.api_config_source"),
+            "a separate (non-ADS) xDS stream is not supported by Sluice yet; use ads: {} with dynamic_resources.ads_config",
+        )),
+        Some(ConfigSourceSpecifier::Self_(_)) => Err(ConfigError::new(
+            format!("{path}.self"),
+            "'self' config sources are not supported by Sluice",
+        )),
+        None => Err(ConfigError::new(path, "no config source given (ads, path_config_source)")),
+    }
+}
+
+fn ads_config(
+    bootstrap: &Bootstrap,
+    ads: &envoy_types::pb::envoy::config::core::v3::ApiConfigSource,
+) -> Result<AdsConfig, ConfigError> {
+    let path = "dynamic_resources.ads_config";
+    let api_type = match ProtoApiType::try_from(ads.api_type) {
+        Ok(ProtoApiType::Grpc) => ApiType::Grpc,
+        Ok(ProtoApiType::DeltaGrpc) => ApiType::DeltaGrpc,
+        _ => {
+            return Err(ConfigError::new(
+                format!("{path}.api_type"),
+                "ADS needs GRPC or DELTA_GRPC",
+            ))
+        }
+    };
+    if ads.transport_api_version != ApiVersion::V3 as i32 {
+        return Err(ConfigError::new(
+            format!("{path}.transport_api_version"),
+            "only V3 is supported",
+        ));
+    }
+    let service = ads.grpc_services.first().ok_or_else(|| {
+        ConfigError::new(
+            format!("{path}.grpc_services"),
+            "ADS needs one gRPC service",
+        )
+    })?;
+    let cluster_name = match &service.target_specifier {
+        Some(TargetSpecifier::EnvoyGrpc(grpc)) => grpc.cluster_name.clone(),
+        _ => {
+            return Err(ConfigError::new(
+                format!("{path}.grpc_services[0]"),
+                "only envoy_grpc (a static cluster) is supported by Sluice",
+            ))
+        }
+    };
+    let cluster = bootstrap
+        .static_resources
+        .as_ref()
+        .and_then(|s| s.clusters.iter().find(|c| c.name == cluster_name))
+        .ok_or_else(|| {
+            ConfigError::new(
+                format!("{path}.grpc_services[0].envoy_grpc.cluster_name"),
+                format!("'{cluster_name}' is not a static cluster"),
+            )
+        })?;
+    let uri = first_endpoint_uri(cluster).ok_or_else(|| {
+        ConfigError::new(
+            format!("{path}.grpc_services[0].envoy_grpc.cluster_name"),
+            format!("static cluster '{cluster_name}' has no endpoint with a socket address"),
+        )
+    })?;
+    Ok(AdsConfig {
+        api_type,
+        uri,
+        cluster_name,
+        set_node_on_first_message_only: ads.set_node_on_first_message_only,
+        types: Vec::new(),
+        backoff: Backoff::envoy_default(),
+        connect_timeout: cluster
+            .connect_timeout
+            .as_ref()
+            .map(crate::config::proto::duration)
+            .unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+/// `http://address:port` of the first endpoint of a cluster's load assignment.
+fn first_endpoint_uri(cluster: &Cluster) -> Option<String> {
+    let endpoint = cluster
+        .load_assignment
+        .as_ref()?
+        .endpoints
+        .iter()
+        .flat_map(|locality| &locality.lb_endpoints)
+        .find_map(|lb| match &lb.host_identifier {
+            Some(HostIdentifier::Endpoint(endpoint)) => endpoint.address.clone(),
+            _ => None,
+        })?;
+    let Some(address::Address::SocketAddress(socket)) = endpoint.address else {
+        return None;
+    };
+    let Some(socket_address::PortSpecifier::PortValue(port)) = socket.port_specifier else {
+        return None;
+    };
+    let host = if socket.address.contains(':') {
+        format!("[{}]", socket.address)
+    } else {
+        socket.address
+    };
+    Some(format!("http://{host}:{port}"))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,0 +1,134 @@
+//! `dynamic_resources` → ADS and file sources.
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+
+use super::*;
+use crate::config::parse_message;
+
+const STATIC_XDS_CLUSTER: &str = r#"
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    connect_timeout: 2s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+    load_assignment:
+      cluster_name: xds
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: 18000 }
+"#;
+
+/// Parsed only: the cases below include what validation would reject first.
+fn bootstrap(dynamic: &str) -> Bootstrap {
+    parse_message::<Bootstrap>(&format!("{STATIC_XDS_CLUSTER}{dynamic}")).unwrap()
+}
+
+/// Parsed and validated as `--mode validate` does (PGV + supported fields).
+fn validated_bootstrap(dynamic: &str) -> Bootstrap {
+    crate::config::load_bootstrap(None, Some(&format!("{STATIC_XDS_CLUSTER}{dynamic}")))
+        .unwrap_or_else(|errors| panic!("{errors}"))
+}
+
+#[test]
+fn ads_from_a_static_cluster() {
+    let sources = dynamic_sources(&validated_bootstrap(
+        r#"
+dynamic_resources:
+  ads_config:
+    api_type: DELTA_GRPC
+    transport_api_version: V3
+    set_node_on_first_message_only: true
+    grpc_services:
+    - envoy_grpc: { cluster_name: xds }
+  cds_config: { ads: {}, resource_api_version: V3 }
+  lds_config: { ads: {}, resource_api_version: V3 }
+"#,
+    ))
+    .unwrap();
+    let ads = sources.ads.unwrap();
+    assert_eq!(ads.api_type, ApiType::DeltaGrpc);
+    assert_eq!(ads.uri, "http://127.0.0.1:18000");
+    assert!(ads.set_node_on_first_message_only);
+    assert_eq!(ads.connect_timeout, Duration::from_secs(2));
+    assert_eq!(ads.types, type_urls::ALL);
+    assert!(sources.files.is_empty());
+}
+
+#[test]
+fn file_sources_and_cds_only_ads() {
+    let sources = dynamic_sources(&validated_bootstrap(
+        r#"
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services:
+    - envoy_grpc: { cluster_name: xds }
+  cds_config: { ads: {}, resource_api_version: V3 }
+  lds_config:
+    resource_api_version: V3
+    path_config_source: { path: /etc/sluice/lds.yaml }
+"#,
+    ))
+    .unwrap();
+    let ads = sources.ads.unwrap();
+    assert_eq!(ads.api_type, ApiType::Grpc);
+    assert_eq!(
+        ads.types,
+        [type_urls::CLUSTER, type_urls::ENDPOINT, type_urls::ROUTE]
+    );
+    assert_eq!(
+        sources.files,
+        [FileSource {
+            type_url: type_urls::LISTENER,
+            path: "/etc/sluice/lds.yaml".into()
+        }]
+    );
+}
+
+#[test]
+fn bad_dynamic_resources_name_the_field() {
+    let cases = [
+        (
+            "dynamic_resources:\n  ads_config:\n    api_type: GRPC\n    transport_api_version: V3\n    grpc_services:\n    - envoy_grpc: { cluster_name: nope }\n",
+            "dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: 'nope' is not a static cluster",
+        ),
+        (
+            "dynamic_resources:\n  ads_config:\n    api_type: REST\n    transport_api_version: V3\n",
+            "dynamic_resources.ads_config.api_type: ADS needs GRPC or DELTA_GRPC",
+        ),
+        (
+            "dynamic_resources:\n  ads_config:\n    api_type: GRPC\n    grpc_services:\n    - envoy_grpc: { cluster_name: xds }\n",
+            "dynamic_resources.ads_config.transport_api_version: only V3 is supported",
+        ),
+        (
+            "dynamic_resources:\n  lds_config: { ads: {}, resource_api_version: V3 }\n",
+            "dynamic_resources: lds_config/cds_config use 'ads' but there is no ads_config",
+        ),
+        (
+            "dynamic_resources:\n  cds_config:\n    resource_api_version: V3\n    api_config_source: { api_type: GRPC }\n",
+            "dynamic_resources.cds_config.api_config_source: a separate (non-ADS) xDS stream is not supported by Sluice yet; use ads: {} with dynamic_resources.ads_config",
+        ),
+        (
+            "dynamic_resources:\n  cds_config: { ads: {} }\n",
+            "dynamic_resources.cds_config.resource_api_version: only V3 is supported",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let errors = dynamic_sources(&bootstrap(yaml)).unwrap_err();
+        assert_eq!(errors.to_string(), expected, "for {yaml}");
+    }
+}
+
+#[test]
+fn no_dynamic_resources_means_nothing_to_run() {
+    let sources = dynamic_sources(&bootstrap("")).unwrap();
+    assert!(sources.ads.is_none() && sources.files.is_empty());
+}
