@@ -68,7 +68,10 @@ fn listener(name: &str, port: u16, cluster: &str, header: &str) -> String {
 
 /// Writes an xDS file atomically (write + rename), as Envoy's example does.
 fn write_resources(dir: &Path, file: &str, version: &str, resources: &[String]) {
-    let text = format!("version_info: \"{version}\"\nresources:{}\n", resources.concat());
+    let text = format!(
+        "version_info: \"{version}\"\nresources:{}\n",
+        resources.concat()
+    );
     let temporary = dir.join(format!(".{file}.tmp"));
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, dir.join(file)).unwrap();
@@ -104,10 +107,26 @@ async fn world() -> World {
     let green = Backend::start("green").await;
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
-    write_resources(dir.path(), "cds.yaml", "1", &[cluster("blue", blue.port()), cluster("green", green.port())]);
-    write_resources(dir.path(), "lds.yaml", "1", &[listener("web", port, "blue", "one")]);
+    write_resources(
+        dir.path(),
+        "cds.yaml",
+        "1",
+        &[cluster("blue", blue.port()), cluster("green", green.port())],
+    );
+    write_resources(
+        dir.path(),
+        "lds.yaml",
+        "1",
+        &[listener("web", port, "blue", "one")],
+    );
     let sluice = Sluice::start(&bootstrap(dir.path()), &[]).await;
-    World { sluice, dir, blue, green, port }
+    World {
+        sluice,
+        dir,
+        blue,
+        green,
+        port,
+    }
 }
 
 #[tokio::test]
@@ -135,7 +154,12 @@ async fn listeners_and_clusters_come_from_files() {
 async fn a_changed_listener_routes_new_requests_the_new_way() {
     let w = world().await;
     eventually(w.port, "v1 serves", |r| r.is_some_and(|r| r.status == 200)).await;
-    write_resources(w.dir.path(), "lds.yaml", "2", &[listener("web", w.port, "green", "two")]);
+    write_resources(
+        w.dir.path(),
+        "lds.yaml",
+        "2",
+        &[listener("web", w.port, "green", "two")],
+    );
     eventually(w.port, "v2 routes to green", |r| {
         r.is_some_and(|r| r.header("x-generation") == Some("two") && r.echo().backend == "green")
     })
@@ -148,8 +172,16 @@ async fn removed_listeners_stop_and_added_ones_start() {
     let w = world().await;
     eventually(w.port, "v1 serves", |r| r.is_some_and(|r| r.status == 200)).await;
     let second = support::free_port();
-    write_resources(w.dir.path(), "lds.yaml", "2", &[listener("other", second, "blue", "other")]);
-    eventually(second, "the new listener serves", |r| r.is_some_and(|r| r.status == 200)).await;
+    write_resources(
+        w.dir.path(),
+        "lds.yaml",
+        "2",
+        &[listener("other", second, "blue", "other")],
+    );
+    eventually(second, "the new listener serves", |r| {
+        r.is_some_and(|r| r.status == 200)
+    })
+    .await;
     eventually(w.port, "the removed listener refuses", |r| r.is_none()).await;
 }
 
@@ -159,7 +191,12 @@ async fn a_bad_resource_is_rejected_alone_and_the_rest_applies() {
     eventually(w.port, "v1 serves", |r| r.is_some_and(|r| r.status == 200)).await;
     let bad = cluster("broken", 1).replace("connect_timeout: 1s", "connect_timeout: 1s\n  health_checks: [{ timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} }]");
     // Removing green and adding a bad cluster: green goes, broken is rejected.
-    write_resources(w.dir.path(), "cds.yaml", "2", &[cluster("blue", w.blue.port()), bad]);
+    write_resources(
+        w.dir.path(),
+        "cds.yaml",
+        "2",
+        &[cluster("blue", w.blue.port()), bad],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let clusters = w.sluice.admin_get("/clusters").await.text();
@@ -170,8 +207,13 @@ async fn a_bad_resource_is_rejected_alone_and_the_rest_applies() {
         assert!(Instant::now() < deadline, "green was not removed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let dump: serde_json::Value =
-        serde_json::from_str(&w.sluice.admin_get("/config_dump?resource=dynamic_active_clusters").await.text()).unwrap();
+    let dump: serde_json::Value = serde_json::from_str(
+        &w.sluice
+            .admin_get("/config_dump?resource=dynamic_active_clusters")
+            .await
+            .text(),
+    )
+    .unwrap();
     let rejected = dump["configs"]
         .as_array()
         .unwrap()
@@ -179,7 +221,13 @@ async fn a_bad_resource_is_rejected_alone_and_the_rest_applies() {
         .find(|c| c["name"] == "broken")
         .expect("the rejected cluster has an error_state");
     let details = rejected["error_state"]["details"].as_str().unwrap();
-    assert!(details.contains("health_checks") && details.contains("not supported"), "{details}");
+    assert!(
+        details.contains("health_checks") && details.contains("not supported"),
+        "{details}"
+    );
     // The listener keeps serving through blue.
-    assert_eq!(get(w.sluice.addr_of(w.port), "x", "/").await.echo().backend, "blue");
+    assert_eq!(
+        get(w.sluice.addr_of(w.port), "x", "/").await.echo().backend,
+        "blue"
+    );
 }

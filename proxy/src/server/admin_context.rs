@@ -28,7 +28,6 @@ impl ServerAdmin {
             "PRE_INITIALIZING"
         }
     }
-
 }
 
 impl AdminContext for ServerAdmin {

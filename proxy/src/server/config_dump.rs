@@ -28,12 +28,21 @@ pub fn render(server: &Server, resource: Option<&str>, include_eds: bool) -> Res
     let dump = Dump { server };
     let sections = [
         ("static_clusters", dump.static_clusters()),
-        ("dynamic_active_clusters", dump.dynamic(|s| &s.clusters, "cluster", type_urls::CLUSTER)),
+        (
+            "dynamic_active_clusters",
+            dump.dynamic(|s| &s.clusters, "cluster", type_urls::CLUSTER),
+        ),
         ("static_listeners", dump.static_listeners()),
         ("dynamic_listeners", dump.dynamic_listeners()),
         ("static_route_configs", dump.static_route_configs()),
-        ("dynamic_route_configs", dump.dynamic(|s| &s.route_configs, "route_config", type_urls::ROUTE)),
-        ("dynamic_endpoint_configs", dump.dynamic(|s| &s.endpoints, "endpoint_config", type_urls::ENDPOINT)),
+        (
+            "dynamic_route_configs",
+            dump.dynamic(|s| &s.route_configs, "route_config", type_urls::ROUTE),
+        ),
+        (
+            "dynamic_endpoint_configs",
+            dump.dynamic(|s| &s.endpoints, "endpoint_config", type_urls::ENDPOINT),
+        ),
     ];
     let section = |name: &str| {
         sections
@@ -77,7 +86,11 @@ pub fn render(server: &Server, resource: Option<&str>, include_eds: bool) -> Res
             Some((_, Value::Array(items))) => Ok(json!({ "configs": items })),
             _ => Err(format!(
                 "The resource '{name}' is not supported; use bootstrap, {}",
-                sections.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                sections
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         },
     }
@@ -111,8 +124,15 @@ impl Dump<'_> {
     }
 
     fn static_clusters(&self) -> Value {
-        let resources = self.server.snapshot.bootstrap.static_resources.clone().unwrap_or_default();
-        let type_url = envoy_types::pb::envoy::admin::v3::clusters_config_dump::StaticCluster::type_url();
+        let resources = self
+            .server
+            .snapshot
+            .bootstrap
+            .static_resources
+            .clone()
+            .unwrap_or_default();
+        let type_url =
+            envoy_types::pb::envoy::admin::v3::clusters_config_dump::StaticCluster::type_url();
         Value::Array(
             resources
                 .clusters
@@ -129,7 +149,8 @@ impl Dump<'_> {
     }
 
     fn static_listeners(&self) -> Value {
-        let type_url = envoy_types::pb::envoy::admin::v3::listeners_config_dump::StaticListener::type_url();
+        let type_url =
+            envoy_types::pb::envoy::admin::v3::listeners_config_dump::StaticListener::type_url();
         Value::Array(
             self.server
                 .listeners
@@ -148,7 +169,8 @@ impl Dump<'_> {
     }
 
     fn static_route_configs(&self) -> Value {
-        let type_url = envoy_types::pb::envoy::admin::v3::routes_config_dump::StaticRouteConfig::type_url();
+        let type_url =
+            envoy_types::pb::envoy::admin::v3::routes_config_dump::StaticRouteConfig::type_url();
         let mut out = Vec::new();
         for listener in self.server.listeners.configs() {
             if !self.server.static_listeners.contains(&listener.name) {
@@ -187,7 +209,8 @@ impl Dump<'_> {
                         field: to_json(&applied.resource),
                         "last_updated": timestamp(applied.last_updated),
                     });
-                    if let Some(rejected) = state.errors.get(&(type_url.to_string(), name.clone())) {
+                    if let Some(rejected) = state.errors.get(&(type_url.to_string(), name.clone()))
+                    {
                         item["error_state"] = error_state(rejected);
                     }
                     item
@@ -206,7 +229,11 @@ impl Dump<'_> {
 
     fn dynamic_listeners(&self) -> Value {
         let items = self.state(|state| {
-            let mut names: Vec<&String> = state.listeners.keys().chain(state.warming_listeners.keys()).collect();
+            let mut names: Vec<&String> = state
+                .listeners
+                .keys()
+                .chain(state.warming_listeners.keys())
+                .collect();
             for (t, name) in state.errors.keys() {
                 if t == type_urls::LISTENER {
                     names.push(name);
@@ -231,7 +258,10 @@ impl Dump<'_> {
                     if let Some(warming) = state.warming_listeners.get(name) {
                         item["warming_state"] = listener_state(warming);
                     }
-                    if let Some(rejected) = state.errors.get(&(type_urls::LISTENER.to_string(), name.clone())) {
+                    if let Some(rejected) = state
+                        .errors
+                        .get(&(type_urls::LISTENER.to_string(), name.clone()))
+                    {
                         item["error_state"] = error_state(rejected);
                     }
                     item

@@ -103,15 +103,24 @@ impl DynamicResources {
         .await;
     }
 
-    fn apply_clusters(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+    fn apply_clusters(
+        &self,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for resource in updated {
             let result = decode_valid::<Cluster>(&resource).and_then(|cluster| {
                 if cluster.name != resource.name {
-                    return Err(format!("resource name '{}' differs from the cluster's name '{}'", resource.name, cluster.name));
+                    return Err(format!(
+                        "resource name '{}' differs from the cluster's name '{}'",
+                        resource.name, cluster.name
+                    ));
                 }
                 let unchanged = self.with_state(|s| {
-                    s.clusters.get(&cluster.name).is_some_and(|applied| applied.resource == cluster)
+                    s.clusters
+                        .get(&cluster.name)
+                        .is_some_and(|applied| applied.resource == cluster)
                 });
                 if !unchanged {
                     self.context
@@ -122,9 +131,17 @@ impl DynamicResources {
                 }
                 Ok(cluster)
             });
-            self.record(type_urls::CLUSTER, &resource, result, &mut errors, |state, applied| {
-                state.clusters.insert(applied.resource.name.clone(), applied);
-            });
+            self.record(
+                type_urls::CLUSTER,
+                &resource,
+                result,
+                &mut errors,
+                |state, applied| {
+                    state
+                        .clusters
+                        .insert(applied.resource.name.clone(), applied);
+                },
+            );
         }
         for name in removed {
             if self.context.clusters.remove(&name) {
@@ -134,14 +151,19 @@ impl DynamicResources {
             state.clusters.remove(&name);
             state.errors.remove(&(type_urls::CLUSTER.to_string(), name));
         }
-        self.initial_fetch.send_modify(|(clusters, _)| *clusters = true);
+        self.initial_fetch
+            .send_modify(|(clusters, _)| *clusters = true);
         errors
     }
 
     /// A (re)added EDS cluster takes the assignment already received.
     fn reapply_endpoints(&self, cluster: &Cluster) {
-        let Some(live) = self.context.clusters.get(&cluster.name) else { return };
-        let Some(service) = live.eds_service_name() else { return };
+        let Some(live) = self.context.clusters.get(&cluster.name) else {
+            return;
+        };
+        let Some(service) = live.eds_service_name() else {
+            return;
+        };
         let known = self.with_state(|s| s.endpoints.get(service).map(|a| a.resource.clone()));
         if let Some(assignment) = known {
             if let Err(error) = live.apply_load_assignment(&assignment) {
@@ -150,7 +172,11 @@ impl DynamicResources {
         }
     }
 
-    fn apply_endpoints(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+    fn apply_endpoints(
+        &self,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for resource in updated {
             let result = decode_valid::<ClusterLoadAssignment>(&resource).and_then(|assignment| {
@@ -163,9 +189,17 @@ impl DynamicResources {
                 }
                 Ok(assignment)
             });
-            self.record(type_urls::ENDPOINT, &resource, result, &mut errors, |state, applied| {
-                state.endpoints.insert(applied.resource.cluster_name.clone(), applied);
-            });
+            self.record(
+                type_urls::ENDPOINT,
+                &resource,
+                result,
+                &mut errors,
+                |state, applied| {
+                    state
+                        .endpoints
+                        .insert(applied.resource.cluster_name.clone(), applied);
+                },
+            );
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for name in removed {
@@ -178,12 +212,23 @@ impl DynamicResources {
         let mut errors = Vec::new();
         for resource in updated {
             let result = decode_valid::<RouteConfiguration>(&resource).and_then(|config| {
-                self.context.routes.update(&config).map_err(|e| e.to_string())?;
+                self.context
+                    .routes
+                    .update(&config)
+                    .map_err(|e| e.to_string())?;
                 Ok(config)
             });
-            self.record(type_urls::ROUTE, &resource, result, &mut errors, |state, applied| {
-                state.route_configs.insert(applied.resource.name.clone(), applied);
-            });
+            self.record(
+                type_urls::ROUTE,
+                &resource,
+                result,
+                &mut errors,
+                |state, applied| {
+                    state
+                        .route_configs
+                        .insert(applied.resource.name.clone(), applied);
+                },
+            );
         }
         for name in removed {
             self.context.routes.remove(&name);
@@ -196,12 +241,19 @@ impl DynamicResources {
         errors
     }
 
-    fn apply_listeners(&self, updated: Vec<Resource>, removed: Vec<String>) -> Vec<(String, String)> {
+    fn apply_listeners(
+        &self,
+        updated: Vec<Resource>,
+        removed: Vec<String>,
+    ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for resource in updated {
             let result = decode_valid::<Listener>(&resource).and_then(|listener| {
                 if self.static_listeners.contains(&listener.name) {
-                    return Err(format!("'{}' is a static listener defined in the bootstrap; LDS cannot replace it", listener.name));
+                    return Err(format!(
+                        "'{}' is a static listener defined in the bootstrap; LDS cannot replace it",
+                        listener.name
+                    ));
                 }
                 let unchanged = self.with_state(|s| {
                     s.listeners
@@ -216,14 +268,22 @@ impl DynamicResources {
                 }
                 Ok(listener)
             });
-            let warming = result.as_ref().is_ok_and(|l| {
-                self.with_state(|s| s.warming_listeners.contains_key(&l.name))
-            });
-            self.record(type_urls::LISTENER, &resource, result, &mut errors, |state, applied| {
-                if !warming {
-                    state.listeners.insert(applied.resource.name.clone(), applied);
-                }
-            });
+            let warming = result
+                .as_ref()
+                .is_ok_and(|l| self.with_state(|s| s.warming_listeners.contains_key(&l.name)));
+            self.record(
+                type_urls::LISTENER,
+                &resource,
+                result,
+                &mut errors,
+                |state, applied| {
+                    if !warming {
+                        state
+                            .listeners
+                            .insert(applied.resource.name.clone(), applied);
+                    }
+                },
+            );
         }
         for name in removed {
             self.listeners.remove(&name);
@@ -231,7 +291,8 @@ impl DynamicResources {
             state.listeners.remove(&name);
             state.warming_listeners.remove(&name);
         }
-        self.initial_fetch.send_modify(|(_, listeners)| *listeners = true);
+        self.initial_fetch
+            .send_modify(|(_, listeners)| *listeners = true);
         errors
     }
 
@@ -312,7 +373,9 @@ impl DynamicResources {
         match result {
             Ok(value) => {
                 state.errors.remove(&key);
-                state.versions.insert(type_url.to_string(), resource.version.clone());
+                state
+                    .versions
+                    .insert(type_url.to_string(), resource.version.clone());
                 store(
                     &mut state,
                     Applied {
@@ -360,7 +423,12 @@ impl ResourceSink for DynamicResources {
             type_urls::LISTENER => self.apply_listeners(updated, removed),
             other => updated
                 .into_iter()
-                .map(|r| (r.name, format!("resource type {other} is not supported by Sluice")))
+                .map(|r| {
+                    (
+                        r.name,
+                        format!("resource type {other} is not supported by Sluice"),
+                    )
+                })
                 .collect(),
         }
     }

@@ -101,7 +101,8 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
         immediate: cli.drain_strategy == DrainStrategy::Immediate,
     };
     let bootstrap_listeners = std::mem::take(&mut snapshot.listeners);
-    let static_listeners: Vec<String> = bootstrap_listeners.iter().map(|l| l.name.clone()).collect();
+    let static_listeners: Vec<String> =
+        bootstrap_listeners.iter().map(|l| l.name.clone()).collect();
     let listener_manager = Arc::new(ListenerManager::new(worker_channels, drain));
     let dynamic = snapshot.dynamic_sources.is_some().then(|| {
         dynamic::DynamicResources::new(
@@ -204,8 +205,13 @@ async fn start_dynamic_sources(server: &Arc<Server>) {
         }
         let (files, store, sink) = (sources.files.clone(), server.store.clone(), sink.clone());
         tokio::spawn(async move {
-            crate::xds::file_source::run_file_sources(files, sink, &store, std::future::pending::<()>())
-                .await;
+            crate::xds::file_source::run_file_sources(
+                files,
+                sink,
+                &store,
+                std::future::pending::<()>(),
+            )
+            .await;
         });
     }
     dynamic

@@ -126,7 +126,9 @@ fn print_summary(snapshot: &Snapshot) {
 /// Polls the folder; publishes a new snapshot when a valid change lands.
 /// A change that does not load is reported and the last good one stays.
 async fn watch_folder(dir: PathBuf, publish: watch::Sender<Arc<Snapshot>>) {
-    let mut last = snapshot::fingerprint(&dir).ok();
+    // Not the start-up fingerprint: a change between the first load and
+    // now must still be seen (reload publishes only real differences).
+    let mut last = None;
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -74,7 +74,9 @@ fn hash_hex(bytes: &[u8]) -> String {
 }
 
 /// The folder's resource files (`*.yaml`, `*.yml`, `*.json`), sorted, with
-/// their modification time and size: a change in this list means reload.
+/// their modification time and a hash of their content: a change in this
+/// list means reload. (The content hash catches a rewrite within one
+/// timestamp tick; resource files are small.)
 pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, Option<SystemTime>, u64)>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -90,7 +92,12 @@ pub fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, Option<SystemTime>, u64)>
         }
         if let Ok(meta) = entry.metadata() {
             if meta.is_file() {
-                files.push((path, meta.modified().ok(), meta.len()));
+                let content = std::fs::read(&path).unwrap_or_default();
+                files.push((
+                    path,
+                    meta.modified().ok(),
+                    xxhash_rust::xxh64::xxh64(&content, 0),
+                ));
             }
         }
     }

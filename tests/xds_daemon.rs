@@ -1,0 +1,259 @@
+//! The daemon driven by a control plane: `sluice` with only an ADS
+//! bootstrap, fed by the real `sluicectl xds serve` over state-of-the-world
+//! and delta. Listeners, routes (RDS), clusters (CDS) and endpoints (EDS)
+//! arrive, change and move live traffic; a rejected resource keeps the last
+//! good config serving; a control-plane restart loses no request.
+
+#[path = "xds/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use harness::{cluster_yaml, endpoints_yaml, DemoServer, ResourceDir};
+use support::{get, Backend, Reply, Sluice};
+
+fn bootstrap(xds_port: u16, api_type: &str) -> String {
+    format!(
+        r#"
+node: {{ id: daemon-test, cluster: test }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }} }}] }}]
+"#
+    )
+}
+
+/// An HTTP listener whose routes come from RDS (`route_config_name`).
+fn http_listener_yaml(name: &str, port: u16, routes: &str) -> String {
+    format!(
+        r#""@type": type.googleapis.com/envoy.config.listener.v3.Listener
+name: {name}
+address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: {name}
+      rds: {{ route_config_name: {routes}, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+    )
+}
+
+fn routes_yaml(name: &str, cluster: &str, tag: &str) -> String {
+    format!(
+        r#""@type": type.googleapis.com/envoy.config.route.v3.RouteConfiguration
+name: {name}
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: {cluster} }} }}]
+  response_headers_to_add: [{{ header: {{ key: x-routes, value: "{tag}" }} }}]
+"#
+    )
+}
+
+/// GETs `/` on `port` until `check` accepts the reply (bounded).
+async fn eventually(port: u16, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            let reply = get(address, "x", "/").await;
+            if check(&reply) {
+                return reply;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct World {
+    dir: ResourceDir,
+    server: Option<DemoServer>,
+    sluice: Sluice,
+    blue: Backend,
+    green: Backend,
+    port: u16,
+}
+
+async fn world(api_type: &str) -> World {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("web.yaml", &cluster_yaml("web", "1s", true));
+    dir.write("web-endpoints.yaml", &endpoints_yaml("web", &[blue.port()]));
+    dir.write(
+        "front.yaml",
+        &http_listener_yaml("front", port, "front-routes"),
+    );
+    dir.write(
+        "front-routes.yaml",
+        &routes_yaml("front-routes", "web", "one"),
+    );
+    let server = DemoServer::start(dir.path(), 0);
+    let sluice = Sluice::start(&bootstrap(server.port, api_type), &[]).await;
+    World {
+        dir,
+        server: Some(server),
+        sluice,
+        blue,
+        green,
+        port,
+    }
+}
+
+async fn cold_start_then_eds_and_rds_move_traffic(api_type: &str) {
+    let w = world(api_type).await;
+    let reply = eventually(w.port, "the ADS listener routes to blue", |r| {
+        r.status == 200 && r.echo().backend == "blue"
+    })
+    .await;
+    assert_eq!(reply.header("x-routes"), Some("one"));
+
+    // EDS: the cluster's endpoint moves to green.
+    w.dir.write(
+        "web-endpoints.yaml",
+        &endpoints_yaml("web", &[w.green.port()]),
+    );
+    eventually(w.port, "EDS moves traffic to green", |r| {
+        r.echo().backend == "green"
+    })
+    .await;
+
+    // RDS: a new route configuration version applies to new requests.
+    w.dir.write(
+        "front-routes.yaml",
+        &routes_yaml("front-routes", "web", "two"),
+    );
+    eventually(w.port, "RDS update applies", |r| {
+        r.header("x-routes") == Some("two")
+    })
+    .await;
+
+    // CDS removal: the route's cluster is gone, requests get Envoy's 503.
+    w.dir.remove("web.yaml");
+    eventually(w.port, "the removed cluster is not found", |r| {
+        r.status == 503
+    })
+    .await;
+
+    let stats = w.sluice.admin_get("/stats").await.text();
+    for stat in [
+        "cluster_manager.cds.update_success",
+        "listener_manager.lds.update_success",
+        "control_plane.connected_state: 1",
+    ] {
+        assert!(stats.contains(stat), "missing {stat} in\n{stats}");
+    }
+    let _ = &w.blue;
+}
+
+#[tokio::test]
+async fn sotw_cold_start_then_eds_and_rds_move_traffic() {
+    cold_start_then_eds_and_rds_move_traffic("GRPC").await;
+}
+
+#[tokio::test]
+async fn delta_cold_start_then_eds_and_rds_move_traffic() {
+    cold_start_then_eds_and_rds_move_traffic("DELTA_GRPC").await;
+}
+
+#[tokio::test]
+async fn a_rejected_listener_keeps_the_last_good_one_serving() {
+    let w = world("GRPC").await;
+    eventually(w.port, "serving", |r| r.status == 200).await;
+    // Same listener, now with a field Sluice rejects.
+    let bad = http_listener_yaml("front", w.port, "front-routes").replace(
+        "stat_prefix: front",
+        "stat_prefix: front\n      codec_type: HTTP3",
+    );
+    w.dir.write("front.yaml", &bad);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let error = loop {
+        let dump: serde_json::Value = serde_json::from_str(
+            &w.sluice
+                .admin_get("/config_dump?resource=dynamic_listeners")
+                .await
+                .text(),
+        )
+        .unwrap();
+        let front = dump["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "front")
+            .cloned();
+        if let Some(error) = front.as_ref().and_then(|f| f.get("error_state")) {
+            assert!(front.as_ref().unwrap().get("active_state").is_some());
+            break error.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error_state for the bad listener"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        error["details"].as_str().unwrap().contains("HTTP3"),
+        "{error}"
+    );
+    // The previous version keeps serving.
+    assert_eq!(get(w.sluice.addr_of(w.port), "x", "/").await.status, 200);
+    let _ = (&w.blue, &w.green);
+}
+
+#[tokio::test]
+async fn a_control_plane_restart_loses_no_request() {
+    let mut w = world("DELTA_GRPC").await;
+    eventually(w.port, "serving", |r| r.status == 200).await;
+    let port = w.server.as_ref().unwrap().port;
+    w.server.take().unwrap().stop();
+    for _ in 0..20 {
+        let reply = get(w.sluice.addr_of(w.port), "x", "/").await;
+        assert_eq!(
+            reply.status, 200,
+            "a request failed while the control plane was down"
+        );
+    }
+    w.server = Some(DemoServer::start(w.dir.path(), port));
+    w.dir.write(
+        "web-endpoints.yaml",
+        &endpoints_yaml("web", &[w.green.port()]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(w.sluice.addr_of(w.port), "x", "/").await.echo().backend != "green" {
+        assert!(
+            Instant::now() < deadline,
+            "updates did not flow again after the restart\nsluice:\n{}\nserver:\n{}",
+            w.sluice.log(),
+            w.server.as_ref().unwrap().full_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = &w.blue;
+}
