@@ -257,3 +257,15 @@ async fn a_control_plane_restart_loses_no_request() {
     }
     let _ = &w.blue;
 }
+
+#[test]
+fn the_shipped_demo_resources_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/xds-resources");
+    let server = DemoServer::start(&dir, 0);
+    let first = server.wait_log(&["serving"]);
+    assert!(
+        first.contains("serving 4 resources"),
+        "{}",
+        server.full_log()
+    );
+}

@@ -231,3 +231,43 @@ async fn a_bad_resource_is_rejected_alone_and_the_rest_applies() {
         "blue"
     );
 }
+
+#[tokio::test]
+async fn a_replaced_listener_drains_its_old_connections() {
+    let w = world().await;
+    eventually(w.port, "v1 serves", |r| r.is_some_and(|r| r.status == 200)).await;
+    let mut old = support::KeepAlive::connect(w.sluice.addr_of(w.port)).await;
+    let first = old.get("x", "/").await.expect("served on the old config");
+    assert_eq!(first.header("x-generation"), Some("one"));
+    write_resources(
+        w.dir.path(),
+        "lds.yaml",
+        "2",
+        &[listener("web", w.port, "green", "two")],
+    );
+    eventually(w.port, "new connections get v2", |r| {
+        r.is_some_and(|r| r.header("x-generation") == Some("two"))
+    })
+    .await;
+    // The old connection is drained (closed within the 2 s drain time),
+    // not reset mid-request: each request on it succeeds or finds it closed.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        match old.get("x", "/").await {
+            Ok(reply) => {
+                assert_eq!(reply.status, 200);
+                assert_eq!(
+                    reply.header("x-generation"),
+                    Some("one"),
+                    "old connections keep their config"
+                );
+            }
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old connection was never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
