@@ -5,7 +5,6 @@
 //! good config serving; a control-plane restart loses no request.
 
 #[path = "xds/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 mod support;
 
