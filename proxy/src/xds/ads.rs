@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use tokio::sync::mpsc;
@@ -45,6 +46,7 @@ pub async fn run_ads(
     shutdown: impl Future<Output = ()>,
 ) {
     let stats = XdsStats::new(stats);
+    let node = with_user_agent(node);
     let mut protocol = match config.api_type {
         ApiType::Grpc => Protocol::Sotw(SotwClient::new(
             &config.types,
@@ -193,6 +195,18 @@ async fn stream_delta(
             Err(status) => return format!("stream error: {status}"),
         }
     }
+}
+
+/// The node as sent: Envoy fills in `user_agent_name` and its version
+/// itself; Sluice does the same with its own name and version.
+pub fn with_user_agent(mut node: Node) -> Node {
+    if node.user_agent_name.is_empty() {
+        node.user_agent_name = "sluice".into();
+        node.user_agent_version_type = Some(UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").into(),
+        ));
+    }
+    node
 }
 
 /// An error and its sources, `a: b: c`, so "transport error" says why.
