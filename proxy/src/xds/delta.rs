@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use super::decode::decode_wrapped;
 use super::nack::error_detail;
 use super::resource::{Resource, ResourceSink, Subscription};
-use super::stats::{UpdateEvent, XdsStats};
+use super::stats::{record_started_subscriptions, UpdateEvent, XdsStats};
 
 /// One type's delta state.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct DeltaType {
     pub sent: Option<Subscription>,
     /// Version of every resource held (kept across streams).
     pub versions: BTreeMap<String, String>,
+    /// EDS/RDS: names whose per-resource subscription has started.
+    pub started: BTreeSet<String>,
 }
 
 /// The delta client state for every type on one ADS stream.
@@ -45,6 +47,7 @@ impl DeltaClient {
                     type_url: type_url.to_string(),
                     sent: None,
                     versions: BTreeMap::new(),
+                    started: BTreeSet::new(),
                 })
                 .collect(),
         }
@@ -126,7 +129,8 @@ impl DeltaClient {
                 } else {
                     UpdateEvent::Success
                 };
-                stats.record(&prefix, event, Some(&version));
+                // Envoy sets the version gauge from system_version_info in delta.
+                stats.record(&prefix, event, Some(&response.system_version_info));
             }
             if !rejected.contains(&name) {
                 state.versions.insert(name, version);
@@ -164,6 +168,7 @@ impl DeltaClient {
         let mut requests = Vec::new();
         for state in &mut self.types {
             let wanted = sink.subscriptions(&state.type_url);
+            record_started_subscriptions(stats, sink, &state.type_url, &mut state.started, &wanted);
             let request = match &state.sent {
                 None if wanted.is_empty() => continue,
                 None => {

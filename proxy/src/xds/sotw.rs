@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::decode::{decode_sotw, Decoded};
 use super::nack::error_detail;
 use super::resource::{type_urls, Resource, ResourceSink, Subscription};
-use super::stats::{UpdateEvent, XdsStats};
+use super::stats::{record_started_subscriptions, UpdateEvent, XdsStats};
 
 /// One type's protocol state.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct SotwType {
     pub nonce: String,
     /// LDS/CDS: names currently applied.
     pub known: BTreeSet<String>,
+    /// EDS/RDS: names whose per-resource subscription has started.
+    pub started: BTreeSet<String>,
 }
 
 /// The state-of-the-world client state for every type on one ADS stream.
@@ -60,6 +62,7 @@ impl SotwClient {
                     acked_version: String::new(),
                     nonce: String::new(),
                     known: BTreeSet::new(),
+                    started: BTreeSet::new(),
                 })
                 .collect(),
         }
@@ -218,7 +221,8 @@ impl SotwClient {
         let mut requests = Vec::new();
         for index in 0..self.types.len() {
             let wanted = sink.subscriptions(&self.types[index].type_url);
-            let state = &self.types[index];
+            let state = &mut self.types[index];
+            record_started_subscriptions(stats, sink, &state.type_url, &mut state.started, &wanted);
             let changed = match &state.sent {
                 None => !wanted.is_empty(),
                 Some(sent) => *sent != wanted,

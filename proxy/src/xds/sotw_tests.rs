@@ -107,6 +107,9 @@ fn ack_carries_version_and_nonce_and_cds_triggers_eds_subscription() {
     assert_eq!(requests[0].response_nonce, "n2");
     assert_eq!(store.counter("cluster.a.update_success").value(), 1);
     assert_eq!(store.counter("cluster.b.update_success").value(), 0);
+    // Envoy counts an attempt when each per-cluster subscription starts, and one per response.
+    assert_eq!(store.counter("cluster.a.update_attempt").value(), 2);
+    assert_eq!(store.counter("cluster.b.update_attempt").value(), 1);
 }
 
 #[test]
