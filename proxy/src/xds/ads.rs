@@ -23,7 +23,7 @@ use super::config::{AdsConfig, ApiType};
 use super::delta::DeltaClient;
 use super::resource::ResourceSink;
 use super::sotw::SotwClient;
-use super::stats::{UpdateEvent, XdsStats};
+use super::stats::XdsStats;
 
 /// Requests queued towards the server; the state machines produce a handful per response.
 const REQUEST_QUEUE: usize = 64;
@@ -63,8 +63,9 @@ pub async fn run_ads(
             _ = &mut shutdown => break,
         };
         stats.set_connected(false);
-        for type_url in &config.types {
-            stats.record_type(type_url, UpdateEvent::Failure, None);
+        match &protocol {
+            Protocol::Sotw(client) => client.stream_failed(sink.as_ref(), &stats),
+            Protocol::Delta(client) => client.stream_failed(sink.as_ref(), &stats),
         }
         if end.received {
             backoff.reset();

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use super::decode::decode_wrapped;
 use super::nack::error_detail;
 use super::resource::{Resource, ResourceSink, Subscription};
-use super::stats::{record_started_subscriptions, UpdateEvent, XdsStats};
+use super::stats::{record_started_subscriptions, record_stream_failure, UpdateEvent, XdsStats};
 
 /// One type's delta state.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct DeltaType {
     pub versions: BTreeMap<String, String>,
     /// EDS/RDS: names whose per-resource subscription has started.
     pub started: BTreeSet<String>,
+    /// Whether the type was ever requested (its subscription started).
+    pub requested: bool,
 }
 
 /// The delta client state for every type on one ADS stream.
@@ -48,6 +50,7 @@ impl DeltaClient {
                     sent: None,
                     versions: BTreeMap::new(),
                     started: BTreeSet::new(),
+                    requested: false,
                 })
                 .collect(),
         }
@@ -68,6 +71,19 @@ impl DeltaClient {
             state.sent = None;
         }
         self.subscription_requests(sink, stats)
+    }
+
+    /// The stream failed: stats as Envoy counts a connection failure.
+    pub fn stream_failed(&self, sink: &dyn ResourceSink, stats: &XdsStats) {
+        for state in &self.types {
+            record_stream_failure(
+                stats,
+                sink,
+                &state.type_url,
+                state.requested,
+                &state.started,
+            );
+        }
     }
 
     /// Answers one response (ACK or NACK), then sends subscription changes.
@@ -172,7 +188,10 @@ impl DeltaClient {
             let request = match &state.sent {
                 None if wanted.is_empty() => continue,
                 None => {
-                    stats.record_type(&state.type_url, UpdateEvent::Attempt, None);
+                    if !state.requested {
+                        state.requested = true;
+                        stats.record_type(&state.type_url, UpdateEvent::Attempt, None);
+                    }
                     DeltaDiscoveryRequest {
                         node: Some(self.node.clone()),
                         type_url: state.type_url.clone(),

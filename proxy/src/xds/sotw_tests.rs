@@ -301,6 +301,44 @@ fn reconnect_resumes_with_last_acked_version_and_fresh_nonce() {
 }
 
 #[test]
+fn stream_failure_counts_as_envoy_does() {
+    let sink = FakeSink::default();
+    let store = Store::new();
+    let stats = XdsStats::new(&store);
+    let mut client = client(true);
+    client.start_stream(&sink, &stats);
+    client.handle_response(
+        response(CLUSTER, "v1", "n1", vec![cluster("a")]),
+        &sink,
+        &stats,
+    );
+    assert_eq!(
+        store.counter("cluster_manager.cds.update_attempt").value(),
+        2
+    );
+    assert_eq!(store.counter("cluster.a.update_attempt").value(), 1);
+    client.stream_failed(&sink, &stats);
+    // A reconnect does not count again: the failure did.
+    client.start_stream(&sink, &stats);
+    assert_eq!(
+        store.counter("cluster_manager.cds.update_failure").value(),
+        1
+    );
+    assert_eq!(
+        store.counter("cluster_manager.cds.update_attempt").value(),
+        3
+    );
+    assert_eq!(store.counter("cluster.a.update_failure").value(), 1);
+    assert_eq!(store.counter("cluster.a.update_attempt").value(), 2);
+    assert_eq!(
+        store.counter("listener_manager.lds.update_failure").value(),
+        1
+    );
+    // Types never requested count nothing.
+    assert_eq!(store.counter("cluster.b.update_failure").value(), 0);
+}
+
+#[test]
 fn subscription_shrinks_and_unsubscribes_and_unwanted_resources_are_ignored() {
     let sink = FakeSink::default();
     let stats = XdsStats::new(&Store::new());

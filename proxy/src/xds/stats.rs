@@ -109,6 +109,28 @@ pub fn record_started_subscriptions(
     *tracked = names;
 }
 
+/// A stream failed: as Envoy reports a connection failure to every
+/// subscription, each type that was ever requested and each started
+/// per-resource subscription counts `update_failure` and `update_attempt`.
+pub fn record_stream_failure(
+    stats: &XdsStats,
+    sink: &dyn ResourceSink,
+    type_url: &str,
+    requested: bool,
+    started: &BTreeSet<String>,
+) {
+    if requested {
+        stats.record_type(type_url, UpdateEvent::Failure, None);
+        stats.record_type(type_url, UpdateEvent::Attempt, None);
+    }
+    for name in started {
+        if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+            stats.record(&prefix, UpdateEvent::Failure, None);
+            stats.record(&prefix, UpdateEvent::Attempt, None);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
