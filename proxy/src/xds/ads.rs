@@ -123,12 +123,15 @@ async fn stream_sotw(
     stats: &XdsStats,
     received: &mut bool,
 ) -> String {
+    // Subscriptions start before the connection exists (as Envoy's do), so
+    // a control plane that is never reached still shows attempts and failures.
+    let initial = client.start_stream(sink, stats);
     let channel = match connect(config).await {
         Ok(channel) => channel,
         Err(reason) => return reason,
     };
     let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
-    for request in client.start_stream(sink, stats) {
+    for request in initial {
         let _ = sender.try_send(request);
     }
     let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
@@ -164,12 +167,15 @@ async fn stream_delta(
     stats: &XdsStats,
     received: &mut bool,
 ) -> String {
+    // Subscriptions start before the connection exists (as Envoy's do), so
+    // a control plane that is never reached still shows attempts and failures.
+    let initial = client.start_stream(sink, stats);
     let channel = match connect(config).await {
         Ok(channel) => channel,
         Err(reason) => return reason,
     };
     let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
-    for request in client.start_stream(sink, stats) {
+    for request in initial {
         let _ = sender.try_send(request);
     }
     let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
