@@ -293,3 +293,77 @@ async fn sotw_envoy_and_sluice_send_the_same_requests() {
     assert_eq!(sluice_node["user_agent_name"], "sluice");
     assert_eq!(sluice_node["user_agent_version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// What a delta request says, minus the node's content.
+fn delta_request_shape(request: &Value) -> (String, Value, Value, Value, bool, bool) {
+    (
+        request["response_nonce"].as_str().unwrap_or("").to_string(),
+        request
+            .get("resource_names_subscribe")
+            .cloned()
+            .unwrap_or(json!([])),
+        request
+            .get("resource_names_unsubscribe")
+            .cloned()
+            .unwrap_or(json!([])),
+        request
+            .get("initial_resource_versions")
+            .cloned()
+            .unwrap_or(json!({})),
+        request.get("node").is_some(),
+        request.get("error_detail").is_some(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_envoy_and_sluice_send_the_same_requests() {
+    let Some(envoy_binary) = envoy_binary_or_skip() else {
+        return;
+    };
+    let Some(python) = python::python_or_skip() else {
+        return;
+    };
+    let cluster = json!({"@type": type_urls::CLUSTER, "name": "a", "connect_timeout": "1s", "type": "EDS",
+                         "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}}});
+    let endpoints = json!({"@type": type_urls::ENDPOINT, "cluster_name": "a", "endpoints": [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9}}}}]}]});
+    let script = json!({"streams": [[
+        {"wait": type_urls::CLUSTER},
+        {"send": {"system_version_info": "c1", "nonce": "cn1", "type_url": type_urls::CLUSTER,
+                  "resources": [{"name": "a", "version": "a1", "resource": cluster}]}},
+        {"wait": type_urls::ENDPOINT},
+        {"send": {"system_version_info": "e1", "nonce": "en1", "type_url": type_urls::ENDPOINT,
+                  "resources": [{"name": "a", "version": "ea1", "resource": endpoints}]}},
+        {"wait": type_urls::LISTENER},
+        {"send": {"system_version_info": "l1", "nonce": "ln1", "type_url": type_urls::LISTENER}},
+    ]]});
+    let server = python::PythonAds::start(&python, &script);
+    let _envoy = Envoy::start(
+        &envoy_binary,
+        &ENVOY_BOOTSTRAP.replace("API_TYPE", "DELTA_GRPC"),
+        &[("XDS", server.port)],
+    )
+    .await;
+    for type_url in [type_urls::CLUSTER, type_urls::ENDPOINT, type_urls::LISTENER] {
+        server.wait_requests(0, type_url, 2);
+    }
+    let _client = Client::start(server.port, ApiType::DeltaGrpc);
+    for type_url in [type_urls::CLUSTER, type_urls::ENDPOINT, type_urls::LISTENER] {
+        server.wait_requests(1, type_url, 2);
+        std::thread::sleep(Duration::from_millis(100));
+        let envoy: Vec<_> = server
+            .requests_of(0, type_url)
+            .iter()
+            .map(delta_request_shape)
+            .collect();
+        let sluice: Vec<_> = server
+            .requests_of(1, type_url)
+            .iter()
+            .map(delta_request_shape)
+            .collect();
+        assert_eq!(
+            envoy, sluice,
+            "{type_url}: Envoy's delta requests vs Sluice's"
+        );
+    }
+}

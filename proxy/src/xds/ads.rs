@@ -53,7 +53,11 @@ pub async fn run_ads(
             node,
             config.set_node_on_first_message_only,
         )),
-        ApiType::DeltaGrpc => Protocol::Delta(DeltaClient::new(&config.types, node)),
+        ApiType::DeltaGrpc => Protocol::Delta(DeltaClient::new(
+            &config.types,
+            node,
+            config.set_node_on_first_message_only,
+        )),
     };
     let mut backoff = config.backoff.clone();
     tokio::pin!(shutdown);

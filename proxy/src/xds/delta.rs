@@ -4,8 +4,9 @@
 //! every resource held (sent as `initial_resource_versions` when a stream
 //! starts, so the server resends only what changed). Subscription changes go
 //! out as `resource_names_subscribe` / `resource_names_unsubscribe` diffs.
-//! `node` goes on the first request of each type on a stream, as Envoy's
-//! delta client sends it. Removal is explicit (`removed_resources`).
+//! `node` goes on every request, as Envoy 1.40 sends it (measured against
+//! it in tests/xds_envoy.rs), or only on the stream's first request with
+//! `set_node_on_first_message_only`. Removal is explicit (`removed_resources`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,13 +37,17 @@ pub struct DeltaType {
 /// The delta client state for every type on one ADS stream.
 pub struct DeltaClient {
     node: Node,
+    node_on_every_request: bool,
+    node_sent_on_stream: bool,
     types: Vec<DeltaType>,
 }
 
 impl DeltaClient {
-    pub fn new(types: &[&str], node: Node) -> DeltaClient {
+    pub fn new(types: &[&str], node: Node, set_node_on_first_message_only: bool) -> DeltaClient {
         DeltaClient {
             node,
+            node_on_every_request: !set_node_on_first_message_only,
+            node_sent_on_stream: false,
             types: types
                 .iter()
                 .map(|type_url| DeltaType {
@@ -67,10 +72,26 @@ impl DeltaClient {
         sink: &dyn ResourceSink,
         stats: &XdsStats,
     ) -> Vec<DeltaDiscoveryRequest> {
+        self.node_sent_on_stream = false;
         for state in &mut self.types {
             state.sent = None;
         }
-        self.subscription_requests(sink, stats)
+        let requests = self.subscription_requests(sink, stats);
+        self.with_node(requests)
+    }
+
+    /// Puts `node` on the requests that carry it, in sending order.
+    fn with_node(
+        &mut self,
+        mut requests: Vec<DeltaDiscoveryRequest>,
+    ) -> Vec<DeltaDiscoveryRequest> {
+        for request in &mut requests {
+            if self.node_on_every_request || !self.node_sent_on_stream {
+                request.node = Some(self.node.clone());
+                self.node_sent_on_stream = true;
+            }
+        }
+        requests
     }
 
     /// The stream failed: stats as Envoy counts a connection failure.
@@ -173,7 +194,7 @@ impl DeltaClient {
         }
         let mut requests = vec![ack];
         requests.extend(self.subscription_requests(sink, stats));
-        requests
+        self.with_node(requests)
     }
 
     fn subscription_requests(
@@ -193,7 +214,7 @@ impl DeltaClient {
                         stats.record_type(&state.type_url, UpdateEvent::Attempt, None);
                     }
                     DeltaDiscoveryRequest {
-                        node: Some(self.node.clone()),
+                        node: None,
                         type_url: state.type_url.clone(),
                         resource_names_subscribe: wanted.name_set().into_iter().collect(),
                         initial_resource_versions: state
