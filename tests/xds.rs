@@ -343,3 +343,30 @@ fn sotw_routes_follow_the_subscription() {
 fn delta_routes_follow_the_subscription() {
     routes_follow_the_subscription(ApiType::DeltaGrpc);
 }
+
+/// Until the daemon runs the xDS client, a bootstrap asking for it is
+/// refused with a clear error; mistakes in `dynamic_resources` name their path.
+#[test]
+fn the_daemon_refuses_dynamic_resources_it_does_not_run_yet() {
+    let base = "static_resources:\n  clusters:\n  - name: xds\n    connect_timeout: 1s\n    load_assignment: {cluster_name: xds, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 18000}}}}]}]}\n";
+    let validate = |dynamic: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--mode", "validate", "--config-yaml"])
+            .arg(format!("{base}{dynamic}"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let ads = "dynamic_resources:\n  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}\n  cds_config: {ads: {}, resource_api_version: V3}\n";
+    let stderr = validate(ads);
+    assert!(
+        stderr.contains("dynamic_resources: xDS is not wired into the daemon yet"),
+        "{stderr}"
+    );
+    let stderr = validate(&ads.replace("cluster_name: xds", "cluster_name: nope"));
+    assert!(
+        stderr.contains("dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: 'nope' is not a static cluster"),
+        "{stderr}"
+    );
+}

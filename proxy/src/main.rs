@@ -42,6 +42,9 @@ fn main() -> ExitCode {
             Err(errors) => return report_config_errors(&source, &errors),
         };
     apply_node_overrides(&cli, &mut bootstrap);
+    if let Err(errors) = check_dynamic_resources(&bootstrap) {
+        return report_config_errors(&source, &errors);
+    }
 
     let store = Store::new();
     let snapshot = match Snapshot::compile(bootstrap, &store) {
@@ -80,6 +83,24 @@ fn report_config_errors(source: &str, errors: &config::ConfigErrors) -> ExitCode
         eprintln!("  {error}");
     }
     ExitCode::from(1)
+}
+
+/// `dynamic_resources` is read and checked by the xDS client
+/// (`sluice::xds::config`), but the daemon does not run it yet: refuse
+/// rather than serve without the configured control plane.
+/// (Replaced by the real wiring when the dynamic listener/cluster side lands.)
+fn check_dynamic_resources(
+    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+) -> Result<(), config::ConfigErrors> {
+    let sources = sluice::xds::config::dynamic_sources(bootstrap)?;
+    if sources.ads.is_some() || !sources.files.is_empty() {
+        return Err(config::ConfigError::new(
+            "dynamic_resources",
+            "xDS is not wired into the daemon yet (sluice::xds implements the client; the dynamic listener and cluster side is pending)",
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// `--service-node`, `--service-cluster` and `--service-zone` override the
