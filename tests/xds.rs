@@ -9,8 +9,11 @@ mod harness;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use harness::{
     cluster_yaml, endpoints_yaml, listener_yaml, wait_for, Client, DemoServer, ResourceDir,
+    ValidatingSink,
 };
 use sluice::xds::{type_urls, ApiType};
 
@@ -297,4 +300,74 @@ fn harness_free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+fn routes_follow_the_subscription(api_type: ApiType) {
+    let dir = ResourceDir::new();
+    let route = |name: &str| {
+        format!("\"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration\nname: {name}\nvirtual_hosts: [{{name: all, domains: ['*'], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]\n")
+    };
+    dir.write("r1.yaml", &route("r1"));
+    dir.write("r2.yaml", &route("r2"));
+    let server = DemoServer::start(dir.path(), 0);
+    let sink = Arc::new(ValidatingSink::default());
+    sink.routes.lock().unwrap().insert("r1".into());
+    let client = Client::start_with(server.port, api_type, sink.clone());
+    wait_for("route r1", WAIT, || sink.names(type_urls::ROUTE) == ["r1"]);
+    // r2 was never asked for and never applied.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sink.names(type_urls::ROUTE), ["r1"]);
+    dir.remove("r1.yaml");
+    if api_type == ApiType::Grpc {
+        // SotW: a route config absent from a response is not removed (by name only).
+        server.wait_log(&["sent RouteConfiguration", "(0 resources)"]);
+        wait_for("the empty push ACKed", WAIT, || {
+            server.lines_with(&["ACK RouteConfiguration"]).len() >= 2
+        });
+        assert_eq!(sink.names(type_urls::ROUTE), ["r1"]);
+    } else {
+        // Delta: the server names it in removed_resources.
+        wait_for("r1 removed", WAIT, || {
+            sink.names(type_urls::ROUTE).is_empty()
+        });
+    }
+    drop(client);
+}
+
+#[test]
+fn sotw_routes_follow_the_subscription() {
+    routes_follow_the_subscription(ApiType::Grpc);
+}
+
+#[test]
+fn delta_routes_follow_the_subscription() {
+    routes_follow_the_subscription(ApiType::DeltaGrpc);
+}
+
+/// A bootstrap with `dynamic_resources` validates; mistakes in it name
+/// their path.
+#[test]
+fn dynamic_resources_validate_with_paths() {
+    let base = "static_resources:\n  clusters:\n  - name: xds\n    connect_timeout: 1s\n    load_assignment: {cluster_name: xds, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 18000}}}}]}]}\n";
+    let validate = |dynamic: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--mode", "validate", "--config-yaml"])
+            .arg(format!("{base}{dynamic}"))
+            .output()
+            .unwrap()
+    };
+    let ads = "dynamic_resources:\n  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}\n  cds_config: {ads: {}, resource_api_version: V3}\n";
+    let output = validate(ads);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = validate(&ads.replace("cluster_name: xds", "cluster_name: nope"));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        stderr.contains("dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name: 'nope' is not a static cluster"),
+        "{stderr}"
+    );
 }

@@ -42,7 +42,6 @@ fn main() -> ExitCode {
             Err(errors) => return report_config_errors(&source, &errors),
         };
     apply_node_overrides(&cli, &mut bootstrap);
-
     let store = Store::new();
     let snapshot = match Snapshot::compile(bootstrap, &store) {
         Ok(snapshot) => snapshot,

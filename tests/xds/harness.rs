@@ -223,7 +223,11 @@ pub struct Client {
 
 impl Client {
     pub fn start(port: u16, api_type: ApiType) -> Client {
-        let sink = Arc::new(ValidatingSink::default());
+        Client::start_with(port, api_type, Arc::new(ValidatingSink::default()))
+    }
+
+    /// With a prepared sink (e.g. route configs to subscribe to).
+    pub fn start_with(port: u16, api_type: ApiType, sink: Arc<ValidatingSink>) -> Client {
         let stats = Store::new();
         let config = AdsConfig {
             api_type,

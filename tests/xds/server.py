@@ -8,7 +8,7 @@ Usage: server.py SCRIPT.json [--port P]
 
 The script is {"mode": "sotw"|"delta", "streams": [[step, ...], ...]}; the
 n-th stream a client opens plays streams[n] (the last one repeats). Steps:
-  {"wait": TYPE_URL}        block until a request of that type arrives
+  {"wait": TYPE_URL}        take the next request of that type (waiting for it)
   {"send": {...}}           send a (Delta)DiscoveryResponse given in proto3 JSON
   {"close": "UNAVAILABLE"}  end the stream with that gRPC status
   {"sleep": SECONDS}
@@ -76,10 +76,17 @@ class ScriptedAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             requests.put(None)
 
         threading.Thread(target=read, daemon=True).start()
+        pending = []
         for step in steps:
             if "wait" in step:
+                # The first request of that type not yet consumed by a wait,
+                # in arrival order: clients may send types in any order.
                 deadline = time.monotonic() + STEP_TIMEOUT_S
                 while True:
+                    match = next((r for r in pending if r.type_url == step["wait"]), None)
+                    if match is not None:
+                        pending.remove(match)
+                        break
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "script: no request for " + step["wait"])
@@ -89,8 +96,7 @@ class ScriptedAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         continue
                     if request is None:
                         return
-                    if request.type_url == step["wait"]:
-                        break
+                    pending.append(request)
             elif "send" in step:
                 response = json_format.ParseDict(step["send"], response_type())
                 emit({"stream": index, "sent": response.nonce})

@@ -447,4 +447,26 @@ impl ResourceSink for DynamicResources {
             _ => Subscription::Wildcard,
         }
     }
+
+    fn resource_stats_prefix(&self, type_url: &str, name: &str) -> Option<String> {
+        match type_url {
+            type_urls::ENDPOINT => Some(format!("cluster.{name}.")),
+            // Envoy: `http.<stat_prefix>.rds.<route_config_name>.` of the
+            // connection manager that uses it (the first one, if several).
+            type_urls::ROUTE => self.listeners.configs().iter().find_map(|listener| {
+                listener
+                    .filter_chains
+                    .iter()
+                    .find_map(|chain| match &chain.filter {
+                        crate::listener::NetworkFilter::Http(hcm)
+                            if hcm.route_provider().is_some_and(|p| p.name() == name) =>
+                        {
+                            Some(format!("http.{}.rds.{name}.", hcm.stat_prefix()))
+                        }
+                        _ => None,
+                    })
+            }),
+            _ => None,
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use tokio::sync::mpsc;
@@ -22,7 +23,7 @@ use super::config::{AdsConfig, ApiType};
 use super::delta::DeltaClient;
 use super::resource::ResourceSink;
 use super::sotw::SotwClient;
-use super::stats::{UpdateEvent, XdsStats};
+use super::stats::XdsStats;
 
 /// Requests queued towards the server; the state machines produce a handful per response.
 const REQUEST_QUEUE: usize = 64;
@@ -45,13 +46,18 @@ pub async fn run_ads(
     shutdown: impl Future<Output = ()>,
 ) {
     let stats = XdsStats::new(stats);
+    let node = with_user_agent(node);
     let mut protocol = match config.api_type {
         ApiType::Grpc => Protocol::Sotw(SotwClient::new(
             &config.types,
             node,
             config.set_node_on_first_message_only,
         )),
-        ApiType::DeltaGrpc => Protocol::Delta(DeltaClient::new(&config.types, node)),
+        ApiType::DeltaGrpc => Protocol::Delta(DeltaClient::new(
+            &config.types,
+            node,
+            config.set_node_on_first_message_only,
+        )),
     };
     let mut backoff = config.backoff.clone();
     tokio::pin!(shutdown);
@@ -61,8 +67,9 @@ pub async fn run_ads(
             _ = &mut shutdown => break,
         };
         stats.set_connected(false);
-        for type_url in &config.types {
-            stats.record_type(type_url, UpdateEvent::Failure, None);
+        match &protocol {
+            Protocol::Sotw(client) => client.stream_failed(sink.as_ref(), &stats),
+            Protocol::Delta(client) => client.stream_failed(sink.as_ref(), &stats),
         }
         if end.received {
             backoff.reset();
@@ -120,12 +127,15 @@ async fn stream_sotw(
     stats: &XdsStats,
     received: &mut bool,
 ) -> String {
+    // Subscriptions start before the connection exists (as Envoy's do), so
+    // a control plane that is never reached still shows attempts and failures.
+    let initial = client.start_stream(sink, stats);
     let channel = match connect(config).await {
         Ok(channel) => channel,
         Err(reason) => return reason,
     };
     let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
-    for request in client.start_stream(sink, stats) {
+    for request in initial {
         let _ = sender.try_send(request);
     }
     let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
@@ -161,12 +171,15 @@ async fn stream_delta(
     stats: &XdsStats,
     received: &mut bool,
 ) -> String {
+    // Subscriptions start before the connection exists (as Envoy's do), so
+    // a control plane that is never reached still shows attempts and failures.
+    let initial = client.start_stream(sink, stats);
     let channel = match connect(config).await {
         Ok(channel) => channel,
         Err(reason) => return reason,
     };
     let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
-    for request in client.start_stream(sink, stats) {
+    for request in initial {
         let _ = sender.try_send(request);
     }
     let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
@@ -193,6 +206,18 @@ async fn stream_delta(
             Err(status) => return format!("stream error: {status}"),
         }
     }
+}
+
+/// The node as sent: Envoy fills in `user_agent_name` and its version
+/// itself; Sluice does the same with its own name and version.
+pub fn with_user_agent(mut node: Node) -> Node {
+    if node.user_agent_name.is_empty() {
+        node.user_agent_name = "sluice".into();
+        node.user_agent_version_type = Some(UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").into(),
+        ));
+    }
+    node
 }
 
 /// An error and its sources, `a: b: c`, so "transport error" says why.

@@ -4,8 +4,9 @@
 //! every resource held (sent as `initial_resource_versions` when a stream
 //! starts, so the server resends only what changed). Subscription changes go
 //! out as `resource_names_subscribe` / `resource_names_unsubscribe` diffs.
-//! `node` goes on the first request of each type on a stream, as Envoy's
-//! delta client sends it. Removal is explicit (`removed_resources`).
+//! `node` goes on every request, as Envoy 1.40 sends it (measured against
+//! it in tests/xds_envoy.rs), or only on the stream's first request with
+//! `set_node_on_first_message_only`. Removal is explicit (`removed_resources`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +18,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use super::decode::decode_wrapped;
 use super::nack::error_detail;
 use super::resource::{Resource, ResourceSink, Subscription};
-use super::stats::{UpdateEvent, XdsStats};
+use super::stats::{record_started_subscriptions, record_stream_failure, UpdateEvent, XdsStats};
 
 /// One type's delta state.
 #[derive(Debug, Clone)]
@@ -27,24 +28,34 @@ pub struct DeltaType {
     pub sent: Option<Subscription>,
     /// Version of every resource held (kept across streams).
     pub versions: BTreeMap<String, String>,
+    /// EDS/RDS: names whose per-resource subscription has started.
+    pub started: BTreeSet<String>,
+    /// Whether the type was ever requested (its subscription started).
+    pub requested: bool,
 }
 
 /// The delta client state for every type on one ADS stream.
 pub struct DeltaClient {
     node: Node,
+    node_on_every_request: bool,
+    node_sent_on_stream: bool,
     types: Vec<DeltaType>,
 }
 
 impl DeltaClient {
-    pub fn new(types: &[&str], node: Node) -> DeltaClient {
+    pub fn new(types: &[&str], node: Node, set_node_on_first_message_only: bool) -> DeltaClient {
         DeltaClient {
             node,
+            node_on_every_request: !set_node_on_first_message_only,
+            node_sent_on_stream: false,
             types: types
                 .iter()
                 .map(|type_url| DeltaType {
                     type_url: type_url.to_string(),
                     sent: None,
                     versions: BTreeMap::new(),
+                    started: BTreeSet::new(),
+                    requested: false,
                 })
                 .collect(),
         }
@@ -61,10 +72,39 @@ impl DeltaClient {
         sink: &dyn ResourceSink,
         stats: &XdsStats,
     ) -> Vec<DeltaDiscoveryRequest> {
+        self.node_sent_on_stream = false;
         for state in &mut self.types {
             state.sent = None;
         }
-        self.subscription_requests(sink, stats)
+        let requests = self.subscription_requests(sink, stats);
+        self.with_node(requests)
+    }
+
+    /// Puts `node` on the requests that carry it, in sending order.
+    fn with_node(
+        &mut self,
+        mut requests: Vec<DeltaDiscoveryRequest>,
+    ) -> Vec<DeltaDiscoveryRequest> {
+        for request in &mut requests {
+            if self.node_on_every_request || !self.node_sent_on_stream {
+                request.node = Some(self.node.clone());
+                self.node_sent_on_stream = true;
+            }
+        }
+        requests
+    }
+
+    /// The stream failed: stats as Envoy counts a connection failure.
+    pub fn stream_failed(&self, sink: &dyn ResourceSink, stats: &XdsStats) {
+        for state in &self.types {
+            record_stream_failure(
+                stats,
+                sink,
+                &state.type_url,
+                state.requested,
+                &state.started,
+            );
+        }
     }
 
     /// Answers one response (ACK or NACK), then sends subscription changes.
@@ -126,7 +166,8 @@ impl DeltaClient {
                 } else {
                     UpdateEvent::Success
                 };
-                stats.record(&prefix, event, Some(&version));
+                // Envoy sets the version gauge from system_version_info in delta.
+                stats.record(&prefix, event, Some(&response.system_version_info));
             }
             if !rejected.contains(&name) {
                 state.versions.insert(name, version);
@@ -153,7 +194,7 @@ impl DeltaClient {
         }
         let mut requests = vec![ack];
         requests.extend(self.subscription_requests(sink, stats));
-        requests
+        self.with_node(requests)
     }
 
     fn subscription_requests(
@@ -164,12 +205,16 @@ impl DeltaClient {
         let mut requests = Vec::new();
         for state in &mut self.types {
             let wanted = sink.subscriptions(&state.type_url);
+            record_started_subscriptions(stats, sink, &state.type_url, &mut state.started, &wanted);
             let request = match &state.sent {
                 None if wanted.is_empty() => continue,
                 None => {
-                    stats.record_type(&state.type_url, UpdateEvent::Attempt, None);
+                    if !state.requested {
+                        state.requested = true;
+                        stats.record_type(&state.type_url, UpdateEvent::Attempt, None);
+                    }
                     DeltaDiscoveryRequest {
-                        node: Some(self.node.clone()),
+                        node: None,
                         type_url: state.type_url.clone(),
                         resource_names_subscribe: wanted.name_set().into_iter().collect(),
                         initial_resource_versions: state

@@ -16,7 +16,7 @@ fn client() -> DeltaClient {
         id: "n1".into(),
         ..Default::default()
     };
-    DeltaClient::new(&[CLUSTER, ENDPOINT, LISTENER, ROUTE], node)
+    DeltaClient::new(&[CLUSTER, ENDPOINT, LISTENER, ROUTE], node, true)
 }
 
 fn wrap(name: &str, version: &str, body: Any) -> WireResource {
@@ -51,13 +51,13 @@ fn only(requests: &[DeltaDiscoveryRequest], type_url: &str) -> DeltaDiscoveryReq
 }
 
 #[test]
-fn first_request_per_type_has_node_and_later_ones_do_not() {
+fn node_on_the_first_request_only_when_asked() {
     let sink = FakeSink::default();
     let stats = XdsStats::new(&Store::new());
     let mut client = client();
     let requests = client.start_stream(&sink, &stats);
     assert_eq!(requests.len(), 2);
-    assert!(requests.iter().all(|r| r.node.is_some()));
+    assert!(requests[0].node.is_some() && requests[1].node.is_none());
     assert!(requests
         .iter()
         .all(|r| r.resource_names_subscribe.is_empty()));
@@ -70,8 +70,31 @@ fn first_request_per_type_has_node_and_later_ones_do_not() {
     assert!(ack.node.is_none() && ack.error_detail.is_none());
     assert_eq!(ack.response_nonce, "a1");
     let eds = only(&requests, ENDPOINT);
-    assert!(eds.node.is_some(), "first EDS request on the stream");
+    assert!(eds.node.is_none());
     assert_eq!(eds.resource_names_subscribe, ["a"]);
+    // A new stream sends it again.
+    assert!(client.start_stream(&sink, &stats)[0].node.is_some());
+}
+
+#[test]
+fn node_on_every_request_by_default_as_envoy() {
+    let sink = FakeSink::default();
+    let stats = XdsStats::new(&Store::new());
+    let node = Node {
+        id: "n1".into(),
+        ..Default::default()
+    };
+    let mut client = DeltaClient::new(&[CLUSTER, ENDPOINT], node, false);
+    let mut requests = client.start_stream(&sink, &stats);
+    requests.extend(client.handle_response(
+        response(CLUSTER, "a1", vec![wrap("a", "1", cluster("a"))], &[]),
+        &sink,
+        &stats,
+    ));
+    assert_eq!(requests.len(), 3);
+    assert!(requests
+        .iter()
+        .all(|r| r.node.as_ref().is_some_and(|n| n.id == "n1")));
 }
 
 #[test]

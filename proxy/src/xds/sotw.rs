@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::decode::{decode_sotw, Decoded};
 use super::nack::error_detail;
 use super::resource::{type_urls, Resource, ResourceSink, Subscription};
-use super::stats::{UpdateEvent, XdsStats};
+use super::stats::{record_started_subscriptions, record_stream_failure, UpdateEvent, XdsStats};
 
 /// One type's protocol state.
 #[derive(Debug, Clone)]
@@ -34,6 +34,10 @@ pub struct SotwType {
     pub nonce: String,
     /// LDS/CDS: names currently applied.
     pub known: BTreeSet<String>,
+    /// EDS/RDS: names whose per-resource subscription has started.
+    pub started: BTreeSet<String>,
+    /// Whether the type was ever requested (its subscription started).
+    pub requested: bool,
 }
 
 /// The state-of-the-world client state for every type on one ADS stream.
@@ -60,6 +64,8 @@ impl SotwClient {
                     acked_version: String::new(),
                     nonce: String::new(),
                     known: BTreeSet::new(),
+                    started: BTreeSet::new(),
+                    requested: false,
                 })
                 .collect(),
         }
@@ -84,6 +90,19 @@ impl SotwClient {
             state.nonce.clear();
         }
         self.subscription_requests(sink, stats)
+    }
+
+    /// The stream failed: stats as Envoy counts a connection failure.
+    pub fn stream_failed(&self, sink: &dyn ResourceSink, stats: &XdsStats) {
+        for state in &self.types {
+            record_stream_failure(
+                stats,
+                sink,
+                &state.type_url,
+                state.requested,
+                &state.started,
+            );
+        }
     }
 
     /// Answers one response: the ACK or NACK for its type, then requests for
@@ -218,7 +237,8 @@ impl SotwClient {
         let mut requests = Vec::new();
         for index in 0..self.types.len() {
             let wanted = sink.subscriptions(&self.types[index].type_url);
-            let state = &self.types[index];
+            let state = &mut self.types[index];
+            record_started_subscriptions(stats, sink, &state.type_url, &mut state.started, &wanted);
             let changed = match &state.sent {
                 None => !wanted.is_empty(),
                 Some(sent) => *sent != wanted,
@@ -226,7 +246,8 @@ impl SotwClient {
             if !changed {
                 continue;
             }
-            if state.sent.is_none() {
+            if !state.requested {
+                state.requested = true;
                 stats.record_type(&state.type_url, UpdateEvent::Attempt, None);
             }
             self.types[index].sent = Some(wanted);

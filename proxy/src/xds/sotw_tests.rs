@@ -107,6 +107,9 @@ fn ack_carries_version_and_nonce_and_cds_triggers_eds_subscription() {
     assert_eq!(requests[0].response_nonce, "n2");
     assert_eq!(store.counter("cluster.a.update_success").value(), 1);
     assert_eq!(store.counter("cluster.b.update_success").value(), 0);
+    // Envoy counts an attempt when each per-cluster subscription starts, and one per response.
+    assert_eq!(store.counter("cluster.a.update_attempt").value(), 2);
+    assert_eq!(store.counter("cluster.b.update_attempt").value(), 1);
 }
 
 #[test]
@@ -295,6 +298,44 @@ fn reconnect_resumes_with_last_acked_version_and_fresh_nonce() {
     assert_eq!(cds.response_nonce, "");
     assert!(cds.node.is_some());
     assert_eq!(only(&requests, ENDPOINT).resource_names, ["a"]);
+}
+
+#[test]
+fn stream_failure_counts_as_envoy_does() {
+    let sink = FakeSink::default();
+    let store = Store::new();
+    let stats = XdsStats::new(&store);
+    let mut client = client(true);
+    client.start_stream(&sink, &stats);
+    client.handle_response(
+        response(CLUSTER, "v1", "n1", vec![cluster("a")]),
+        &sink,
+        &stats,
+    );
+    assert_eq!(
+        store.counter("cluster_manager.cds.update_attempt").value(),
+        2
+    );
+    assert_eq!(store.counter("cluster.a.update_attempt").value(), 1);
+    client.stream_failed(&sink, &stats);
+    // A reconnect does not count again: the failure did.
+    client.start_stream(&sink, &stats);
+    assert_eq!(
+        store.counter("cluster_manager.cds.update_failure").value(),
+        1
+    );
+    assert_eq!(
+        store.counter("cluster_manager.cds.update_attempt").value(),
+        3
+    );
+    assert_eq!(store.counter("cluster.a.update_failure").value(), 1);
+    assert_eq!(store.counter("cluster.a.update_attempt").value(), 2);
+    assert_eq!(
+        store.counter("listener_manager.lds.update_failure").value(),
+        1
+    );
+    // Types never requested count nothing.
+    assert_eq!(store.counter("cluster.b.update_failure").value(), 0);
 }
 
 #[test]

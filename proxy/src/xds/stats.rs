@@ -8,9 +8,11 @@
 //!   resource for EDS (`cluster.<name>.*`) and RDS
 //!   (`http.<stat_prefix>.rds.<name>.*`), whose prefixes the sink supplies.
 
+use std::collections::BTreeSet;
+
 use crate::stats::{Gauge, Store};
 
-use super::resource::type_urls;
+use super::resource::{type_urls, ResourceSink, Subscription};
 
 /// The prefix of a type's own subscription stats, if Envoy keeps them per type.
 pub fn type_prefix(type_url: &str) -> Option<&'static str> {
@@ -83,6 +85,48 @@ impl XdsStats {
     pub fn record_type(&self, type_url: &str, event: UpdateEvent, version_info: Option<&str>) {
         if let Some(prefix) = type_prefix(type_url) {
             self.record(prefix, event, version_info);
+        }
+    }
+}
+
+/// Per-resource subscriptions (EDS, RDS) that start: Envoy counts one
+/// `update_attempt` when each starts. `tracked` holds the names already
+/// started and is updated to `wanted` (a name dropped and added again
+/// starts anew, as Envoy creates a new subscription for it).
+pub fn record_started_subscriptions(
+    stats: &XdsStats,
+    sink: &dyn ResourceSink,
+    type_url: &str,
+    tracked: &mut BTreeSet<String>,
+    wanted: &Subscription,
+) {
+    let names = wanted.name_set();
+    for name in names.difference(tracked) {
+        if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+            stats.record(&prefix, UpdateEvent::Attempt, None);
+        }
+    }
+    *tracked = names;
+}
+
+/// A stream failed: as Envoy reports a connection failure to every
+/// subscription, each type that was ever requested and each started
+/// per-resource subscription counts `update_failure` and `update_attempt`.
+pub fn record_stream_failure(
+    stats: &XdsStats,
+    sink: &dyn ResourceSink,
+    type_url: &str,
+    requested: bool,
+    started: &BTreeSet<String>,
+) {
+    if requested {
+        stats.record_type(type_url, UpdateEvent::Failure, None);
+        stats.record_type(type_url, UpdateEvent::Attempt, None);
+    }
+    for name in started {
+        if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+            stats.record(&prefix, UpdateEvent::Failure, None);
+            stats.record(&prefix, UpdateEvent::Attempt, None);
         }
     }
 }
