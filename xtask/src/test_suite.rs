@@ -32,7 +32,9 @@ pub fn run(extra: &[String]) -> Result<(), String> {
         Ok(python) => println!("xtask: Python ADS server for xDS tests: {python}"),
         Err(reason) => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                return Err(format!("cannot install the Python ADS server's packages: {reason}"));
+                return Err(format!(
+                    "cannot install the Python ADS server's packages: {reason}"
+                ));
             }
             println!("xtask: Python ADS server unavailable, its tests will skip: {reason}");
         }
@@ -99,7 +101,10 @@ fn ensure_xds_python(root: &Path) -> Result<String, String> {
     if ready(&python) {
         Ok(python.display().to_string())
     } else {
-        Err(format!("{} cannot import grpc and xds-protos", python.display()))
+        Err(format!(
+            "{} cannot import grpc and xds-protos",
+            python.display()
+        ))
     }
 }
 
