@@ -5,7 +5,9 @@
 pub mod access_log;
 pub mod admin;
 pub mod cli;
+pub mod cli_ctl;
 pub mod config;
+pub mod datapath;
 pub mod drain;
 pub mod formatter;
 pub mod http;

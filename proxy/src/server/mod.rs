@@ -152,6 +152,21 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
         .wait_initialized(CLUSTER_INIT_TIMEOUT)
         .await;
 
+    // Kernel datapath (socket LB); dropped, so detached, when serve() returns.
+    let _datapath = match crate::datapath::start(
+        &server.cli.datapath,
+        server
+            .snapshot
+            .listeners
+            .iter()
+            .map(|l| l.source.clone())
+            .collect(),
+        server.snapshot.clusters.clone(),
+    ) {
+        Ok(datapath) => datapath,
+        Err(exit_code) => return exit_code,
+    };
+
     let listeners = match workers::bind_all(&server.snapshot.listeners, workers) {
         Ok(sockets) => sockets,
         Err(error) => {

@@ -1,0 +1,198 @@
+//! The kernel datapath, userspace side: derives the socket-LB plan from the
+//! configuration ([`plan`]), starts the eBPF programs (`sluice-ebpf`) when
+//! `--datapath` allows, and keeps the kernel maps in sync with cluster
+//! membership ([`sync`]) for as long as the server runs.
+//!
+//! `--datapath auto` (default) attaches the socket hooks only when the
+//! configuration has a socket-LB service, and if the kernel refuses (no root
+//! or CAP_BPF, no cgroup v2, no hook), logs once which hooks are off and why
+//! and serves in userspace. `--datapath required` attaches them regardless
+//! and makes start-up fail, naming the hook, when it cannot.
+
+pub mod plan;
+pub mod sync;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use futures_util::FutureExt;
+use sluice_ebpf::{Datapath, Hook};
+
+use crate::upstream::ClusterManager;
+
+/// Default pin directory (`--datapath-pin-dir`).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathMode {
+    /// Userspace only.
+    Off,
+    /// Use the kernel hooks when there is work for them and the kernel allows.
+    Auto,
+    /// Fail start-up if a socket hook cannot attach.
+    Required,
+}
+
+/// The daemon's `--datapath*` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatapathFlags {
+    /// Kernel datapath: off, auto (use what the kernel allows) or required.
+    #[arg(long = "datapath", value_enum, default_value = "auto")]
+    pub datapath_mode: DatapathMode,
+
+    /// cgroup v2 the socket hooks attach to (default: the node's cgroup v2
+    /// root, /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup).
+    #[arg(long = "datapath-cgroup", value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Where maps and links are pinned (what `sluicectl bpf` reads).
+    #[arg(long = "datapath-pin-dir", value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+impl DatapathFlags {
+    fn cgroup(&self) -> PathBuf {
+        if let Some(path) = &self.cgroup {
+            return path.clone();
+        }
+        let hybrid = Path::new("/sys/fs/cgroup/unified");
+        if hybrid.is_dir() {
+            hybrid.to_path_buf()
+        } else {
+            PathBuf::from("/sys/fs/cgroup")
+        }
+    }
+}
+
+/// The running datapath; dropping it (server exit) stops the sync and
+/// detaches and unpins the programs.
+pub struct DatapathHandle {
+    datapath: Arc<Mutex<Option<Datapath>>>,
+    sync_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DatapathHandle {
+    fn drop(&mut self) {
+        self.sync_task.abort();
+        let datapath = self
+            .datapath
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(datapath);
+    }
+}
+
+fn hooks_list() -> String {
+    Hook::ALL
+        .iter()
+        .map(|hook| hook.attach_point())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn derive_plan(listeners: &[Listener], clusters: &ClusterManager) -> plan::Plan {
+    plan::derive(listeners, |name| {
+        clusters.get(name).map(|cluster| {
+            cluster
+                .healthy_endpoints()
+                .into_iter()
+                .map(|(address, _weight)| address)
+                .collect::<Vec<SocketAddr>>()
+        })
+    })
+}
+
+/// Starts the datapath for this configuration. `Err(exit code)` when
+/// `--datapath required` cannot be honoured.
+pub fn start(
+    flags: &DatapathFlags,
+    listeners: Vec<Listener>,
+    clusters: Arc<ClusterManager>,
+) -> Result<Option<DatapathHandle>, i32> {
+    if flags.datapath_mode == DatapathMode::Off {
+        return Ok(None);
+    }
+    let initial = derive_plan(&listeners, &clusters);
+    for (listener, reason) in &initial.not_planned {
+        tracing::info!(target: "sluice::datapath", %listener, "stays in userspace: {reason}");
+    }
+    if flags.datapath_mode == DatapathMode::Auto && initial.services.is_empty() {
+        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration; socket hooks not attached");
+        return Ok(None);
+    }
+    let cgroup = flags.cgroup();
+    let mut datapath = match Datapath::start(&cgroup, &flags.pin_dir) {
+        Ok(datapath) => datapath,
+        Err(error) if flags.datapath_mode == DatapathMode::Required => {
+            eprintln!("--datapath required: {error}");
+            return Err(1);
+        }
+        Err(error) => {
+            tracing::warn!(target: "sluice::datapath", "kernel datapath off ({} not attached): {error}; serving in userspace", hooks_list());
+            return Ok(None);
+        }
+    };
+    let mut syncer = sync::Syncer::default();
+    if let Err(error) = syncer.apply(&initial, datapath.maps()) {
+        if flags.datapath_mode == DatapathMode::Required {
+            eprintln!("--datapath required: {error}");
+            return Err(1);
+        }
+        tracing::warn!(target: "sluice::datapath", "kernel datapath off: {error}; serving in userspace");
+        return Ok(None);
+    }
+    tracing::info!(
+        target: "sluice::datapath",
+        cgroup = %cgroup.display(),
+        pin_dir = %flags.pin_dir.display(),
+        services = initial.services.len(),
+        "socket load balancing attached ({})",
+        hooks_list()
+    );
+    let datapath = Arc::new(Mutex::new(Some(datapath)));
+    let sync_task = tokio::spawn(resync_on_membership_changes(
+        listeners,
+        clusters,
+        syncer,
+        datapath.clone(),
+    ));
+    Ok(Some(DatapathHandle {
+        datapath,
+        sync_task,
+    }))
+}
+
+/// Re-derives and applies the plan whenever any cluster's membership or
+/// health changes.
+async fn resync_on_membership_changes(
+    listeners: Vec<Listener>,
+    clusters: Arc<ClusterManager>,
+    mut syncer: sync::Syncer,
+    datapath: Arc<Mutex<Option<Datapath>>>,
+) {
+    let mut receivers: Vec<_> = clusters.iter().map(|cluster| cluster.subscribe()).collect();
+    if receivers.is_empty() {
+        return;
+    }
+    loop {
+        let changes = receivers.iter_mut().map(|rx| rx.changed().boxed());
+        let (result, _, _) = futures_util::future::select_all(changes).await;
+        if result.is_err() {
+            return; // the cluster manager is gone: the server is exiting
+        }
+        let plan = derive_plan(&listeners, &clusters);
+        let mut guard = datapath.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(datapath) = guard.as_mut() else {
+            return;
+        };
+        match syncer.apply(&plan, datapath.maps()) {
+            Ok(()) => {
+                tracing::debug!(target: "sluice::datapath", services = plan.services.len(), "kernel maps synced")
+            }
+            Err(error) => tracing::error!(target: "sluice::datapath", "{error}"),
+        }
+    }
+}
