@@ -10,8 +10,8 @@
 //!   also provides the `libLLVM.so.22.1` rustc-web links to) into `.tools/bin`.
 //!
 //! The object carries BTF (`-C debuginfo=2 -C link-arg=--btf`) and is built
-//! with the workspace path remapped, so the same sources give the same bytes
-//! wherever the repository is checked out (CI compares it with the committed
+//! with `trim-paths` and without its DWARF sections (BTF stays), so the same
+//! sources give the same bytes wherever the repository is checked out (CI compares it with the committed
 //! one). `--check` fails if the rebuilt object differs from the committed one.
 
 use std::path::{Path, PathBuf};
@@ -57,8 +57,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     let built = build_programs(&root, &rust_web, &linker)?;
+    let stripped = strip_dwarf(&built)?;
     let committed = root.join(OBJECT_PATH);
-    let new_bytes = read(&built)?;
+    let new_bytes = read(&stripped)?;
     if check {
         let old_bytes = read(&committed)?;
         if old_bytes != new_bytes {
@@ -184,6 +185,20 @@ fn ensure_bpf_linker(tools: &Path) -> Result<PathBuf, String> {
     Ok(linker)
 }
 
+/// Drops the DWARF sections (they hold build directories) and keeps BTF,
+/// which is what the loader, the verifier and `bpftool` use.
+fn strip_dwarf(built: &Path) -> Result<PathBuf, String> {
+    let stripped = built.with_extension("stripped.o");
+    run_command(
+        Command::new(Path::new(LLVM_PREFIX).join("bin/llvm-objcopy"))
+            .arg("--strip-debug")
+            .arg(built)
+            .arg(&stripped),
+        "llvm-objcopy --strip-debug",
+    )?;
+    Ok(stripped)
+}
+
 /// Builds `ebpf/programs` and returns the path of the linked object.
 fn build_programs(root: &Path, rust_web: &Path, linker: &Path) -> Result<PathBuf, String> {
     let programs = root.join("ebpf/programs");
@@ -195,14 +210,9 @@ fn build_programs(root: &Path, rust_web: &Path, linker: &Path) -> Result<PathBuf
         .to_owned();
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_default());
-    // Same bytes wherever the checkout is: remap the workspace and the
-    // registry out of the debug info / BTF.
-    let cargo_home = crate::cargo_home()?;
-    let rustflags = format!(
-        "-C debuginfo=2 -C link-arg=--btf --remap-path-prefix={}=. --remap-path-prefix={}=/cargo",
-        root.display(),
-        cargo_home.display()
-    );
+    // No path in RUSTFLAGS: cargo hashes them into local crates' symbol
+    // names. Paths are trimmed by the profile's `trim-paths` instead.
+    let rustflags = "-C debuginfo=2 -C link-arg=--btf";
     eprintln!("build-ebpf: building ebpf/programs for {BPF_TARGET}");
     run_command(
         Command::new("cargo")
