@@ -286,12 +286,29 @@ fn wait_for_services(sandbox: &Sandbox, daemon: &Daemon, expected: &Value) {
 /// Connects `count` times to VIP:80 from a process inside the cgroup; each
 /// result is (peer address the app sees, greeting) or an error string.
 fn connect_from_cgroup(sandbox: &Sandbox, count: u32) -> Vec<Result<(String, String), String>> {
+    connect_from_cgroup_as(sandbox, count, false)
+}
+
+/// As [`connect_from_cgroup`]; with `v4_mapped`, from an IPv6 socket to
+/// `::ffff:<VIP>` (as dual-stack runtimes do), which only the `*6` hooks see.
+fn connect_from_cgroup_as(
+    sandbox: &Sandbox,
+    count: u32,
+    v4_mapped: bool,
+) -> Vec<Result<(String, String), String>> {
+    let connect = if v4_mapped {
+        format!(
+            "s = socket.socket(socket.AF_INET6); s.settimeout(1); s.connect(('::ffff:{VIP}', 80))"
+        )
+    } else {
+        format!("s = socket.create_connection(('{VIP}', 80), timeout=1)")
+    };
     let script = format!(
         "import socket, sys
 for _ in range({count}):
     try:
-        s = socket.create_connection(('{VIP}', 80), timeout=1)
-        peer = '%s:%d' % s.getpeername()
+        {connect}
+        peer = '%s:%d' % s.getpeername()[:2]
         data = s.recv(16).decode()
         s.close()
         print('ok', peer, data)
@@ -411,9 +428,23 @@ async fn kernel_socket_lb_follows_cluster_membership_and_survives_a_crash() {
             "cgroup/connect4",
             "cgroup/sendmsg4",
             "cgroup/getpeername4",
-            "cgroup/recvmsg4"
+            "cgroup/recvmsg4",
+            "cgroup/connect6",
+            "cgroup/sendmsg6",
+            "cgroup/getpeername6",
+            "cgroup/recvmsg6",
         ]
     );
+
+    // An IPv6 socket reaching the IPv4 service through a v4-mapped address.
+    let results = tokio::task::block_in_place(|| connect_from_cgroup_as(&sandbox, 5, true));
+    for result in &results {
+        let (peer, greeting) = result
+            .as_ref()
+            .expect("v4-mapped connect through the kernel");
+        assert_eq!(peer, &format!("::ffff:{VIP}:80"));
+        assert!(greeting == "A" || greeting == "B", "{greeting}");
+    }
 
     // A membership change (DNS now answers only 127.0.0.3) reaches the kernel.
     write_hosts(&hosts, &["127.0.0.3"]);

@@ -116,7 +116,7 @@ async fn auto_datapath_logs_once_what_is_off_and_serves_in_userspace() {
     .await;
     let log = sluice.log();
     assert_eq!(
-        log.matches("kernel datapath off (cgroup/connect4, cgroup/sendmsg4, cgroup/getpeername4, cgroup/recvmsg4 not attached)").count(),
+        log.matches("kernel datapath off (cgroup/connect4, cgroup/sendmsg4, cgroup/getpeername4, cgroup/recvmsg4, cgroup/connect6, cgroup/sendmsg6, cgroup/getpeername6, cgroup/recvmsg6 not attached)").count(),
         1,
         "{log}"
     );

@@ -39,6 +39,10 @@ pub mod program_names {
     pub const SENDMSG4: &str = "sluice_sendmsg4";
     pub const GETPEERNAME4: &str = "sluice_getpeername4";
     pub const RECVMSG4: &str = "sluice_recvmsg4";
+    pub const CONNECT6: &str = "sluice_connect6";
+    pub const SENDMSG6: &str = "sluice_sendmsg6";
+    pub const GETPEERNAME6: &str = "sluice_getpeername6";
+    pub const RECVMSG6: &str = "sluice_recvmsg6";
 }
 
 /// Capacity of `LB4_SERVICES`.

@@ -31,14 +31,24 @@ pub enum Hook {
     Sendmsg4,
     Getpeername4,
     Recvmsg4,
+    /// The `*6` hooks handle IPv6 sockets reaching IPv4 services through
+    /// v4-mapped addresses.
+    Connect6,
+    Sendmsg6,
+    Getpeername6,
+    Recvmsg6,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 4] = [
+    pub const ALL: [Hook; 8] = [
         Hook::Connect4,
         Hook::Sendmsg4,
         Hook::Getpeername4,
         Hook::Recvmsg4,
+        Hook::Connect6,
+        Hook::Sendmsg6,
+        Hook::Getpeername6,
+        Hook::Recvmsg6,
     ];
 
     /// The program's name in the object (and its link's pin name).
@@ -48,6 +58,10 @@ impl Hook {
             Hook::Sendmsg4 => program_names::SENDMSG4,
             Hook::Getpeername4 => program_names::GETPEERNAME4,
             Hook::Recvmsg4 => program_names::RECVMSG4,
+            Hook::Connect6 => program_names::CONNECT6,
+            Hook::Sendmsg6 => program_names::SENDMSG6,
+            Hook::Getpeername6 => program_names::GETPEERNAME6,
+            Hook::Recvmsg6 => program_names::RECVMSG6,
         }
     }
 
@@ -58,6 +72,10 @@ impl Hook {
             Hook::Sendmsg4 => "cgroup/sendmsg4",
             Hook::Getpeername4 => "cgroup/getpeername4",
             Hook::Recvmsg4 => "cgroup/recvmsg4",
+            Hook::Connect6 => "cgroup/connect6",
+            Hook::Sendmsg6 => "cgroup/sendmsg6",
+            Hook::Getpeername6 => "cgroup/getpeername6",
+            Hook::Recvmsg6 => "cgroup/recvmsg6",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! (unconnected UDP) rewrite a service VIP:port found in `LB4_SERVICES` to one
 //! of its backends in `LB4_BACKENDS` before a packet exists: no NAT, no proxy
 //! hop. `cgroup/getpeername4` and `cgroup/recvmsg4` put the VIP back so the
-//! application sees the address it asked for. Per-CPU counters count connects
+//! application sees the address it asked for. The `*6` hooks do the same for
+//! IPv6 sockets using v4-mapped addresses (IPv6 services are not done yet). Per-CPU counters count connects
 //! per service and per backend. Map layouts come from `sluice-ebpf-common`.
 #![no_std]
 #![no_main]
@@ -53,28 +54,69 @@ static LB4_REVERSE_SK: LruHashMap<Lb4ReverseKey, Lb4ReverseValue> =
 #[cgroup_sock_addr(connect4)]
 pub fn sluice_connect4(ctx: SockAddrContext) -> i32 {
     // Each TCP connection picks a backend uniformly at random.
-    forward(&ctx, unsafe { bpf_get_prandom_u32() });
+    forward(&ctx, Family::V4, unsafe { bpf_get_prandom_u32() });
     ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sluice_sendmsg4(ctx: SockAddrContext) -> i32 {
-    // Every datagram of one unconnected UDP socket goes to the same backend.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    forward(&ctx, (cookie as u32) ^ ((cookie >> 32) as u32));
+    forward(&ctx, Family::V4, cookie_draw(&ctx));
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername4)]
 pub fn sluice_getpeername4(ctx: SockAddrContext) -> i32 {
-    reverse(&ctx);
+    reverse(&ctx, Family::V4);
     ALLOW
 }
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn sluice_recvmsg4(ctx: SockAddrContext) -> i32 {
-    reverse(&ctx);
+    reverse(&ctx, Family::V4);
     ALLOW
+}
+
+/// IPv6 sockets reach IPv4 services through v4-mapped addresses
+/// (`::ffff:a.b.c.d`, what dual-stack runtimes such as Java's use); the
+/// kernel runs only the `*6` hooks for them.
+#[cgroup_sock_addr(connect6)]
+pub fn sluice_connect6(ctx: SockAddrContext) -> i32 {
+    forward(&ctx, Family::V4MappedV6, unsafe { bpf_get_prandom_u32() });
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sluice_sendmsg6(ctx: SockAddrContext) -> i32 {
+    forward(&ctx, Family::V4MappedV6, cookie_draw(&ctx));
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn sluice_getpeername6(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx, Family::V4MappedV6);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn sluice_recvmsg6(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx, Family::V4MappedV6);
+    ALLOW
+}
+
+/// Where the IPv4 address sits in `bpf_sock_addr`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `user_ip4`.
+    V4,
+    /// `user_ip6` holding `::ffff:a.b.c.d` (other IPv6 addresses are left alone).
+    V4MappedV6,
+}
+
+/// Every datagram of one unconnected UDP socket goes to the same backend.
+#[inline(always)]
+fn cookie_draw(ctx: &SockAddrContext) -> u32 {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    (cookie as u32) ^ ((cookie >> 32) as u32)
 }
 
 #[inline(always)]
@@ -86,18 +128,43 @@ fn protocol_of(sock_addr: &bpf_sock_addr) -> Option<u8> {
     }
 }
 
+/// The destination IPv4 address (network order), if the family has one.
+#[inline(always)]
+fn ipv4_of(sock_addr: &bpf_sock_addr, family: Family) -> Option<u32> {
+    match family {
+        Family::V4 => Some(sock_addr.user_ip4),
+        Family::V4MappedV6 => {
+            let ip6 = sock_addr.user_ip6;
+            (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0xffff_u32.to_be()).then_some(ip6[3])
+        }
+    }
+}
+
+#[inline(always)]
+fn set_destination(sock_addr: &mut bpf_sock_addr, family: Family, address: u32, port: u16) {
+    match family {
+        Family::V4 => sock_addr.user_ip4 = address,
+        // The first three words already say "v4-mapped".
+        Family::V4MappedV6 => sock_addr.user_ip6[3] = address,
+    }
+    sock_addr.user_port = u32::from(port);
+}
+
 /// Rewrites the destination if it is a known service with a backend; `draw`
 /// picks the backend. Inlined: BPF subprogram calls must not take
 /// aggregates (the verifier rejects the half-initialised registers).
 #[inline(always)]
-fn forward(ctx: &SockAddrContext, draw: u32) {
+fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
     // SAFETY: the kernel hands cgroup/sock_addr programs a valid context.
     let sock_addr = unsafe { &mut *ctx.sock_addr };
     let Some(protocol) = protocol_of(sock_addr) else {
         return;
     };
+    let Some(address) = ipv4_of(sock_addr, family) else {
+        return;
+    };
     let key = Lb4ServiceKey {
-        address: sock_addr.user_ip4,
+        address,
         port: sock_addr.user_port as u16,
         protocol,
         pad: 0,
@@ -120,11 +187,9 @@ fn forward(ctx: &SockAddrContext, draw: u32) {
         count_service(service.service_id, |c| c.no_backend += 1);
         return;
     };
-    sock_addr.user_ip4 = backend.address;
-    sock_addr.user_port = u32::from(backend.port);
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    set_destination(sock_addr, family, backend.address, backend.port);
     let reverse_key = Lb4ReverseKey {
-        cookie,
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
         address: backend.address,
         port: backend.port,
         pad: 0,
@@ -154,19 +219,21 @@ fn count_service(service_id: u32, update: impl FnOnce(&mut ServiceCounters)) {
 
 /// Shows the VIP instead of the backend a socket was rewritten to.
 #[inline(always)]
-fn reverse(ctx: &SockAddrContext) {
+fn reverse(ctx: &SockAddrContext, family: Family) {
     // SAFETY: the kernel hands cgroup/sock_addr programs a valid context.
     let sock_addr = unsafe { &mut *ctx.sock_addr };
+    let Some(address) = ipv4_of(sock_addr, family) else {
+        return;
+    };
     let key = Lb4ReverseKey {
         cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
-        address: sock_addr.user_ip4,
+        address,
         port: sock_addr.user_port as u16,
         pad: 0,
     };
     // SAFETY: copied out immediately.
     if let Some(vip) = (unsafe { LB4_REVERSE_SK.get(&key) }).copied() {
-        sock_addr.user_ip4 = vip.address;
-        sock_addr.user_port = u32::from(vip.port);
+        set_destination(sock_addr, family, vip.address, vip.port);
     }
 }
 
