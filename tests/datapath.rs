@@ -150,6 +150,30 @@ async fn greeting_backends() -> Backends {
     panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
 
+/// A port nothing listens on right now (for the admin listener).
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on the admin listener (HTTP/1.0, whole body).
+fn admin_get(admin_port: u16, path: &str) -> String {
+    use std::io::Read as _;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", admin_port)) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
 fn config(port: u16, with_service: bool) -> String {
     let listener = if with_service {
         format!(
@@ -166,8 +190,11 @@ fn config(port: u16, with_service: bool) -> String {
     } else {
         String::new()
     };
+    let admin_port = unused_port();
     format!(
-        "static_resources:
+        "admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}
+static_resources:
 {listener}  clusters:
   - name: backends
     connect_timeout: 1s
@@ -413,6 +440,34 @@ async fn kernel_socket_lb_follows_cluster_membership_and_survives_a_crash() {
         .as_u64()
         .unwrap();
     assert_eq!(a + b, 30, "{counters}");
+
+    // The same kernel counters as Sluice stats (exported every second).
+    let admin_port: u16 = std::fs::read_to_string(sandbox.dir.path().join("first.yaml"))
+        .unwrap()
+        .split("port_value: ")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .and_then(|port| port.parse().ok())
+        .expect("admin port in the config");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stats = String::new();
+    while Instant::now() < deadline {
+        stats = admin_get(admin_port, "/stats");
+        if stats.contains("datapath.socket_lb.kube_dns_vip.connects: 30") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        stats.contains("datapath.socket_lb.kube_dns_vip.connects: 30"),
+        "{stats}"
+    );
+    assert!(stats.contains("datapath.socket_lb.kube_dns_vip.no_backend: 0"));
+    let prometheus = admin_get(admin_port, "/stats/prometheus");
+    assert!(
+        prometheus.contains("datapath_socket_lb_kube_dns_vip_connects"),
+        "{prometheus}"
+    );
 
     let status = sluicectl_json(&sandbox, &["bpf", "status"]);
     let attached: Vec<&str> = status["hooks"]

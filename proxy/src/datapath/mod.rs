@@ -10,6 +10,7 @@
 //! and makes start-up fail, naming the hook, when it cannot.
 
 pub mod plan;
+pub mod stats;
 pub mod sync;
 
 use std::net::SocketAddr;
@@ -20,7 +21,12 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use futures_util::FutureExt;
 use sluice_ebpf::{Datapath, Hook};
 
+use crate::server::Snapshot;
+use crate::stats::Store;
 use crate::upstream::ClusterManager;
+
+/// How often kernel counters are added to the stats store.
+const COUNTER_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Default pin directory (`--datapath-pin-dir`).
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
@@ -109,9 +115,16 @@ fn derive_plan(listeners: &[Listener], clusters: &ClusterManager) -> plan::Plan 
 /// `--datapath required` cannot be honoured.
 pub fn start(
     flags: &DatapathFlags,
-    listeners: Vec<Listener>,
-    clusters: Arc<ClusterManager>,
+    snapshot: &Snapshot,
+    store: &Store,
 ) -> Result<Option<DatapathHandle>, i32> {
+    let listeners: Vec<Listener> = snapshot
+        .listeners
+        .iter()
+        .map(|listener| listener.source.clone())
+        .collect();
+    let clusters = snapshot.clusters.clone();
+    let store = store.clone();
     if flags.datapath_mode == DatapathMode::Off {
         return Ok(None);
     }
@@ -153,11 +166,12 @@ pub fn start(
         hooks_list()
     );
     let datapath = Arc::new(Mutex::new(Some(datapath)));
-    let sync_task = tokio::spawn(resync_on_membership_changes(
+    let sync_task = tokio::spawn(keep_in_sync(
         listeners,
         clusters,
         syncer,
         datapath.clone(),
+        store,
     ));
     Ok(Some(DatapathHandle {
         datapath,
@@ -166,33 +180,48 @@ pub fn start(
 }
 
 /// Re-derives and applies the plan whenever any cluster's membership or
-/// health changes.
-async fn resync_on_membership_changes(
+/// health changes, and exports the kernel counters every second.
+async fn keep_in_sync(
     listeners: Vec<Listener>,
     clusters: Arc<ClusterManager>,
     mut syncer: sync::Syncer,
     datapath: Arc<Mutex<Option<Datapath>>>,
+    store: Store,
 ) {
     let mut receivers: Vec<_> = clusters.iter().map(|cluster| cluster.subscribe()).collect();
-    if receivers.is_empty() {
-        return;
-    }
+    let mut export = stats::CounterExport::default();
+    let mut tick = tokio::time::interval(COUNTER_EXPORT_INTERVAL);
     loop {
-        let changes = receivers.iter_mut().map(|rx| rx.changed().boxed());
-        let (result, _, _) = futures_util::future::select_all(changes).await;
-        if result.is_err() {
-            return; // the cluster manager is gone: the server is exiting
-        }
-        let plan = derive_plan(&listeners, &clusters);
+        let membership_changed = async {
+            if receivers.is_empty() {
+                return std::future::pending().await;
+            }
+            let changes = receivers.iter_mut().map(|rx| rx.changed().boxed());
+            futures_util::future::select_all(changes).await.0
+        };
+        let resync = tokio::select! {
+            result = membership_changed => {
+                if result.is_err() {
+                    return; // the cluster manager is gone: the server is exiting
+                }
+                true
+            }
+            _ = tick.tick() => false,
+        };
         let mut guard = datapath.lock().unwrap_or_else(|e| e.into_inner());
         let Some(datapath) = guard.as_mut() else {
             return;
         };
-        match syncer.apply(&plan, datapath.maps()) {
-            Ok(()) => {
-                tracing::debug!(target: "sluice::datapath", services = plan.services.len(), "kernel maps synced")
+        if resync {
+            let plan = derive_plan(&listeners, &clusters);
+            match syncer.apply(&plan, datapath.maps()) {
+                Ok(()) => {
+                    tracing::debug!(target: "sluice::datapath", services = plan.services.len(), "kernel maps synced")
+                }
+                Err(error) => tracing::error!(target: "sluice::datapath", "{error}"),
             }
-            Err(error) => tracing::error!(target: "sluice::datapath", "{error}"),
+        } else {
+            export.export(&store, &syncer, datapath.maps());
         }
     }
 }

@@ -62,6 +62,7 @@ impl LbTable for sluice_ebpf::maps::LbMaps {
 #[derive(Clone, Debug)]
 struct Installed {
     service_id: u32,
+    listener: String,
     active_slot: u32,
     /// Backends in each slot (the inactive one is the previous list).
     slots: [Vec<SocketAddrV4>; 2],
@@ -95,6 +96,18 @@ impl Syncer {
     /// Backend id of an address, if installed (for counters).
     pub fn backend_id(&self, backend: &SocketAddrV4) -> Option<u32> {
         self.backend_ids.get(backend).copied()
+    }
+
+    /// Installed services as (listener name, service id).
+    pub fn services(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.installed
+            .values()
+            .map(|installed| (installed.listener.as_str(), installed.service_id))
+    }
+
+    /// Backends with a counter slot, as (address, backend id).
+    pub fn backends(&self) -> impl Iterator<Item = (SocketAddrV4, u32)> + '_ {
+        self.backend_ids.iter().map(|(address, id)| (*address, *id))
     }
 
     /// Brings `table` from the last applied plan to `plan`.
@@ -187,6 +200,7 @@ impl Syncer {
                 .map_err(fail(address))?;
             let installed = self.installed.entry(*address).or_insert(Installed {
                 service_id,
+                listener: service.listener.clone(),
                 active_slot: slot,
                 slots: [Vec::new(), Vec::new()],
             });

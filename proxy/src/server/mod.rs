@@ -153,16 +153,7 @@ async fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i3
         .await;
 
     // Kernel datapath (socket LB); dropped, so detached, when serve() returns.
-    let _datapath = match crate::datapath::start(
-        &server.cli.datapath,
-        server
-            .snapshot
-            .listeners
-            .iter()
-            .map(|l| l.source.clone())
-            .collect(),
-        server.snapshot.clusters.clone(),
-    ) {
+    let _datapath = match crate::datapath::start(&server.cli.datapath, &server.snapshot, &store) {
         Ok(datapath) => datapath,
         Err(exit_code) => return exit_code,
     };
