@@ -104,10 +104,13 @@ fn run_command(command: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-/// LLVM 22's shared library: bpf-linker links to it and rustc-web needs it.
+/// LLVM 22: bpf-linker links to its shared library, rustc-web needs it, and
+/// `llvm-objcopy` strips the object.
 fn ensure_llvm() -> Result<(), String> {
-    if Path::new(LLVM_PREFIX).join("lib/libLLVM.so.22.1").exists()
-        && Path::new(LLVM_PREFIX).join("bin/llvm-config").exists()
+    let prefix = Path::new(LLVM_PREFIX);
+    if ["lib/libLLVM.so.22.1", "bin/llvm-config", "bin/llvm-objcopy"]
+        .iter()
+        .all(|file| prefix.join(file).exists())
     {
         return Ok(());
     }
