@@ -175,3 +175,27 @@ fn sluicectl_rejects_bad_usage() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value 'yaml'"));
 }
+
+#[test]
+fn sluicectl_rejects_a_bad_cidr_before_looking_for_the_daemon() {
+    for (cidr, message) in [
+        ("300.1.1.1/8", "'300.1.1.1/8' is not an IPv4 CIDR"),
+        ("10.0.0.0/40", "'10.0.0.0/40': prefix length must be 0..=32"),
+        (
+            "fd00::/8",
+            "is not an IPv4 CIDR (IPv6 is not supported yet)",
+        ),
+    ] {
+        let output = sluicectl(&[
+            "bpf",
+            "denylist",
+            "add",
+            cidr,
+            "--pin-dir",
+            "/nonexistent/pins",
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+}

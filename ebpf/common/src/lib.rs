@@ -22,14 +22,18 @@ pub mod map_names {
     pub const LB4_BACKEND_COUNTERS: &str = "LB4_BACKEND_COUNTERS";
     pub const LB4_REVERSE_SK: &str = "LB4_REVERSE_SK";
     pub const LB4_SERVICE_INFO: &str = "LB4_SERVICE_INFO";
+    pub const XDP_DENY4: &str = "XDP_DENY4";
+    pub const XDP_COUNTERS: &str = "XDP_COUNTERS";
     /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 8] = [
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_SERVICE_COUNTERS,
         LB4_BACKEND_COUNTERS,
         LB4_REVERSE_SK,
         LB4_SERVICE_INFO,
+        XDP_DENY4,
+        XDP_COUNTERS,
     ];
 }
 
@@ -43,6 +47,7 @@ pub mod program_names {
     pub const SENDMSG6: &str = "sluice_sendmsg6";
     pub const GETPEERNAME6: &str = "sluice_getpeername6";
     pub const RECVMSG6: &str = "sluice_recvmsg6";
+    pub const XDP: &str = "sluice_xdp";
 }
 
 /// Capacity of `LB4_SERVICES`.
@@ -126,6 +131,22 @@ pub struct BackendCounters {
     pub connects: u64,
 }
 
+/// Capacity of `XDP_DENY4` (source CIDRs dropped by XDP).
+pub const MAX_DENY_ENTRIES: u32 = 16384;
+/// Capacity of `XDP_COUNTERS`: interfaces are counted by ifindex below this.
+pub const MAX_IFINDEX: u32 = 4096;
+
+/// Per-CPU value of `XDP_COUNTERS` (indexed by ifindex).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Packets seen (passed and dropped).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets dropped because their IPv4 source is in `XDP_DENY4`.
+    pub dropped: u64,
+}
+
 /// Longest listener name kept in [`ServiceInfo`] (longer names are cut).
 pub const SERVICE_NAME_LEN: usize = 112;
 
@@ -206,6 +227,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lb4ReverseKey {}
     unsafe impl aya::Pod for super::Lb4ReverseValue {}
     unsafe impl aya::Pod for super::ServiceInfo {}
+    unsafe impl aya::Pod for super::XdpCounters {}
 }
 
 #[cfg(test)]
@@ -224,6 +246,7 @@ mod tests {
         assert_eq!(size_of::<Lb4ReverseKey>(), 16);
         assert_eq!(size_of::<Lb4ReverseValue>(), 8);
         assert_eq!(size_of::<ServiceInfo>(), 120);
+        assert_eq!(size_of::<XdpCounters>(), 24);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 pub use sluice_ebpf_common as common;
 use sluice_ebpf_common::{map_names, program_names};
@@ -117,6 +117,11 @@ pub enum DatapathError {
         path: PathBuf,
         source: aya::pin::PinError,
     },
+    #[error("xdp on {interface}: attach failed in native and generic mode: {source}")]
+    Xdp {
+        interface: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {map}: {reason}")]
     Map { map: &'static str, reason: String },
 }
@@ -125,6 +130,8 @@ pub enum DatapathError {
 pub struct Datapath {
     pin_dir: PathBuf,
     links: Vec<(Hook, PinnedLink)>,
+    /// XDP links by interface name.
+    xdp_links: Vec<(String, PinnedLink)>,
     maps: Option<maps::LbMaps>,
     // Keeps the programs' fds; declared last so it drops after the links.
     _ebpf: Ebpf,
@@ -162,6 +169,7 @@ impl Datapath {
         let mut datapath = Datapath {
             pin_dir: pin_dir.to_path_buf(),
             links: Vec::new(),
+            xdp_links: Vec::new(),
             maps: None,
             _ebpf: ebpf,
         };
@@ -186,10 +194,67 @@ impl Datapath {
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
     }
+
+    /// Attaches the XDP program to `interface`: native (driver) mode where
+    /// the driver has it, generic otherwise; returns the mode used.
+    pub fn attach_xdp(&mut self, interface: &str) -> Result<&'static str, DatapathError> {
+        const HOOK: &str = "xdp";
+        let program_error = |action| {
+            move |source| DatapathError::Program {
+                hook: HOOK,
+                action,
+                source,
+            }
+        };
+        let program: &mut Xdp = self
+            ._ebpf
+            .program_mut(program_names::XDP)
+            .ok_or(DatapathError::MissingProgram {
+                hook: HOOK,
+                program: program_names::XDP,
+            })?
+            .try_into()
+            .map_err(program_error("type check"))?;
+        if program.fd().is_err() {
+            program.load().map_err(program_error("load (verifier)"))?;
+        }
+        let (link_id, mode) = match program.attach(interface, XdpMode::Driver) {
+            Ok(link_id) => (link_id, "native"),
+            Err(_) => (
+                program
+                    .attach(interface, XdpMode::Skb)
+                    .map_err(|source| DatapathError::Xdp {
+                        interface: interface.to_string(),
+                        source,
+                    })?,
+                "generic",
+            ),
+        };
+        let link = program
+            .take_link(link_id)
+            .map_err(program_error("take link"))?;
+        let fd_link = FdLink::try_from(link)
+            .map_err(|source| DatapathError::NotALink { hook: HOOK, source })?;
+        let path = self.pin_dir.join("links").join(format!("xdp-{interface}"));
+        let pinned = fd_link
+            .pin(&path)
+            .map_err(|source| DatapathError::PinLink {
+                hook: HOOK,
+                path,
+                source,
+            })?;
+        self.xdp_links.push((interface.to_string(), pinned));
+        Ok(mode)
+    }
 }
 
 impl Drop for Datapath {
     fn drop(&mut self) {
+        for (interface, link) in self.xdp_links.drain(..) {
+            if let Err(error) = link.unpin() {
+                tracing::warn!(%interface, %error, "cannot unpin xdp link");
+            }
+        }
         for (hook, link) in self.links.drain(..) {
             if let Err(error) = link.unpin() {
                 tracing::warn!(hook = hook.attach_point(), %error, "cannot unpin link");
@@ -332,6 +397,21 @@ pub struct PinnedHookStatus {
     pub hook: Hook,
     pub link_id: u32,
     pub program_id: u32,
+}
+
+/// Interfaces with a pinned XDP link under `pin_dir`.
+pub fn pinned_xdp_interfaces(pin_dir: &Path) -> Vec<String> {
+    let mut interfaces: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.strip_prefix("xdp-").map(str::to_string)
+        })
+        .collect();
+    interfaces.sort();
+    interfaces
 }
 
 /// The hooks whose links are pinned under `pin_dir` (attached and kept

@@ -1,14 +1,15 @@
-//! Typed access to the load-balancing maps, either taken from a freshly
+//! Typed access to the load-balancing and XDP maps, either taken from a freshly
 //! loaded object (the daemon) or opened from their pins (`sluicectl bpf`,
 //! which works while pins remain, daemon or not).
 
 use std::path::Path;
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
 use sluice_ebpf_common::{
     map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey,
-    ServiceCounters, ServiceInfo,
+    ServiceCounters, ServiceInfo, XdpCounters,
 };
 
 use crate::DatapathError;
@@ -202,4 +203,82 @@ fn per_cpu_zeros<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, aya::maps::
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| aya::maps::MapError::IoError(error))?;
     PerCpuValues::try_from((0..cpus).map(|_| V::default()).collect::<Vec<_>>())
         .map_err(aya::maps::MapError::IoError)
+}
+
+/// The XDP maps: the source deny list and per-interface counters.
+pub struct XdpMaps {
+    pub deny4: LpmTrie<MapData, u32, u8>,
+    pub counters: PerCpuArray<MapData, XdpCounters>,
+}
+
+impl XdpMaps {
+    /// Opens the maps a daemon pinned under `pin_dir`.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let open = |name: &'static str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|e| DatapathError::Map {
+                    map: name,
+                    reason: format!("cannot open pin {}: {e}", path.display()),
+                })
+        };
+        Ok(XdpMaps {
+            deny4: LpmTrie::try_from(open(map_names::XDP_DENY4)?)
+                .map_err(map_error(map_names::XDP_DENY4))?,
+            counters: PerCpuArray::try_from(open(map_names::XDP_COUNTERS)?)
+                .map_err(map_error(map_names::XDP_COUNTERS))?,
+        })
+    }
+
+    /// Adds `address/prefix_len` (IPv4) to the deny list.
+    pub fn deny(
+        &mut self,
+        address: std::net::Ipv4Addr,
+        prefix_len: u32,
+    ) -> Result<(), DatapathError> {
+        self.deny4
+            .insert(&Key::new(prefix_len, u32::from(address).to_be()), 1, 0)
+            .map_err(map_error(map_names::XDP_DENY4))
+    }
+
+    /// Removes exactly `address/prefix_len` from the deny list.
+    pub fn allow(
+        &mut self,
+        address: std::net::Ipv4Addr,
+        prefix_len: u32,
+    ) -> Result<(), DatapathError> {
+        self.deny4
+            .remove(&Key::new(prefix_len, u32::from(address).to_be()))
+            .map_err(map_error(map_names::XDP_DENY4))
+    }
+
+    /// The deny list as (network address, prefix length), sorted.
+    pub fn denied(&self) -> Result<Vec<(std::net::Ipv4Addr, u32)>, DatapathError> {
+        let mut list = Vec::new();
+        for key in self.deny4.keys() {
+            let key = key.map_err(map_error(map_names::XDP_DENY4))?;
+            list.push((
+                std::net::Ipv4Addr::from(u32::from_be(key.data())),
+                key.prefix_len(),
+            ));
+        }
+        list.sort();
+        Ok(list)
+    }
+
+    /// An interface's counters summed over CPUs.
+    pub fn interface_counters(&self, ifindex: u32) -> Result<XdpCounters, DatapathError> {
+        let per_cpu = self
+            .counters
+            .get(&ifindex, 0)
+            .map_err(map_error(map_names::XDP_COUNTERS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(XdpCounters::default(), |sum, c| XdpCounters {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+                dropped: sum.dropped + c.dropped,
+            }))
+    }
 }

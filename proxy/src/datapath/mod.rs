@@ -56,6 +56,11 @@ pub struct DatapathFlags {
     /// Where maps and links are pinned (what `sluicectl bpf` reads).
     #[arg(long = "datapath-pin-dir", value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+
+    /// Interface to attach XDP to (per-interface counters, source CIDR deny
+    /// list); repeatable.
+    #[arg(long = "datapath-xdp-iface", value_name = "NAME")]
+    pub xdp_interfaces: Vec<String>,
 }
 
 impl DatapathFlags {
@@ -132,8 +137,11 @@ pub fn start(
     for (listener, reason) in &initial.not_planned {
         tracing::info!(target: "sluice::datapath", %listener, "stays in userspace: {reason}");
     }
-    if flags.datapath_mode == DatapathMode::Auto && initial.services.is_empty() {
-        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration; socket hooks not attached");
+    if flags.datapath_mode == DatapathMode::Auto
+        && initial.services.is_empty()
+        && flags.xdp_interfaces.is_empty()
+    {
+        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration and no --datapath-xdp-iface; kernel hooks not attached");
         return Ok(None);
     }
     let cgroup = flags.cgroup();
@@ -156,6 +164,20 @@ pub fn start(
         }
         tracing::warn!(target: "sluice::datapath", "kernel datapath off: {error}; serving in userspace");
         return Ok(None);
+    }
+    for interface in &flags.xdp_interfaces {
+        match datapath.attach_xdp(interface) {
+            Ok(mode) => {
+                tracing::info!(target: "sluice::datapath", %interface, mode, "xdp attached ({mode} mode)")
+            }
+            Err(error) if flags.datapath_mode == DatapathMode::Required => {
+                eprintln!("--datapath required: {error}");
+                return Err(1);
+            }
+            Err(error) => {
+                tracing::warn!(target: "sluice::datapath", "{error}; no XDP on {interface}")
+            }
+        }
     }
     tracing::info!(
         target: "sluice::datapath",
