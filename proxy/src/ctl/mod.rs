@@ -1,4 +1,15 @@
-//! `sluicectl` subcommands, one module per family (`sluicectl xds …`).
-//! The binary (`src/bin/sluicectl.rs`) only parses and dispatches.
+//! `sluicectl` subcommands, one module per family (`sluicectl xds …`,
+//! `sluicectl bpf …`). The binary (`src/bin/sluicectl.rs`) only parses and
+//! dispatches.
 
+pub mod bpf;
 pub mod xds;
+
+use clap::ValueEnum;
+
+/// `-o text|json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}

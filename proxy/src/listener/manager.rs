@@ -75,6 +75,8 @@ pub struct ListenerManager {
     slots: Mutex<BTreeMap<String, Arc<ListenerSlot>>>,
     virtual_listeners: Mutex<BTreeMap<String, Arc<ListenerConfig>>>,
     drain: DrainSettings,
+    /// Bumped whenever a listener is added, replaced or removed.
+    changes: watch::Sender<u64>,
 }
 
 impl ListenerManager {
@@ -85,7 +87,18 @@ impl ListenerManager {
             slots: Mutex::new(BTreeMap::new()),
             virtual_listeners: Mutex::new(BTreeMap::new()),
             drain,
+            changes: watch::Sender::new(0),
         }
+    }
+
+    /// Tells when the set of listeners changed (the kernel datapath
+    /// re-derives its plan).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|version| *version += 1);
     }
 
     /// Adds a listener, or replaces the one of the same name. A bind
@@ -98,6 +111,7 @@ impl ListenerManager {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(config.name.clone(), config);
+            self.changed();
             return Ok(ListenerChange::Virtual);
         }
         self.virtual_listeners
@@ -116,6 +130,7 @@ impl ListenerManager {
                 previous
                     .drain
                     .start(self.drain.period, self.drain.immediate);
+                self.changed();
                 return Ok(ListenerChange::Updated);
             }
         }
@@ -146,6 +161,7 @@ impl ListenerManager {
             });
         }
         slots.insert(slot.name.clone(), slot);
+        self.changed();
         Ok(ListenerChange::Added)
     }
 
@@ -157,7 +173,11 @@ impl ListenerManager {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
             .is_some();
-        self.remove_bound(name) || was_virtual
+        let removed = self.remove_bound(name) || was_virtual;
+        if removed {
+            self.changed();
+        }
+        removed
     }
 
     fn remove_bound(&self, name: &str) -> bool {

@@ -167,6 +167,18 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
         }
     }
     start_dynamic_sources(&server).await;
+
+    // Kernel datapath (socket LB), derived from the listeners and clusters
+    // in force and kept in sync with them; detached when serve() returns.
+    let _datapath = match crate::datapath::start(
+        &server.cli.datapath,
+        server.listeners.clone(),
+        server.snapshot.clusters.clone(),
+        &store,
+    ) {
+        Ok(datapath) => datapath,
+        Err(exit_code) => return exit_code,
+    };
     server.state_gauge.set(0); // LIVE
     server.live_gauge.set(1);
     server.live.store(true, Ordering::Relaxed);

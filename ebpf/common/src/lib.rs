@@ -1,0 +1,262 @@
+//! Map key/value layouts shared by the kernel programs (`ebpf/programs`) and
+//! userspace (`ebpf/loader`, `sluicectl`), so a layout can never drift.
+//!
+//! Every type is `#[repr(C)]` with explicit padding fields (the verifier and
+//! `bpftool` see exactly these bytes). Addresses and ports are stored in
+//! network byte order, as the kernel hands them to `cgroup/connect4`
+//! (`bpf_sock_addr.user_ip4`, `user_port`), so the programs never swap bytes.
+//!
+//! Load-balancing maps follow Cilium's shape (`lb4_services`, `lb4_backends`)
+//! with double-buffered backend slots: userspace writes a service's new backend
+//! list into the slot the service entry does not point at, then flips the
+//! service entry in one map update, so a connect never sees a half-written
+//! service.
+#![no_std]
+
+/// Names of the maps in the object, as pinned under the pin directory and as
+/// `bpftool map dump pinned <pin-dir>/<name>` shows them.
+pub mod map_names {
+    pub const LB4_SERVICES: &str = "LB4_SERVICES";
+    pub const LB4_BACKENDS: &str = "LB4_BACKENDS";
+    pub const LB4_SERVICE_COUNTERS: &str = "LB4_SERVICE_COUNTERS";
+    pub const LB4_BACKEND_COUNTERS: &str = "LB4_BACKEND_COUNTERS";
+    pub const LB4_REVERSE_SK: &str = "LB4_REVERSE_SK";
+    pub const LB4_SERVICE_INFO: &str = "LB4_SERVICE_INFO";
+    pub const XDP_DENY4: &str = "XDP_DENY4";
+    pub const XDP_COUNTERS: &str = "XDP_COUNTERS";
+    /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
+    pub const ALL: [&str; 8] = [
+        LB4_SERVICES,
+        LB4_BACKENDS,
+        LB4_SERVICE_COUNTERS,
+        LB4_BACKEND_COUNTERS,
+        LB4_REVERSE_SK,
+        LB4_SERVICE_INFO,
+        XDP_DENY4,
+        XDP_COUNTERS,
+    ];
+}
+
+/// Names of the programs in the object (their function names).
+pub mod program_names {
+    pub const CONNECT4: &str = "sluice_connect4";
+    pub const SENDMSG4: &str = "sluice_sendmsg4";
+    pub const GETPEERNAME4: &str = "sluice_getpeername4";
+    pub const RECVMSG4: &str = "sluice_recvmsg4";
+    pub const CONNECT6: &str = "sluice_connect6";
+    pub const SENDMSG6: &str = "sluice_sendmsg6";
+    pub const GETPEERNAME6: &str = "sluice_getpeername6";
+    pub const RECVMSG6: &str = "sluice_recvmsg6";
+    pub const XDP: &str = "sluice_xdp";
+}
+
+/// Capacity of `LB4_SERVICES`.
+pub const MAX_SERVICES: u32 = 4096;
+/// Most backends one service may have (per slot).
+pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
+/// Capacity of `LB4_BACKENDS` (two slots per service on average 16 backends).
+pub const MAX_BACKEND_ENTRIES: u32 = 65536;
+/// Capacity of `LB4_REVERSE_SK` (an LRU: the oldest sockets' entries go first).
+pub const MAX_REVERSE_SK: u32 = 65536;
+/// Capacity of the per-backend counter array: backend ids are `0..MAX_BACKEND_IDS`.
+pub const MAX_BACKEND_IDS: u32 = 65536;
+
+/// IP protocol numbers used in [`Lb4ServiceKey::protocol`].
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of `LB4_SERVICES`: a virtual IPv4 address, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4ServiceKey {
+    /// VIP, network byte order (as `bpf_sock_addr.user_ip4`).
+    pub address: u32,
+    /// Port, network byte order (low 16 bits of `bpf_sock_addr.user_port`).
+    pub port: u16,
+    /// [`PROTO_TCP`] or [`PROTO_UDP`].
+    pub protocol: u8,
+    pub pad: u8,
+}
+
+/// Value of `LB4_SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lb4Service {
+    /// Index into `LB4_SERVICE_COUNTERS`; stable for the service's lifetime.
+    pub service_id: u32,
+    /// Number of backends in the active slot (0 = no backend: connect is left
+    /// alone and fails as it would without Sluice).
+    pub backend_count: u32,
+    /// Active backend slot, 0 or 1.
+    pub slot: u32,
+    pub pad: u32,
+}
+
+/// Key of `LB4_BACKENDS`: the `index`-th backend of a service's `slot`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4BackendKey {
+    pub service_id: u32,
+    pub slot: u32,
+    pub index: u32,
+}
+
+/// Value of `LB4_BACKENDS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lb4Backend {
+    /// Backend address, network byte order.
+    pub address: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    pub pad: u16,
+    /// Index into `LB4_BACKEND_COUNTERS`.
+    pub backend_id: u32,
+}
+
+/// Per-CPU value of `LB4_SERVICE_COUNTERS` (indexed by service id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Connects (TCP) and sends (UDP) rewritten to a backend.
+    pub connects: u64,
+    /// Connects to the VIP while it had no backend (left unchanged).
+    pub no_backend: u64,
+}
+
+/// Per-CPU value of `LB4_BACKEND_COUNTERS` (indexed by backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    pub connects: u64,
+}
+
+/// Capacity of `XDP_DENY4` (source CIDRs dropped by XDP).
+pub const MAX_DENY_ENTRIES: u32 = 16384;
+/// Capacity of `XDP_COUNTERS`: interfaces are counted by ifindex below this.
+pub const MAX_IFINDEX: u32 = 4096;
+
+/// Per-CPU value of `XDP_COUNTERS` (indexed by ifindex).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Packets seen (passed and dropped).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets dropped because their IPv4 source is in `XDP_DENY4`.
+    pub dropped: u64,
+}
+
+/// Longest listener name kept in [`ServiceInfo`] (longer names are cut).
+pub const SERVICE_NAME_LEN: usize = 112;
+
+/// Service mode in [`ServiceInfo::mode`]: rewritten to a backend in the kernel.
+pub const MODE_SOCKET_LB: u32 = 1;
+
+/// Value of `LB4_SERVICE_INFO` (indexed by service id): what userspace
+/// knows about a service, for `sluicectl bpf services`. The kernel programs
+/// never read it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// [`MODE_SOCKET_LB`] (0: unused slot).
+    pub mode: u32,
+    /// Bytes used in `listener`.
+    pub listener_len: u32,
+    /// The listener's name, UTF-8, not NUL-terminated.
+    pub listener: [u8; SERVICE_NAME_LEN],
+}
+
+impl ServiceInfo {
+    /// The listener name (cut at a character boundary if it was too long).
+    pub fn listener_name(&self) -> &str {
+        let len = (self.listener_len as usize).min(SERVICE_NAME_LEN);
+        match core::str::from_utf8(&self.listener[..len]) {
+            Ok(name) => name,
+            Err(e) => core::str::from_utf8(&self.listener[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+
+    pub fn new(mode: u32, listener: &str) -> Self {
+        let mut end = listener.len().min(SERVICE_NAME_LEN);
+        while !listener.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0u8; SERVICE_NAME_LEN];
+        bytes[..end].copy_from_slice(&listener.as_bytes()[..end]);
+        ServiceInfo {
+            mode,
+            listener_len: end as u32,
+            listener: bytes,
+        }
+    }
+}
+
+/// Key of `LB4_REVERSE_SK`: a socket (by cookie) rewritten to a backend.
+/// `getpeername4`/`recvmsg4` look it up to show the app the VIP again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Lb4ReverseKey {
+    pub cookie: u64,
+    /// Backend address the socket was sent to, network byte order.
+    pub address: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// Value of `LB4_REVERSE_SK`: the VIP the app asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lb4ReverseValue {
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are `#[repr(C)]`, made only of integers, with every padding
+    // byte an explicit field, so any bit pattern is valid.
+    unsafe impl aya::Pod for super::Lb4ServiceKey {}
+    unsafe impl aya::Pod for super::Lb4Service {}
+    unsafe impl aya::Pod for super::Lb4BackendKey {}
+    unsafe impl aya::Pod for super::Lb4Backend {}
+    unsafe impl aya::Pod for super::ServiceCounters {}
+    unsafe impl aya::Pod for super::BackendCounters {}
+    unsafe impl aya::Pod for super::Lb4ReverseKey {}
+    unsafe impl aya::Pod for super::Lb4ReverseValue {}
+    unsafe impl aya::Pod for super::ServiceInfo {}
+    unsafe impl aya::Pod for super::XdpCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<Lb4ServiceKey>(), 8);
+        assert_eq!(size_of::<Lb4Service>(), 16);
+        assert_eq!(size_of::<Lb4BackendKey>(), 12);
+        assert_eq!(size_of::<Lb4Backend>(), 12);
+        assert_eq!(size_of::<ServiceCounters>(), 16);
+        assert_eq!(size_of::<BackendCounters>(), 8);
+        assert_eq!(size_of::<Lb4ReverseKey>(), 16);
+        assert_eq!(size_of::<Lb4ReverseValue>(), 8);
+        assert_eq!(size_of::<ServiceInfo>(), 120);
+        assert_eq!(size_of::<XdpCounters>(), 24);
+    }
+
+    #[test]
+    fn service_info_keeps_names_and_cuts_long_ones_at_a_char_boundary() {
+        assert_eq!(
+            ServiceInfo::new(MODE_SOCKET_LB, "svc").listener_name(),
+            "svc"
+        );
+        let long = "é".repeat(100); // 200 bytes
+        let info = ServiceInfo::new(MODE_SOCKET_LB, &long);
+        assert_eq!(info.listener_name(), "é".repeat(56));
+    }
+}

@@ -1,0 +1,284 @@
+//! Typed access to the load-balancing and XDP maps, either taken from a freshly
+//! loaded object (the daemon) or opened from their pins (`sluicectl bpf`,
+//! which works while pins remain, daemon or not).
+
+use std::path::Path;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::Ebpf;
+use sluice_ebpf_common::{
+    map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey,
+    ServiceCounters, ServiceInfo, XdpCounters,
+};
+
+use crate::DatapathError;
+
+/// The socket-LB maps (`LB4_*`), typed with `sluice-ebpf-common` layouts.
+pub struct LbMaps {
+    pub services: HashMap<MapData, Lb4ServiceKey, Lb4Service>,
+    pub backends: HashMap<MapData, Lb4BackendKey, Lb4Backend>,
+    pub service_counters: PerCpuArray<MapData, ServiceCounters>,
+    pub backend_counters: PerCpuArray<MapData, BackendCounters>,
+    pub service_info: Array<MapData, ServiceInfo>,
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |e| DatapathError::Map {
+        map,
+        reason: e.to_string(),
+    }
+}
+
+impl LbMaps {
+    pub(crate) fn from_loaded(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or(DatapathError::Map {
+                map: name,
+                reason: "missing from the object".into(),
+            })
+        };
+        Self::from_maps(
+            take(map_names::LB4_SERVICES)?,
+            take(map_names::LB4_BACKENDS)?,
+            take(map_names::LB4_SERVICE_COUNTERS)?,
+            take(map_names::LB4_BACKEND_COUNTERS)?,
+            take(map_names::LB4_SERVICE_INFO)?,
+        )
+    }
+
+    /// Opens the maps a daemon pinned under `pin_dir`.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let open = |name: &'static str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|e| DatapathError::Map {
+                    map: name,
+                    reason: format!("cannot open pin {}: {e}", path.display()),
+                })
+        };
+        Self::from_maps(
+            open(map_names::LB4_SERVICES)?,
+            open(map_names::LB4_BACKENDS)?,
+            open(map_names::LB4_SERVICE_COUNTERS)?,
+            open(map_names::LB4_BACKEND_COUNTERS)?,
+            open(map_names::LB4_SERVICE_INFO)?,
+        )
+    }
+
+    fn from_maps(
+        services: Map,
+        backends: Map,
+        service_counters: Map,
+        backend_counters: Map,
+        service_info: Map,
+    ) -> Result<Self, DatapathError> {
+        Ok(LbMaps {
+            services: HashMap::try_from(services).map_err(map_error(map_names::LB4_SERVICES))?,
+            backends: HashMap::try_from(backends).map_err(map_error(map_names::LB4_BACKENDS))?,
+            service_counters: PerCpuArray::try_from(service_counters)
+                .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?,
+            backend_counters: PerCpuArray::try_from(backend_counters)
+                .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))?,
+            service_info: Array::try_from(service_info)
+                .map_err(map_error(map_names::LB4_SERVICE_INFO))?,
+        })
+    }
+
+    /// Every service entry.
+    pub fn service_entries(&self) -> Result<Vec<(Lb4ServiceKey, Lb4Service)>, DatapathError> {
+        let mut entries = self
+            .services
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::LB4_SERVICES))?;
+        entries.sort_by_key(|(key, _)| *key);
+        Ok(entries)
+    }
+
+    /// Every backend entry (both slots of every service).
+    pub fn backend_entries(&self) -> Result<Vec<(Lb4BackendKey, Lb4Backend)>, DatapathError> {
+        let mut entries = self
+            .backends
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::LB4_BACKENDS))?;
+        entries.sort_by_key(|(key, _)| *key);
+        Ok(entries)
+    }
+
+    /// A service's counters summed over CPUs.
+    pub fn service_counters(&self, service_id: u32) -> Result<ServiceCounters, DatapathError> {
+        let per_cpu = self
+            .service_counters
+            .get(&service_id, 0)
+            .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(ServiceCounters::default(), |sum, c| ServiceCounters {
+                connects: sum.connects + c.connects,
+                no_backend: sum.no_backend + c.no_backend,
+            }))
+    }
+
+    /// A backend's counters summed over CPUs.
+    pub fn backend_counters(&self, backend_id: u32) -> Result<BackendCounters, DatapathError> {
+        let per_cpu = self
+            .backend_counters
+            .get(&backend_id, 0)
+            .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))?;
+        Ok(BackendCounters {
+            connects: per_cpu.iter().map(|c| c.connects).sum(),
+        })
+    }
+
+    /// Zeroes a service's counters on every CPU (before its id is reused).
+    pub fn zero_service_counters(&mut self, service_id: u32) -> Result<(), DatapathError> {
+        let zeros = per_cpu_zeros().map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?;
+        self.service_counters
+            .set(service_id, zeros, 0)
+            .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))
+    }
+
+    /// Zeroes a backend's counters on every CPU (before its id is reused).
+    pub fn zero_backend_counters(&mut self, backend_id: u32) -> Result<(), DatapathError> {
+        let zeros = per_cpu_zeros().map_err(map_error(map_names::LB4_BACKEND_COUNTERS))?;
+        self.backend_counters
+            .set(backend_id, zeros, 0)
+            .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))
+    }
+
+    /// What userspace recorded about a service (listener name, mode).
+    pub fn service_info(&self, service_id: u32) -> Result<ServiceInfo, DatapathError> {
+        self.service_info
+            .get(&service_id, 0)
+            .map_err(map_error(map_names::LB4_SERVICE_INFO))
+    }
+
+    pub fn set_service_info(
+        &mut self,
+        service_id: u32,
+        info: ServiceInfo,
+    ) -> Result<(), DatapathError> {
+        self.service_info
+            .set(service_id, info, 0)
+            .map_err(map_error(map_names::LB4_SERVICE_INFO))
+    }
+
+    pub fn insert_service(
+        &mut self,
+        key: Lb4ServiceKey,
+        value: Lb4Service,
+    ) -> Result<(), DatapathError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_error(map_names::LB4_SERVICES))
+    }
+
+    pub fn remove_service(&mut self, key: &Lb4ServiceKey) -> Result<(), DatapathError> {
+        self.services
+            .remove(key)
+            .map_err(map_error(map_names::LB4_SERVICES))
+    }
+
+    pub fn insert_backend(
+        &mut self,
+        key: Lb4BackendKey,
+        value: Lb4Backend,
+    ) -> Result<(), DatapathError> {
+        self.backends
+            .insert(key, value, 0)
+            .map_err(map_error(map_names::LB4_BACKENDS))
+    }
+
+    pub fn remove_backend(&mut self, key: &Lb4BackendKey) -> Result<(), DatapathError> {
+        self.backends
+            .remove(key)
+            .map_err(map_error(map_names::LB4_BACKENDS))
+    }
+}
+
+fn per_cpu_zeros<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, aya::maps::MapError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, error)| aya::maps::MapError::IoError(error))?;
+    PerCpuValues::try_from((0..cpus).map(|_| V::default()).collect::<Vec<_>>())
+        .map_err(aya::maps::MapError::IoError)
+}
+
+/// The XDP maps: the source deny list and per-interface counters.
+pub struct XdpMaps {
+    pub deny4: LpmTrie<MapData, u32, u8>,
+    pub counters: PerCpuArray<MapData, XdpCounters>,
+}
+
+impl XdpMaps {
+    /// Opens the maps a daemon pinned under `pin_dir`.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let open = |name: &'static str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|e| DatapathError::Map {
+                    map: name,
+                    reason: format!("cannot open pin {}: {e}", path.display()),
+                })
+        };
+        Ok(XdpMaps {
+            deny4: LpmTrie::try_from(open(map_names::XDP_DENY4)?)
+                .map_err(map_error(map_names::XDP_DENY4))?,
+            counters: PerCpuArray::try_from(open(map_names::XDP_COUNTERS)?)
+                .map_err(map_error(map_names::XDP_COUNTERS))?,
+        })
+    }
+
+    /// Adds `address/prefix_len` (IPv4) to the deny list.
+    pub fn deny(
+        &mut self,
+        address: std::net::Ipv4Addr,
+        prefix_len: u32,
+    ) -> Result<(), DatapathError> {
+        self.deny4
+            .insert(&Key::new(prefix_len, u32::from(address).to_be()), 1, 0)
+            .map_err(map_error(map_names::XDP_DENY4))
+    }
+
+    /// Removes exactly `address/prefix_len` from the deny list.
+    pub fn allow(
+        &mut self,
+        address: std::net::Ipv4Addr,
+        prefix_len: u32,
+    ) -> Result<(), DatapathError> {
+        self.deny4
+            .remove(&Key::new(prefix_len, u32::from(address).to_be()))
+            .map_err(map_error(map_names::XDP_DENY4))
+    }
+
+    /// The deny list as (network address, prefix length), sorted.
+    pub fn denied(&self) -> Result<Vec<(std::net::Ipv4Addr, u32)>, DatapathError> {
+        let mut list = Vec::new();
+        for key in self.deny4.keys() {
+            let key = key.map_err(map_error(map_names::XDP_DENY4))?;
+            list.push((
+                std::net::Ipv4Addr::from(u32::from_be(key.data())),
+                key.prefix_len(),
+            ));
+        }
+        list.sort();
+        Ok(list)
+    }
+
+    /// An interface's counters summed over CPUs.
+    pub fn interface_counters(&self, ifindex: u32) -> Result<XdpCounters, DatapathError> {
+        let per_cpu = self
+            .counters
+            .get(&ifindex, 0)
+            .map_err(map_error(map_names::XDP_COUNTERS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(XdpCounters::default(), |sum, c| XdpCounters {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+                dropped: sum.dropped + c.dropped,
+            }))
+    }
+}

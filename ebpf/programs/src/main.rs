@@ -1,0 +1,293 @@
+//! Sluice's kernel programs: socket-level load balancing for IPv4.
+//!
+//! `cgroup/connect4` (TCP and connected UDP) and `cgroup/sendmsg4`
+//! (unconnected UDP) rewrite a service VIP:port found in `LB4_SERVICES` to one
+//! of its backends in `LB4_BACKENDS` before a packet exists: no NAT, no proxy
+//! hop. `cgroup/getpeername4` and `cgroup/recvmsg4` put the VIP back so the
+//! application sees the address it asked for. The `*6` hooks do the same for
+//! IPv6 sockets using v4-mapped addresses (IPv6 services are not done yet). Per-CPU counters count connects
+//! per service and per backend. Map layouts come from `sluice-ebpf-common`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    bindings::xdp_action,
+    helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie},
+    macros::{cgroup_sock_addr, map, xdp},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    programs::{SockAddrContext, XdpContext},
+    EbpfContext,
+};
+use sluice_ebpf_common::{
+    BackendCounters, Lb4Backend, Lb4BackendKey, Lb4ReverseKey, Lb4ReverseValue, Lb4Service,
+    Lb4ServiceKey, ServiceCounters, ServiceInfo, XdpCounters, MAX_BACKEND_ENTRIES, MAX_BACKEND_IDS,
+    MAX_DENY_ENTRIES, MAX_IFINDEX, MAX_REVERSE_SK, MAX_SERVICES, PROTO_TCP, PROTO_UDP,
+};
+
+/// Allow the syscall to proceed (with the possibly rewritten address).
+const ALLOW: i32 = 1;
+
+#[map(name = "LB4_SERVICES")]
+static LB4_SERVICES: HashMap<Lb4ServiceKey, Lb4Service> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "LB4_BACKENDS")]
+static LB4_BACKENDS: HashMap<Lb4BackendKey, Lb4Backend> =
+    HashMap::with_max_entries(MAX_BACKEND_ENTRIES, 0);
+
+#[map(name = "LB4_SERVICE_COUNTERS")]
+static LB4_SERVICE_COUNTERS: PerCpuArray<ServiceCounters> =
+    PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "LB4_BACKEND_COUNTERS")]
+static LB4_BACKEND_COUNTERS: PerCpuArray<BackendCounters> =
+    PerCpuArray::with_max_entries(MAX_BACKEND_IDS, 0);
+
+/// Written by userspace only (listener names for `sluicectl bpf services`).
+#[map(name = "LB4_SERVICE_INFO")]
+static LB4_SERVICE_INFO: Array<ServiceInfo> = Array::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "LB4_REVERSE_SK")]
+static LB4_REVERSE_SK: LruHashMap<Lb4ReverseKey, Lb4ReverseValue> =
+    LruHashMap::with_max_entries(MAX_REVERSE_SK, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn sluice_connect4(ctx: SockAddrContext) -> i32 {
+    // Each TCP connection picks a backend uniformly at random.
+    forward(&ctx, Family::V4, unsafe { bpf_get_prandom_u32() });
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sluice_sendmsg4(ctx: SockAddrContext) -> i32 {
+    forward(&ctx, Family::V4, cookie_draw(&ctx));
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn sluice_getpeername4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx, Family::V4);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sluice_recvmsg4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx, Family::V4);
+    ALLOW
+}
+
+/// IPv6 sockets reach IPv4 services through v4-mapped addresses
+/// (`::ffff:a.b.c.d`, what dual-stack runtimes such as Java's use); the
+/// kernel runs only the `*6` hooks for them.
+#[cgroup_sock_addr(connect6)]
+pub fn sluice_connect6(ctx: SockAddrContext) -> i32 {
+    forward(&ctx, Family::V4MappedV6, unsafe { bpf_get_prandom_u32() });
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sluice_sendmsg6(ctx: SockAddrContext) -> i32 {
+    forward(&ctx, Family::V4MappedV6, cookie_draw(&ctx));
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn sluice_getpeername6(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx, Family::V4MappedV6);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn sluice_recvmsg6(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx, Family::V4MappedV6);
+    ALLOW
+}
+
+/// Source CIDRs (IPv4, network order) that XDP drops before the stack.
+#[map(name = "XDP_DENY4")]
+static XDP_DENY4: LpmTrie<u32, u8> = LpmTrie::with_max_entries(MAX_DENY_ENTRIES, 1); // BPF_F_NO_PREALLOC
+
+#[map(name = "XDP_COUNTERS")]
+static XDP_COUNTERS: PerCpuArray<XdpCounters> = PerCpuArray::with_max_entries(MAX_IFINDEX, 0);
+
+const ETH_HEADER_LEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPV4_SOURCE_OFFSET: usize = 12;
+
+/// Counts every packet per interface and drops IPv4 packets whose source
+/// is in `XDP_DENY4`.
+#[xdp]
+pub fn sluice_xdp(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // SAFETY: the kernel hands XDP programs a valid xdp_md.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let counters = XDP_COUNTERS.get_ptr_mut(ifindex);
+    if let Some(counters) = counters {
+        // SAFETY: per-CPU slot, this program is its only writer on this CPU.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += (end - start) as u64;
+        }
+    }
+    if start + ETH_HEADER_LEN + IPV4_SOURCE_OFFSET + 4 > end {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: bounds checked against data_end just above.
+    let ethertype = u16::from_be(unsafe { core::ptr::read_unaligned((start + 12) as *const u16) });
+    if ethertype != ETH_P_IP {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: bounds checked against data_end above.
+    let source = unsafe {
+        core::ptr::read_unaligned((start + ETH_HEADER_LEN + IPV4_SOURCE_OFFSET) as *const u32)
+    };
+    if XDP_DENY4.get(Key::new(32, source)).is_some() {
+        if let Some(counters) = counters {
+            // SAFETY: as above.
+            unsafe { (*counters).dropped += 1 };
+        }
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Where the IPv4 address sits in `bpf_sock_addr`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `user_ip4`.
+    V4,
+    /// `user_ip6` holding `::ffff:a.b.c.d` (other IPv6 addresses are left alone).
+    V4MappedV6,
+}
+
+/// Every datagram of one unconnected UDP socket goes to the same backend.
+#[inline(always)]
+fn cookie_draw(ctx: &SockAddrContext) -> u32 {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    (cookie as u32) ^ ((cookie >> 32) as u32)
+}
+
+#[inline(always)]
+fn protocol_of(sock_addr: &bpf_sock_addr) -> Option<u8> {
+    match sock_addr.protocol {
+        6 => Some(PROTO_TCP),
+        17 => Some(PROTO_UDP),
+        _ => None,
+    }
+}
+
+/// The destination IPv4 address (network order), if the family has one.
+#[inline(always)]
+fn ipv4_of(sock_addr: &bpf_sock_addr, family: Family) -> Option<u32> {
+    match family {
+        Family::V4 => Some(sock_addr.user_ip4),
+        Family::V4MappedV6 => {
+            let ip6 = sock_addr.user_ip6;
+            (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0xffff_u32.to_be()).then_some(ip6[3])
+        }
+    }
+}
+
+#[inline(always)]
+fn set_destination(sock_addr: &mut bpf_sock_addr, family: Family, address: u32, port: u16) {
+    match family {
+        Family::V4 => sock_addr.user_ip4 = address,
+        // The first three words already say "v4-mapped".
+        Family::V4MappedV6 => sock_addr.user_ip6[3] = address,
+    }
+    sock_addr.user_port = u32::from(port);
+}
+
+/// Rewrites the destination if it is a known service with a backend; `draw`
+/// picks the backend. Inlined: BPF subprogram calls must not take
+/// aggregates (the verifier rejects the half-initialised registers).
+#[inline(always)]
+fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
+    // SAFETY: the kernel hands cgroup/sock_addr programs a valid context.
+    let sock_addr = unsafe { &mut *ctx.sock_addr };
+    let Some(protocol) = protocol_of(sock_addr) else {
+        return;
+    };
+    let Some(address) = ipv4_of(sock_addr, family) else {
+        return;
+    };
+    let key = Lb4ServiceKey {
+        address,
+        port: sock_addr.user_port as u16,
+        protocol,
+        pad: 0,
+    };
+    // SAFETY: the value is copied out before any map update.
+    let Some(service) = (unsafe { LB4_SERVICES.get(&key) }).copied() else {
+        return;
+    };
+    if service.backend_count == 0 {
+        count_service(service.service_id, |c| c.no_backend += 1);
+        return;
+    }
+    let backend_key = Lb4BackendKey {
+        service_id: service.service_id,
+        slot: service.slot,
+        index: draw % service.backend_count,
+    };
+    // SAFETY: copied out immediately.
+    let Some(backend) = (unsafe { LB4_BACKENDS.get(&backend_key) }).copied() else {
+        count_service(service.service_id, |c| c.no_backend += 1);
+        return;
+    };
+    set_destination(sock_addr, family, backend.address, backend.port);
+    let reverse_key = Lb4ReverseKey {
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        address: backend.address,
+        port: backend.port,
+        pad: 0,
+    };
+    let vip = Lb4ReverseValue {
+        address: key.address,
+        port: key.port,
+        pad: 0,
+    };
+    // A full LRU evicts the oldest entry; an error here only means the app
+    // would see the backend's address from getpeername.
+    let _ = LB4_REVERSE_SK.insert(&reverse_key, &vip, 0);
+    count_service(service.service_id, |c| c.connects += 1);
+    if let Some(counters) = LB4_BACKEND_COUNTERS.get_ptr_mut(backend.backend_id) {
+        // SAFETY: per-CPU slot, this program is its only writer on this CPU.
+        unsafe { (*counters).connects += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_service(service_id: u32, update: impl FnOnce(&mut ServiceCounters)) {
+    if let Some(counters) = LB4_SERVICE_COUNTERS.get_ptr_mut(service_id) {
+        // SAFETY: per-CPU slot, this program is its only writer on this CPU.
+        update(unsafe { &mut *counters });
+    }
+}
+
+/// Shows the VIP instead of the backend a socket was rewritten to.
+#[inline(always)]
+fn reverse(ctx: &SockAddrContext, family: Family) {
+    // SAFETY: the kernel hands cgroup/sock_addr programs a valid context.
+    let sock_addr = unsafe { &mut *ctx.sock_addr };
+    let Some(address) = ipv4_of(sock_addr, family) else {
+        return;
+    };
+    let key = Lb4ReverseKey {
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        address,
+        port: sock_addr.user_port as u16,
+        pad: 0,
+    };
+    // SAFETY: copied out immediately.
+    if let Some(vip) = (unsafe { LB4_REVERSE_SK.get(&key) }).copied() {
+        set_destination(sock_addr, family, vip.address, vip.port);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

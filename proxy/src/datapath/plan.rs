@@ -1,0 +1,284 @@
+//! The kernel datapath plan, derived from configuration (never configured
+//! twice): a pure function from listeners and cluster membership to the
+//! socket-LB services the kernel should hold.
+//!
+//! A listener becomes an in-kernel socket-LB service when it says "virtual"
+//! (`bind_to_port: false`), listens on one IPv4 address and port, and has one
+//! filter chain (without a match) whose only filter is `tcp_proxy` to one
+//! cluster; the service's backends are that cluster's healthy IPv4 endpoints.
+//! Other `bind_to_port: false` listeners are listed in [`Plan::not_planned`]
+//! with the reason, so the daemon can say why they stay in userspace.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::socket_address::{PortSpecifier, Protocol};
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use prost::Message;
+use sluice_ebpf::common::MAX_BACKENDS_PER_SERVICE;
+
+const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+
+/// A service as the kernel matches it: VIP, port, protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceAddress {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServiceAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/tcp", self.vip, self.port)
+    }
+}
+
+/// One socket-LB service of the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedService {
+    pub listener: String,
+    pub cluster: String,
+    /// Healthy IPv4 endpoints, sorted, at most `MAX_BACKENDS_PER_SERVICE`.
+    pub backends: Vec<SocketAddrV4>,
+}
+
+/// What the kernel should hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub services: BTreeMap<ServiceAddress, PlannedService>,
+    /// `bind_to_port: false` listeners that stay in userspace, with why.
+    pub not_planned: Vec<(String, String)>,
+}
+
+/// Derives the plan. `healthy_endpoints(cluster)` is `None` for an unknown
+/// cluster, else the cluster's healthy endpoints.
+pub fn derive(
+    listeners: &[Listener],
+    healthy_endpoints: impl Fn(&str) -> Option<Vec<SocketAddr>>,
+) -> Plan {
+    let mut plan = Plan::default();
+    for listener in listeners {
+        if listener.bind_to_port.as_ref().is_none_or(|v| v.value) {
+            continue;
+        }
+        match socket_lb_service(listener, &healthy_endpoints) {
+            Ok((address, service)) => {
+                if let Some(existing) = plan.services.get(&address) {
+                    plan.not_planned.push((
+                        listener.name.clone(),
+                        format!(
+                            "{address} is already served by listener '{}'",
+                            existing.listener
+                        ),
+                    ));
+                } else {
+                    plan.services.insert(address, service);
+                }
+            }
+            Err(reason) => plan.not_planned.push((listener.name.clone(), reason)),
+        }
+    }
+    plan
+}
+
+fn socket_lb_service(
+    listener: &Listener,
+    healthy_endpoints: &impl Fn(&str) -> Option<Vec<SocketAddr>>,
+) -> Result<(ServiceAddress, PlannedService), String> {
+    let address = service_address(listener)?;
+    let [chain] = listener.filter_chains.as_slice() else {
+        return Err(format!(
+            "has {} filter chains; socket-LB needs exactly one",
+            listener.filter_chains.len()
+        ));
+    };
+    if chain
+        .filter_chain_match
+        .as_ref()
+        .is_some_and(|m| *m != Default::default())
+    {
+        return Err("its filter chain has a filter_chain_match; socket-LB needs none".into());
+    }
+    let [filter] = chain.filters.as_slice() else {
+        return Err("socket-LB needs exactly one network filter (tcp_proxy)".into());
+    };
+    let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(format!("filter '{}' has no typed_config", filter.name));
+    };
+    let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
+    if type_name != TCP_PROXY_TYPE {
+        return Err(format!(
+            "its filter is {type_name}; only tcp_proxy becomes socket-LB (L7 redirect is not implemented yet)"
+        ));
+    }
+    let tcp_proxy = TcpProxy::decode(any.value.as_slice())
+        .map_err(|e| format!("tcp_proxy does not decode: {e}"))?;
+    let Some(ClusterSpecifier::Cluster(cluster)) = tcp_proxy.cluster_specifier else {
+        return Err("tcp_proxy with weighted_clusters stays in userspace".into());
+    };
+    let endpoints = healthy_endpoints(&cluster)
+        .ok_or_else(|| format!("tcp_proxy cluster '{cluster}' does not exist"))?;
+    let mut backends: Vec<SocketAddrV4> = endpoints
+        .into_iter()
+        .filter_map(|endpoint| match endpoint {
+            SocketAddr::V4(v4) => Some(v4),
+            SocketAddr::V6(_) => None,
+        })
+        .collect();
+    backends.sort();
+    backends.dedup();
+    backends.truncate(MAX_BACKENDS_PER_SERVICE as usize);
+    Ok((
+        address,
+        PlannedService {
+            listener: listener.name.clone(),
+            cluster,
+            backends,
+        },
+    ))
+}
+
+fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
+    let Some(AddressKind::SocketAddress(socket)) =
+        listener.address.as_ref().and_then(|a| a.address.as_ref())
+    else {
+        return Err("has no socket address".into());
+    };
+    if socket.protocol != Protocol::Tcp as i32 {
+        return Err("is not TCP".into());
+    }
+    let Ok(IpAddr::V4(vip)) = socket.address.parse::<IpAddr>() else {
+        return Err(format!(
+            "address '{}' is not an IPv4 address (IPv6 socket-LB is not implemented yet)",
+            socket.address
+        ));
+    };
+    if vip.is_unspecified() {
+        return Err("a service address cannot be 0.0.0.0".into());
+    }
+    let Some(PortSpecifier::PortValue(port)) = socket.port_specifier else {
+        return Err("has no port_value".into());
+    };
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| format!("port {port} is not a service port"))?;
+    Ok(ServiceAddress { vip, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}";
+
+    fn listener(yaml: &str) -> Listener {
+        crate::config::parse_message(yaml).expect("test YAML parses")
+    }
+
+    fn virtual_listener(name: &str, address: &str, port: u16, filters: &str) -> Listener {
+        listener(&format!(
+            "name: {name}\nbind_to_port: false\naddress: {{socket_address: {{address: {address}, port_value: {port}}}}}\nfilter_chains:\n- filters: [{filters}]"
+        ))
+    }
+
+    fn endpoints(cluster: &str) -> Option<Vec<SocketAddr>> {
+        (cluster == "backend").then(|| {
+            vec![
+                "127.0.0.2:8080".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+                "[::1]:8080".parse().unwrap(),
+            ]
+        })
+    }
+
+    fn vip(port: u16) -> ServiceAddress {
+        ServiceAddress {
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port,
+        }
+    }
+
+    #[test]
+    fn virtual_tcp_proxy_listener_becomes_a_socket_lb_service() {
+        let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], endpoints);
+        assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
+        let service = &plan.services[&vip(80)];
+        assert_eq!(service.listener, "svc");
+        assert_eq!(service.cluster, "backend");
+        // Sorted, IPv4 only.
+        assert_eq!(
+            service.backends,
+            vec![
+                "127.0.0.1:8080".parse::<SocketAddrV4>().unwrap(),
+                "127.0.0.2:8080".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn bound_listeners_are_not_part_of_the_plan() {
+        let bound = listener(&format!(
+            "name: real\naddress: {{socket_address: {{address: 127.0.0.1, port_value: 80}}}}\nfilter_chains:\n- filters: [{TCP}]"
+        ));
+        let plan = derive(&[bound], endpoints);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn ineligible_virtual_listeners_say_why() {
+        let hcm = "{name: hcm, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h, route_config: {}}}";
+        let weighted = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, weighted_clusters: {clusters: [{name: backend, weight: 1}]}}}";
+        let missing = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: nope}}";
+        let plan = derive(
+            &[
+                virtual_listener("l7", "10.96.0.10", 80, hcm),
+                virtual_listener("weighted", "10.96.0.10", 81, weighted),
+                virtual_listener("missing", "10.96.0.10", 82, missing),
+                virtual_listener("v6", "fd00::1", 80, TCP),
+                virtual_listener("any", "0.0.0.0", 80, TCP),
+                virtual_listener("two", "10.96.0.10", 83, &format!("{TCP}, {TCP}")),
+            ],
+            endpoints,
+        );
+        assert!(plan.services.is_empty());
+        let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
+        assert!(
+            reasons["l7"].contains("only tcp_proxy"),
+            "{}",
+            reasons["l7"]
+        );
+        assert!(reasons["weighted"].contains("weighted_clusters"));
+        assert!(reasons["missing"].contains("'nope' does not exist"));
+        assert!(reasons["v6"].contains("not an IPv4 address"));
+        assert!(reasons["any"].contains("0.0.0.0"));
+        assert!(reasons["two"].contains("exactly one network filter"));
+    }
+
+    #[test]
+    fn a_second_listener_on_the_same_service_address_is_refused() {
+        let plan = derive(
+            &[
+                virtual_listener("first", "10.96.0.10", 80, TCP),
+                virtual_listener("second", "10.96.0.10", 80, TCP),
+            ],
+            endpoints,
+        );
+        assert_eq!(plan.services[&vip(80)].listener, "first");
+        assert_eq!(plan.not_planned.len(), 1);
+        assert!(plan.not_planned[0]
+            .1
+            .contains("already served by listener 'first'"));
+    }
+
+    #[test]
+    fn a_cluster_without_healthy_endpoints_gives_an_empty_service() {
+        let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], |_| {
+            Some(Vec::new())
+        });
+        assert!(plan.services[&vip(80)].backends.is_empty());
+    }
+}

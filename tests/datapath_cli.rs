@@ -1,0 +1,201 @@
+//! Black-box tests of the datapath flags and `sluicectl bpf` errors that need
+//! no privileges: bad values are rejected, `--datapath required` fails start-up
+//! naming what is missing, `--datapath auto` says once what is off and serves
+//! in userspace, and `sluicectl` explains a missing pin directory.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{run_until_exit, Sluice};
+
+/// A service VIP (socket-LB candidate) plus a bound TCP listener.
+const CONFIG: &str = r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
+static_resources:
+  listeners:
+  - name: vip
+    bind_to_port: false
+    address: { socket_address: { address: 10.96.0.10, port_value: 80 } }
+    filter_chains:
+    - filters:
+      - name: tcp
+        typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: vip, cluster: backend }
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 9 } } }
+"#;
+
+fn not_bpffs_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn an_unknown_datapath_mode_is_rejected() {
+    let exited = run_until_exit(
+        &CONFIG.replace("${ADMIN}", "0"),
+        &["--datapath", "fast"],
+        Duration::from_secs(10),
+    );
+    assert!(!exited.status.success());
+    assert!(
+        exited
+            .stderr
+            .contains("invalid value 'fast' for '--datapath"),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn required_datapath_fails_start_up_and_says_why() {
+    let pins = not_bpffs_dir();
+    let pin_dir = pins.path().join("sluice");
+    let exited = run_until_exit(
+        &CONFIG.replace("${ADMIN}", "0"),
+        &[
+            "--datapath",
+            "required",
+            "--datapath-pin-dir",
+            pin_dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("--datapath required: pin directory")
+            && exited.stderr.contains("is not on a bpf filesystem"),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn required_datapath_names_a_missing_cgroup() {
+    let exited = run_until_exit(
+        &CONFIG.replace("${ADMIN}", "0"),
+        &[
+            "--datapath",
+            "required",
+            "--datapath-cgroup",
+            "/nonexistent/cgroup",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
+    assert!(
+        exited
+            .stderr
+            .contains("--datapath required: cannot open cgroup v2 /nonexistent/cgroup"),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[tokio::test]
+async fn auto_datapath_logs_once_what_is_off_and_serves_in_userspace() {
+    let pins = not_bpffs_dir();
+    let pin_dir = pins.path().join("sluice");
+    let sluice = Sluice::start_with_args(
+        CONFIG,
+        &[],
+        &[
+            "--datapath",
+            "auto",
+            "--datapath-pin-dir",
+            pin_dir.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let log = sluice.log();
+    assert_eq!(
+        log.matches("kernel datapath off (cgroup/connect4, cgroup/sendmsg4, cgroup/getpeername4, cgroup/recvmsg4, cgroup/connect6, cgroup/sendmsg6, cgroup/getpeername6, cgroup/recvmsg6 not attached)").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("is not on a bpf filesystem"), "{log}");
+}
+
+#[tokio::test]
+async fn off_datapath_says_nothing_about_the_kernel() {
+    let sluice = Sluice::start_with_args(CONFIG, &[], &["--datapath", "off"]).await;
+    assert!(!sluice.log().contains("datapath"), "{}", sluice.log());
+}
+
+fn sluicectl(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluicectl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sluicectl_explains_a_missing_pin_directory() {
+    let output = sluicectl(&["bpf", "services", "--pin-dir", "/nonexistent/pins"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("map LB4_SERVICES: cannot open pin /nonexistent/pins/LB4_SERVICES")
+            && stderr.contains("--datapath-pin-dir /nonexistent/pins"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sluicectl_status_without_a_daemon_shows_nothing_attached() {
+    let output = sluicectl(&[
+        "bpf",
+        "status",
+        "--pin-dir",
+        "/nonexistent/pins",
+        "-o",
+        "json",
+    ]);
+    assert!(output.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(status["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|hook| hook["attached"] == false));
+}
+
+#[test]
+fn sluicectl_rejects_bad_usage() {
+    let output = sluicectl(&["bpf", "frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = sluicectl(&["bpf", "services", "-o", "yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid value 'yaml'"));
+}
+
+#[test]
+fn sluicectl_rejects_a_bad_cidr_before_looking_for_the_daemon() {
+    for (cidr, message) in [
+        ("300.1.1.1/8", "'300.1.1.1/8' is not an IPv4 CIDR"),
+        ("10.0.0.0/40", "'10.0.0.0/40': prefix length must be 0..=32"),
+        (
+            "fd00::/8",
+            "is not an IPv4 CIDR (IPv6 is not supported yet)",
+        ),
+    ] {
+        let output = sluicectl(&[
+            "bpf",
+            "denylist",
+            "add",
+            cidr,
+            "--pin-dir",
+            "/nonexistent/pins",
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+}
