@@ -1,8 +1,11 @@
 //! `cargo xtask demo`: builds Sluice, starts two tiny local services
 //! (`blue` on 8081, `green` on 8082), runs Sluice on
 //! `config/envoy-demo.yaml`, sends traffic through it (path routing, a
-//! weighted split, a direct response, the TCP listener), prints what came
-//! back and the stats Envoy users know, then shuts everything down.
+//! weighted split, a direct response, the TCP listener), and — as root on a
+//! BPF-capable kernel — connects to a service VIP that the kernel rewrites
+//! to a backend with no proxy hop, showing `sluicectl bpf services` and the
+//! kernel counters. Then it prints the stats Envoy users know and shuts
+//! everything down.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +17,8 @@ use crate::workspace_root;
 const ADMIN: &str = "127.0.0.1:9901";
 const HTTP: &str = "127.0.0.1:10000";
 const TCP: &str = "127.0.0.1:10001";
+const VIP: &str = "127.96.0.10:80";
+const DEMO_PIN_DIR: &str = "/sys/fs/bpf/sluice-demo";
 
 struct KillOnDrop(Child);
 
@@ -30,7 +35,7 @@ pub fn run() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .current_dir(&root)
-        .args(["build", "-p", "sluice", "--bin", "sluice"])
+        .args(["build", "-p", "sluice", "--bins"])
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;
     if !status.success() {
@@ -40,17 +45,30 @@ pub fn run() -> Result<(), String> {
     start_service("blue", "127.0.0.1:8081")?;
     start_service("green", "127.0.0.1:8082")?;
 
-    println!("== starting: sluice -c config/envoy-demo.yaml --concurrency 2");
+    let cgroup = demo_cgroup();
+    let mut args: Vec<String> = [
+        "-c",
+        "config/envoy-demo.yaml",
+        "--concurrency",
+        "2",
+        "-l",
+        "warning",
+    ]
+    .map(String::from)
+    .to_vec();
+    match &cgroup {
+        Ok(path) => args.extend([
+            "--datapath-cgroup".into(),
+            path.display().to_string(),
+            "--datapath-pin-dir".into(),
+            DEMO_PIN_DIR.into(),
+        ]),
+        Err(_) => args.extend(["--datapath".into(), "off".into()]),
+    }
+    println!("== starting: sluice {}", args.join(" "));
     let child = Command::new(root.join("target/debug/sluice"))
         .current_dir(&root)
-        .args([
-            "-c",
-            "config/envoy-demo.yaml",
-            "--concurrency",
-            "2",
-            "-l",
-            "warning",
-        ])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -94,6 +112,14 @@ pub fn run() -> Result<(), String> {
     );
 
     println!(
+        "\n== kernel fast path: socket load balancing for the VIP {VIP} (listener svc_blue_vip)"
+    );
+    match &cgroup {
+        Ok(path) => kernel_demo(&root, path),
+        Err(reason) => println!("skipped: {reason}"),
+    }
+
+    println!(
         "\n== admin {ADMIN}/stats?filter=(downstream_rq_2xx|upstream_rq_total|downstream_cx_total)"
     );
     let (_, stats) = http_get(
@@ -110,8 +136,76 @@ pub fn run() -> Result<(), String> {
         println!("{line}");
     }
     let _ = http_post(ADMIN, "/quitquitquit");
-    println!("\n== done: the kernel fast path (socket LB, redirect, sockmap, XDP) is not built yet; see the issues");
+    if let Ok(path) = &cgroup {
+        // Empty once the client exited; the daemon unpinned its maps.
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::remove_dir(path);
+    }
+    println!("\n== done");
     Ok(())
+}
+
+/// A cgroup v2 child for the demo's client, when this process may attach
+/// BPF programs (root, cgroup v2 present).
+fn demo_cgroup() -> Result<std::path::PathBuf, String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root_user = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"));
+    if !root_user {
+        return Err("needs root (CAP_BPF) to attach the socket hooks; run the demo as root".into());
+    }
+    let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.join("cgroup.procs").exists())
+        .ok_or("no cgroup v2 hierarchy found")?;
+    let path = base.join("sluice-demo");
+    std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Connects to the VIP from inside the demo cgroup and shows what the
+/// kernel did, then what `sluicectl bpf` reads from the pinned maps.
+fn kernel_demo(root: &std::path::Path, cgroup: &std::path::Path) {
+    let script = format!(
+        "import socket\ns = socket.create_connection(('{}', {}), timeout=2)\ns.sendall(b'GET /from-the-kernel-path HTTP/1.0\\r\\n\\r\\n')\npeer = '%s:%d' % s.getpeername()[:2]\nbody = s.recv(4096).decode().strip().splitlines()[-1]\nprint('app connected to', peer, '->', body)",
+        VIP.split(':').next().unwrap_or_default(),
+        VIP.split(':').nth(1).unwrap_or("80")
+    );
+    let output = Command::new("sh")
+        .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
+        .arg(cgroup.join("cgroup.procs"))
+        .arg(&script)
+        .output();
+    match output {
+        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => println!(
+            "the kernel path is not active ({}); see the daemon's log above",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        Err(error) => println!("cannot run the client (python3): {error}"),
+    }
+    for args in [["bpf", "services"], ["bpf", "counters"]] {
+        println!("$ sluicectl {} --pin-dir {DEMO_PIN_DIR}", args.join(" "));
+        match Command::new(root.join("target/debug/sluicectl"))
+            .args(args)
+            .args(["--pin-dir", DEMO_PIN_DIR])
+            .output()
+        {
+            Ok(out) => print!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(error) => println!("cannot run sluicectl: {error}"),
+        }
+    }
 }
 
 fn wait_ready() -> Result<(), String> {
