@@ -39,7 +39,11 @@ pub fn render(template: &str, values: &[(&str, String)]) -> String {
 }
 
 /// The standard values every template uses.
-pub fn standard_values(dir: &str, workers: usize, backend_port: u16) -> Vec<(&'static str, String)> {
+pub fn standard_values(
+    dir: &str,
+    workers: usize,
+    backend_port: u16,
+) -> Vec<(&'static str, String)> {
     vec![
         ("DIR", dir.to_string()),
         ("WORKERS", workers.to_string()),
@@ -85,7 +89,10 @@ pub fn clusters_10k_yaml() -> String {
         .split("  clusters:\n")
         .next()
         .expect("template has a clusters section")
-        .replace("route: { cluster: backend }", &format!("route: {{ cluster: {last} }}"));
+        .replace(
+            "route: { cluster: backend }",
+            &format!("route: {{ cluster: {last} }}"),
+        );
     let mut yaml = head;
     yaml.push_str("  clusters:\n");
     for i in 0..CLUSTER_COUNT {

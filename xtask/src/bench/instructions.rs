@@ -1,8 +1,9 @@
 //! The deterministic figure: instructions executed per `http1` request by
 //! Sluice and Envoy, counted by `valgrind --tool=callgrind` (this machine has
-//! no hardware counters for `perf stat -e instructions`). Collection is off
-//! during start-up and warm-up and switched on with `callgrind_control` for a
-//! fixed number of sequential keep-alive requests on one connection.
+//! no hardware counters for `perf stat -e instructions`). Instrumentation is
+//! off during start-up and warm-up (`--instr-atstart=no`) and switched on with
+//! `callgrind_control` for a fixed number of sequential keep-alive requests
+//! on one connection, then dumped.
 
 use std::fs;
 use std::path::Path;
@@ -25,12 +26,12 @@ pub fn per_request(
     pin: bool,
     dir: &Path,
 ) -> Result<f64, String> {
-    let valgrind = peers::find_program("valgrind")
-        .ok_or("valgrind is missing: apt-get install valgrind")?;
+    let valgrind =
+        peers::find_program("valgrind").ok_or("valgrind is missing: apt-get install valgrind")?;
     let out_prefix = dir.join(format!("callgrind.{name}"));
     let mut valgrind_args = vec![
         "--tool=callgrind".to_string(),
-        "--collect-atstart=no".to_string(),
+        "--instr-atstart=no".to_string(),
         format!("--callgrind-out-file={}.%p", out_prefix.display()),
         program.display().to_string(),
     ];
@@ -86,13 +87,20 @@ fn total_instructions(dir: &Path, prefix: &str) -> Result<u64, String> {
             best = best.max(Some(total));
         }
     }
-    best.filter(|&t| t > 0)
-        .ok_or_else(|| format!("no callgrind dump with instructions for {prefix} in {}", dir.display()))
+    best.filter(|&t| t > 0).ok_or_else(|| {
+        format!(
+            "no callgrind dump with instructions for {prefix} in {}",
+            dir.display()
+        )
+    })
 }
 
 fn parse_totals(dump: &str) -> Option<u64> {
     dump.lines()
-        .find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")))
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
@@ -102,7 +110,10 @@ mod tests {
 
     #[test]
     fn totals_line_is_read() {
-        assert_eq!(parse_totals("events: Ir\nfl=x\ntotals: 123456\n"), Some(123456));
+        assert_eq!(
+            parse_totals("events: Ir\nfl=x\ntotals: 123456\n"),
+            Some(123456)
+        );
         assert_eq!(parse_totals("events: Ir\nsummary: 42\n"), Some(42));
         assert_eq!(parse_totals("events: Ir\n"), None);
     }

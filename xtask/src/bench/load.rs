@@ -29,12 +29,25 @@ pub struct LoadResult {
 
 /// A load generator invocation.
 pub enum Load<'a> {
-    Wrk { connections: usize, headers: &'a [(String, String)], path: &'a str },
-    H2load { connections: usize, streams: usize },
+    Wrk {
+        connections: usize,
+        headers: &'a [(String, String)],
+        path: &'a str,
+    },
+    H2load {
+        connections: usize,
+        streams: usize,
+    },
     Iperf3,
 }
 
-pub fn run(load: &Load, port: u16, seconds: u64, pin: bool, dir: &Path) -> Result<LoadResult, String> {
+pub fn run(
+    load: &Load,
+    port: u16,
+    seconds: u64,
+    pin: bool,
+    dir: &Path,
+) -> Result<LoadResult, String> {
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let mut command = if pin {
         let mut c = Command::new("taskset");
@@ -45,30 +58,60 @@ pub fn run(load: &Load, port: u16, seconds: u64, pin: bool, dir: &Path) -> Resul
         Command::new("env")
     };
     match load {
-        Load::Wrk { connections, headers, path } => {
-            command.args(["wrk", "-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "--timeout", "5s"]);
+        Load::Wrk {
+            connections,
+            headers,
+            path,
+        } => {
+            command.args([
+                "wrk",
+                "-t1",
+                &format!("-c{connections}"),
+                &format!("-d{seconds}s"),
+                "--latency",
+                "--timeout",
+                "5s",
+            ]);
             for (name, value) in headers.iter() {
                 command.args(["-H", &format!("{name}: {value}")]);
             }
             command.arg(url(path));
             parse_wrk(&output_of(&mut command, seconds)?)
         }
-        Load::H2load { connections, streams } => {
+        Load::H2load {
+            connections,
+            streams,
+        } => {
             let log = dir.join("h2load.log");
             command
-                .args(["h2load", "-t1", &format!("-c{connections}"), &format!("-m{streams}")])
+                .args([
+                    "h2load",
+                    "-t1",
+                    &format!("-c{connections}"),
+                    &format!("-m{streams}"),
+                ])
                 .args(["-D", &seconds.to_string(), "--log-file"])
                 .arg(&log)
                 .arg(url("/"));
             let mut result = parse_h2load(&output_of(&mut command, seconds)?)?;
-            let log_text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+            let log_text =
+                std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
             let (p50, p99) = h2load_percentiles(&log_text)?;
             result.p50_ms = Some(p50);
             result.p99_ms = Some(p99);
             Ok(result)
         }
         Load::Iperf3 => {
-            command.args(["iperf3", "-c", "127.0.0.1", "-p", &port.to_string(), "-t", &seconds.to_string(), "-J"]);
+            command.args([
+                "iperf3",
+                "-c",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                &seconds.to_string(),
+                "-J",
+            ]);
             // The iperf3 server runs one test at a time and may still be
             // closing the previous one: it then refuses the control
             // connection. Retry a bounded number of times.
@@ -76,7 +119,10 @@ pub fn run(load: &Load, port: u16, seconds: u64, pin: bool, dir: &Path) -> Resul
             loop {
                 let result = output_of(&mut command, seconds).and_then(|json| parse_iperf3(&json));
                 match result {
-                    Err(e) if attempt < IPERF3_ATTEMPTS && (e.contains("busy") || e.contains("closed unexpectedly")) => {
+                    Err(e)
+                        if attempt < IPERF3_ATTEMPTS
+                            && (e.contains("busy") || e.contains("closed unexpectedly")) =>
+                    {
                         attempt += 1;
                         std::thread::sleep(Duration::from_millis(500));
                     }
@@ -91,8 +137,13 @@ pub fn run(load: &Load, port: u16, seconds: u64, pin: bool, dir: &Path) -> Resul
 fn output_of(command: &mut Command, seconds: u64) -> Result<String, String> {
     let deadline = format!("{}", seconds + 20);
     let mut bounded = Command::new("timeout");
-    bounded.args(["-k", "5", &deadline]).arg(command.get_program()).args(command.get_args());
-    let output = bounded.output().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    bounded
+        .args(["-k", "5", &deadline])
+        .arg(command.get_program())
+        .args(command.get_args());
+    let output = bounded
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     if !output.status.success() {
         return Err(format!(
@@ -128,7 +179,9 @@ pub fn parse_wrk(text: &str) -> Result<LoadResult, String> {
             ["99%", value] => result.p99_ms = parse_duration_ms(value),
             ["Requests/sec:", value] => result.rate = value.parse().unwrap_or(0.0),
             [count, "requests", "in", ..] => result.units = count.parse().unwrap_or(0.0),
-            ["Non-2xx", "or", "3xx", "responses:", count] => result.errors += count.parse::<u64>().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", count] => {
+                result.errors += count.parse::<u64>().unwrap_or(0)
+            }
             ["Socket", "errors:", rest @ ..] => {
                 // "connect 0, read 0, write 0, timeout 0": a server closing a
                 // `Connection: close` exchange shows up as read errors, which
@@ -206,8 +259,8 @@ pub fn h2load_percentiles(log: &str) -> Result<(f64, f64), String> {
 }
 
 pub fn parse_iperf3(json: &str) -> Result<LoadResult, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("iperf3 output is not JSON ({e}): {json}"))?;
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("iperf3 output is not JSON ({e}): {json}"))?;
     if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
         return Err(format!("iperf3: {error}"));
     }
@@ -217,14 +270,20 @@ pub fn parse_iperf3(json: &str) -> Result<LoadResult, String> {
     if bytes == 0.0 {
         return Err(format!("iperf3 transferred nothing: {json}"));
     }
-    Ok(LoadResult { units: bytes, rate: bits_per_second, ..LoadResult::default() })
+    Ok(LoadResult {
+        units: bytes,
+        rate: bits_per_second,
+        ..LoadResult::default()
+    })
 }
 
 /// Sends `count` sequential keep-alive `GET /` requests on one connection and
 /// reads each response (Content-Length bodies); for instruction counting.
 pub fn fixed_requests(port: u16, count: usize, timeout: Duration) -> Result<(), String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     for i in 0..count {
@@ -233,13 +292,19 @@ pub fn fixed_requests(port: u16, count: usize, timeout: Duration) -> Result<(), 
             .map_err(|e| format!("request {i}: {e}"))?;
         let mut content_length = 0usize;
         let mut status_line = String::new();
-        reader.read_line(&mut status_line).map_err(|e| format!("response {i}: {e}"))?;
+        reader
+            .read_line(&mut status_line)
+            .map_err(|e| format!("response {i}: {e}"))?;
         if !status_line.starts_with("HTTP/1.1 200") {
-            return Err(format!("response {i}: unexpected status line {status_line:?}"));
+            return Err(format!(
+                "response {i}: unexpected status line {status_line:?}"
+            ));
         }
         loop {
             let mut line = String::new();
-            reader.read_line(&mut line).map_err(|e| format!("response {i}: {e}"))?;
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("response {i}: {e}"))?;
             if line == "\r\n" || line.is_empty() {
                 break;
             }
@@ -250,7 +315,9 @@ pub fn fixed_requests(port: u16, count: usize, timeout: Duration) -> Result<(), 
             }
         }
         let mut body = vec![0u8; content_length];
-        reader.read_exact(&mut body).map_err(|e| format!("body {i}: {e}"))?;
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("body {i}: {e}"))?;
     }
     Ok(())
 }
@@ -281,7 +348,9 @@ mod tests {
         let text = "finished in 2.00s, 40000.50 req/s, 1.2MB/s\nrequests: 80001 total, 80001 started, 80001 done, 80000 succeeded, 1 failed, 1 errored, 0 timeout\nstatus codes: 80000 2xx, 0 3xx, 0 4xx, 0 5xx\n";
         let r = parse_h2load(text).unwrap();
         assert_eq!((r.units, r.rate, r.errors), (80000.0, 40000.5, 2));
-        let log: String = (1..=100).map(|i| format!("1700000000{i}\t200\t{}\n", i * 10)).collect();
+        let log: String = (1..=100)
+            .map(|i| format!("1700000000{i}\t200\t{}\n", i * 10))
+            .collect();
         assert_eq!(h2load_percentiles(&log).unwrap(), (0.51, 0.99));
         assert!(h2load_percentiles("").is_err());
     }
@@ -291,7 +360,9 @@ mod tests {
         let ok = r#"{"end":{"sum_received":{"bytes":1000000,"bits_per_second":8e9}}}"#;
         let r = parse_iperf3(ok).unwrap();
         assert_eq!((r.units, r.rate), (1e6, 8e9));
-        assert!(parse_iperf3(r#"{"error":"unable to connect"}"#).unwrap_err().contains("unable"));
+        assert!(parse_iperf3(r#"{"error":"unable to connect"}"#)
+            .unwrap_err()
+            .contains("unable"));
         assert!(parse_iperf3("not json").is_err());
     }
 

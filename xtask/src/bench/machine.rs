@@ -24,8 +24,17 @@ fn first_line(program: &str, args: &[&str]) -> String {
         .output()
         .ok()
         .map(|o| {
-            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
         })
         .unwrap_or_default()
 }
@@ -54,9 +63,15 @@ pub fn describe(envoy_version: &str) -> Machine {
     Machine {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu_model,
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         memory_gib: memory_kib / 1024.0 / 1024.0,
-        load_average_at_start: fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
+        load_average_at_start: fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         rustc: first_line("rustc", &["--version"]),
         commit: first_line("git", &["describe", "--always", "--dirty"]),
         versions,

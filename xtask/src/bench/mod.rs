@@ -80,8 +80,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     let number = |flag: &str, value: Option<&String>| -> Result<u64, String> {
         let value = value.ok_or(format!("{flag} needs a value\n{USAGE}"))?;
         match value.parse::<u64>() {
-            Ok(n) if n >= 1 && n <= 3600 => Ok(n),
-            _ => Err(format!("{flag} {value}: expected a whole number from 1 to 3600")),
+            Ok(n) if (1..=3600).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{flag} {value}: expected a whole number from 1 to 3600"
+            )),
         }
     };
     while let Some(arg) = iter.next() {
@@ -99,12 +101,19 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--profile" => match iter.next().map(String::as_str) {
                 Some("release") => options.release = true,
                 Some("dev") => options.release = false,
-                other => return Err(format!("--profile {}: expected release or dev", other.unwrap_or("(missing)"))),
+                other => {
+                    return Err(format!(
+                        "--profile {}: expected release or dev",
+                        other.unwrap_or("(missing)")
+                    ))
+                }
             },
             "--no-doc" => options.update_doc = false,
             "--no-pin" => options.pin = false,
             "-h" | "--help" => return Err(USAGE.to_string()),
-            flag if flag.starts_with('-') => return Err(format!("unknown option '{flag}'\n{USAGE}")),
+            flag if flag.starts_with('-') => {
+                return Err(format!("unknown option '{flag}'\n{USAGE}"))
+            }
             name => options.scenarios.push(Scenario::parse(name)?),
         }
     }
@@ -132,14 +141,26 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
     let root = workspace_root();
     let needs_valgrind = options.scenarios.contains(&Scenario::Instructions);
-    let extra: &[(&str, &str)] = if needs_valgrind { &[("valgrind", "valgrind")] } else { &[] };
+    let extra: &[(&str, &str)] = if needs_valgrind {
+        &[("valgrind", "valgrind")]
+    } else {
+        &[]
+    };
     peers::ensure_packages(extra)?;
     let tools = prepare_tools(&root, &options)?;
     let machine = machine::describe(&tools.envoy_version);
-    let dir = root.join("target/bench").join(format!("run-{}", std::process::id()));
+    let dir = root
+        .join("target/bench")
+        .join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("tmp")).map_err(|e| format!("{}: {e}", dir.display()))?;
 
-    for port in [configs::BACKEND_PORT, configs::BACKEND_H2_PORT, configs::IPERF_PORT, configs::PROXY_PORT, configs::ADMIN_PORT] {
+    for port in [
+        configs::BACKEND_PORT,
+        configs::BACKEND_H2_PORT,
+        configs::IPERF_PORT,
+        configs::PROXY_PORT,
+        configs::ADMIN_PORT,
+    ] {
         peers::check_port_free(port)?;
     }
     let pinning = if tools.pin {
@@ -178,8 +199,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
         println!("\nbench: {} — {}", scenario.name(), scenario.describe());
         for round in 0..options.rounds {
             for peer in scenario.peers() {
-                let run = run::measure(peer, scenario, round, &settings)
-                    .map_err(|e| format!("{} / {} / round {}: {e}", scenario.name(), peer.name(), round + 1))?;
+                let run = run::measure(peer, scenario, round, &settings).map_err(|e| {
+                    format!(
+                        "{} / {} / round {}: {e}",
+                        scenario.name(),
+                        peer.name(),
+                        round + 1
+                    )
+                })?;
                 print_progress(&run, scenario);
                 runs.push(run);
             }
@@ -190,22 +217,46 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     drop(backend);
 
-    println!("\nbench: machine: {}\nbench: pinning: {pinning}", machine.one_line());
+    println!(
+        "\nbench: machine: {}\nbench: pinning: {pinning}",
+        machine.one_line()
+    );
     for summary in &summaries {
         let scenario = Scenario::parse(summary.scenario)?;
         print!("\n{}", report::markdown_table(scenario, summary));
     }
     if !instruction_counts.is_empty() {
-        print!("\ninstructions per http1 request (callgrind, {} requests):\n{}", instructions::COUNTED_REQUESTS, report::instructions_text(&instruction_counts));
+        print!(
+            "\ninstructions per http1 request (callgrind, {} requests):\n{}",
+            instructions::COUNTED_REQUESTS,
+            report::instructions_text(&instruction_counts)
+        );
     }
-    let outputs = write_outputs(&root, &options, &machine, &pinning, &runs, &summaries, &instruction_counts)?;
-    println!("\nbench: wrote {} in {:.0} s", outputs, started.elapsed().as_secs_f64());
+    let outputs = write_outputs(
+        &root,
+        &options,
+        &machine,
+        &pinning,
+        &runs,
+        &summaries,
+        &instruction_counts,
+    )?;
+    println!(
+        "\nbench: wrote {} in {:.0} s",
+        outputs,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 fn print_progress(run: &Run, scenario: Scenario) {
-    let unit = if scenario.is_bulk() { "Gbit/s" } else { "req/s" };
-    let optional = |v: Option<f64>, suffix: &str| v.map_or(String::new(), |v| format!(" {v:.2}{suffix}"));
+    let unit = if scenario.is_bulk() {
+        "Gbit/s"
+    } else {
+        "req/s"
+    };
+    let optional =
+        |v: Option<f64>, suffix: &str| v.map_or(String::new(), |v| format!(" {v:.2}{suffix}"));
     println!(
         "  round {} {:8} {:>10.1} {unit}{}{}{}{}{}{}",
         run.round + 1,
@@ -213,10 +264,21 @@ fn print_progress(run: &Run, scenario: Scenario) {
         run.rate,
         optional(run.p50_ms, " ms p50"),
         optional(run.p99_ms, " ms p99"),
-        optional(run.cpu_per_unit, if scenario.is_bulk() { " CPU-s/GB" } else { " CPU-ms/1k" }),
+        optional(
+            run.cpu_per_unit,
+            if scenario.is_bulk() {
+                " CPU-s/GB"
+            } else {
+                " CPU-ms/1k"
+            }
+        ),
         optional(run.peak_rss_mib, " MiB"),
         optional(run.ready_ms, " ms to ready"),
-        if run.errors > 0 { format!(" ({} errors)", run.errors) } else { String::new() },
+        if run.errors > 0 {
+            format!(" ({} errors)", run.errors)
+        } else {
+            String::new()
+        },
     );
 }
 
@@ -224,17 +286,28 @@ fn print_progress(run: &Run, scenario: Scenario) {
 fn prepare_tools(root: &Path, options: &Options) -> Result<Tools, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.current_dir(root).args(["build", "-p", "sluice", "--bin", "sluice"]);
+    build
+        .current_dir(root)
+        .args(["build", "-p", "sluice", "--bin", "sluice"]);
     if options.release {
         build.arg("--release");
     }
-    println!("bench: building Sluice ({})", if options.release { "release" } else { "dev" });
-    let status = build.status().map_err(|e| format!("cannot run cargo build: {e}"))?;
+    println!(
+        "bench: building Sluice ({})",
+        if options.release { "release" } else { "dev" }
+    );
+    let status = build
+        .status()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
     if !status.success() {
         return Err(format!("cargo build of Sluice failed ({status})"));
     }
-    let sluice = root.join("target").join(if options.release { "release" } else { "debug" }).join("sluice");
-    let entry = crate::test_suite::ensure_envoy(root).map_err(|e| format!("cannot install Envoy: {e}"))?;
+    let sluice = root
+        .join("target")
+        .join(if options.release { "release" } else { "debug" })
+        .join("sluice");
+    let entry =
+        crate::test_suite::ensure_envoy(root).map_err(|e| format!("cannot install Envoy: {e}"))?;
     let envoy = peers::real_envoy_binary(Path::new(&entry));
     let envoy_version = Command::new(&envoy)
         .arg("--version")
@@ -246,34 +319,81 @@ fn prepare_tools(root: &Path, options: &Options) -> Result<Tools, String> {
     if options.pin && !pin {
         println!("bench: only {cpus} CPU: running without pinning");
     }
-    Ok(Tools { sluice, envoy, envoy_version, pin })
+    Ok(Tools {
+        sluice,
+        envoy,
+        envoy_version,
+        pin,
+    })
 }
 
 /// The backend nginx (and an iperf3 server when tcp runs), on the load CPU.
-fn start_backends(tools: &Tools, dir: &Path, options: &Options) -> Result<Vec<peers::Running>, String> {
+fn start_backends(
+    tools: &Tools,
+    dir: &Path,
+    options: &Options,
+) -> Result<Vec<peers::Running>, String> {
     let values = configs::standard_values(&dir.display().to_string(), 1, configs::BACKEND_PORT);
     let config = dir.join("backend-nginx.conf");
-    std::fs::write(&config, configs::render(configs::BACKEND_NGINX, &values)).map_err(|e| e.to_string())?;
+    std::fs::write(&config, configs::render(configs::BACKEND_NGINX, &values))
+        .map_err(|e| e.to_string())?;
     let nginx = peers::find_program("nginx").ok_or("nginx is missing")?;
-    let args: Vec<String> = vec!["-c".into(), config.display().to_string(), "-p".into(), dir.display().to_string(), "-e".into(), "stderr".into()];
-    let mut running = vec![peers::start("backend-nginx", &nginx, &args, LOAD_CPU, tools.pin, dir, Readiness::PortOpen(configs::BACKEND_PORT))?];
+    let args: Vec<String> = vec![
+        "-c".into(),
+        config.display().to_string(),
+        "-p".into(),
+        dir.display().to_string(),
+        "-e".into(),
+        "stderr".into(),
+    ];
+    let mut running = vec![peers::start(
+        "backend-nginx",
+        &nginx,
+        &args,
+        LOAD_CPU,
+        tools.pin,
+        dir,
+        Readiness::PortOpen(configs::BACKEND_PORT),
+    )?];
     if options.scenarios.contains(&Scenario::Tcp) {
         let iperf3 = peers::find_program("iperf3").ok_or("iperf3 is missing")?;
         let args: Vec<String> = vec!["-s".into(), "-p".into(), configs::IPERF_PORT.to_string()];
-        running.push(peers::start("backend-iperf3", &iperf3, &args, LOAD_CPU, tools.pin, dir, Readiness::PortOpen(configs::IPERF_PORT))?);
+        running.push(peers::start(
+            "backend-iperf3",
+            &iperf3,
+            &args,
+            LOAD_CPU,
+            tools.pin,
+            dir,
+            Readiness::PortOpen(configs::IPERF_PORT),
+        )?);
     }
     Ok(running)
 }
 
 fn count_instructions(settings: &run::Settings) -> Result<BTreeMap<Peer, f64>, String> {
-    println!("\nbench: instructions — {}", Scenario::Instructions.describe());
+    println!(
+        "\nbench: instructions — {}",
+        Scenario::Instructions.describe()
+    );
     let mut counts = BTreeMap::new();
     for peer in [Peer::Sluice, Peer::Envoy] {
-        let config = run::write_config(peer, Scenario::Http1, settings)?.expect("proxies have configs");
+        let config =
+            run::write_config(peer, Scenario::Http1, settings)?.expect("proxies have configs");
         let (program, args, _) = run::command_of(peer, &config, settings);
-        let per_request = instructions::per_request(peer.name(), &program, &args, settings.tools.pin, settings.dir)
-            .map_err(|e| format!("instructions / {}: {e}", peer.name()))?;
-        println!("  {:8} {:.0} instructions per request", peer.name(), per_request);
+        let per_request = instructions::per_request(
+            peer.name(),
+            &program,
+            &args,
+            settings.tools.pin,
+            settings.dir,
+        )
+        .map_err(|e| format!("instructions / {}: {e}", peer.name()))?;
+        println!(
+            "  {:8} {:.0} instructions per request",
+            peer.name(),
+            per_request
+        );
         counts.insert(peer, per_request);
     }
     Ok(counts)
@@ -308,13 +428,24 @@ fn write_outputs(
     let mut written = vec![json_path.display().to_string()];
     if !summaries.is_empty() {
         let chart_path = out.join("ratios.png");
-        let title = format!("Sluice / peer, medians of per-round ratios ({} rounds, --concurrency {})", options.rounds, options.concurrency);
+        let title = format!(
+            "Sluice / peer, medians of per-round ratios ({} rounds, --concurrency {})",
+            options.rounds, options.concurrency
+        );
         chart::draw(&chart_path, &title, summaries)?;
         written.push(chart_path.display().to_string());
         if options.update_doc {
             let doc_chart = root.join(DOC_CHART);
-            std::fs::copy(&chart_path, &doc_chart).map_err(|e| format!("{}: {e}", doc_chart.display()))?;
-            update_doc(&root.join("BENCHMARKS.md"), options, machine, pinning, summaries, instruction_counts)?;
+            std::fs::copy(&chart_path, &doc_chart)
+                .map_err(|e| format!("{}: {e}", doc_chart.display()))?;
+            update_doc(
+                &root.join("BENCHMARKS.md"),
+                options,
+                machine,
+                pinning,
+                summaries,
+                instruction_counts,
+            )?;
             written.push("BENCHMARKS.md".into());
             written.push(DOC_CHART.into());
         }
@@ -331,7 +462,12 @@ fn update_doc(
     instruction_counts: &BTreeMap<Peer, f64>,
 ) -> Result<(), String> {
     let document = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let mut body = format!(
         "## {date} — `cargo xtask bench` (latest full run)\n\n\
          Machine: {}. Pinning: {pinning}. Sluice commit `{}` ({}), release build;\n\
@@ -351,7 +487,10 @@ fn update_doc(
         options.warm_up_seconds,
     );
     for summary in summaries {
-        body.push_str(&report::markdown_table(Scenario::parse(summary.scenario)?, summary));
+        body.push_str(&report::markdown_table(
+            Scenario::parse(summary.scenario)?,
+            summary,
+        ));
         body.push('\n');
     }
     if !instruction_counts.is_empty() {
@@ -362,7 +501,8 @@ fn update_doc(
             report::instructions_text(instruction_counts)
         ));
     }
-    let updated = report::replace_section(&document, DOC_BEGIN, DOC_END, body.trim_end(), DOC_HISTORY);
+    let updated =
+        report::replace_section(&document, DOC_BEGIN, DOC_END, body.trim_end(), DOC_HISTORY);
     std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -377,14 +517,20 @@ mod tests {
     #[test]
     fn defaults_are_five_rounds_of_every_scenario() {
         let o = parse_options(&[]).unwrap();
-        assert_eq!((o.rounds, o.seconds, o.concurrency, o.release, o.update_doc), (5, 5, 1, true, true));
+        assert_eq!(
+            (o.rounds, o.seconds, o.concurrency, o.release, o.update_doc),
+            (5, 5, 1, true, true)
+        );
         assert_eq!(o.scenarios, Scenario::ALL.to_vec());
     }
 
     #[test]
     fn quick_is_one_short_round_without_instructions_or_doc() {
         let o = parse_options(&args(&["--quick", "--profile", "dev"])).unwrap();
-        assert_eq!((o.rounds, o.seconds, o.release, o.update_doc), (1, 1, false, false));
+        assert_eq!(
+            (o.rounds, o.seconds, o.release, o.update_doc),
+            (1, 1, false, false)
+        );
         assert!(!o.scenarios.contains(&Scenario::Instructions));
         let o = parse_options(&args(&["--quick", "--rounds", "2", "http1"])).unwrap();
         assert_eq!((o.rounds, o.scenarios.clone()), (2, vec![Scenario::Http1]));
@@ -392,9 +538,19 @@ mod tests {
 
     #[test]
     fn bad_options_are_rejected() {
-        for bad in [&["--rounds"][..], &["--rounds", "0"], &["--duration", "x"], &["--profile", "fast"], &["--frobnicate"], &["tls"], &["grpc"]] {
+        for bad in [
+            &["--rounds"][..],
+            &["--rounds", "0"],
+            &["--duration", "x"],
+            &["--profile", "fast"],
+            &["--frobnicate"],
+            &["tls"],
+            &["grpc"],
+        ] {
             assert!(parse_options(&args(bad)).is_err(), "{bad:?}");
         }
-        assert!(parse_options(&args(&["tcp-kernel"])).unwrap_err().contains("not available yet"));
+        assert!(parse_options(&args(&["tcp-kernel"]))
+            .unwrap_err()
+            .contains("not available yet"));
     }
 }

@@ -18,8 +18,8 @@ pub const PROXY_CPU: &str = "0";
 pub const LOAD_CPU: &str = "1";
 
 /// How long a peer may take from exec to ready (10k clusters under Envoy
-/// take a few seconds on a loaded machine).
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// take seconds on a loaded machine, and Envoy under valgrind longer).
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a stopped peer may take to exit on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -81,14 +81,22 @@ pub fn ensure_packages(extra: &[(&str, &str)]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let command = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    let command = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
     let under_ci_as_root = std::env::var("CI").as_deref() == Ok("true") && is_root();
     if !under_ci_as_root {
-        return Err(format!("missing programs for the benchmark; install them with:\n  {command}"));
+        return Err(format!(
+            "missing programs for the benchmark; install them with:\n  {command}"
+        ));
     }
     println!("bench: installing {}", missing.join(" "));
     let status = Command::new("sh")
-        .args(["-c", &format!("DEBIAN_FRONTEND=noninteractive {command} >/dev/null")])
+        .args([
+            "-c",
+            &format!("DEBIAN_FRONTEND=noninteractive {command} >/dev/null"),
+        ])
         .status()
         .map_err(|e| format!("cannot run apt-get: {e}"))?;
     if status.success() {
@@ -101,7 +109,11 @@ pub fn ensure_packages(extra: &[(&str, &str)]) -> Result<(), String> {
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
         .is_some_and(|line| line.split_whitespace().nth(1) == Some("0"))
 }
 
@@ -156,7 +168,10 @@ impl Running {
             return;
         }
         let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -164,7 +179,10 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 
@@ -222,10 +240,18 @@ pub fn start(
     let child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-    let mut running = Running { child, ready_after: Duration::ZERO, name: name.to_string(), log };
+    let mut running = Running {
+        child,
+        ready_after: Duration::ZERO,
+        name: name.to_string(),
+        log,
+    };
     loop {
         if let Ok(Some(status)) = running.child.try_wait() {
-            return Err(format!("{name} exited during start-up ({status}):\n{}", running.log_tail()));
+            return Err(format!(
+                "{name} exited during start-up ({status}):\n{}",
+                running.log_tail()
+            ));
         }
         let ready = match readiness {
             Readiness::AdminReady => admin_ready(),
@@ -287,9 +313,17 @@ mod tests {
     #[test]
     fn start_reports_a_process_that_exits_early() {
         let dir = std::env::temp_dir();
-        let error = start("false", Path::new("/bin/false"), &[], "0", false, &dir, Readiness::PortOpen(1))
-            .err()
-            .expect("false exits");
+        let error = start(
+            "false",
+            Path::new("/bin/false"),
+            &[],
+            "0",
+            false,
+            &dir,
+            Readiness::PortOpen(1),
+        )
+        .err()
+        .expect("false exits");
         assert!(error.contains("exited during start-up"), "{error}");
     }
 

@@ -27,7 +27,12 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
     let mut index = 0;
     while index < tree.len() {
         let current = tree[index];
-        tree.extend(parents.iter().filter(|(_, p)| *p == current).map(|(c, _)| *c));
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == current)
+                .map(|(c, _)| *c),
+        );
         index += 1;
     }
     tree
@@ -92,7 +97,10 @@ mod tests {
 
     #[test]
     fn vm_hwm_is_parsed_and_missing_is_none() {
-        assert_eq!(parse_vm_hwm_kib("Name:\tx\nVmHWM:\t  2048 kB\n"), Some(2048));
+        assert_eq!(
+            parse_vm_hwm_kib("Name:\tx\nVmHWM:\t  2048 kB\n"),
+            Some(2048)
+        );
         assert_eq!(parse_vm_hwm_kib("Name:\tx\n"), None);
     }
 

@@ -40,8 +40,14 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] =
-        [Metric::Rate, Metric::P50, Metric::P99, Metric::Cpu, Metric::PeakRss, Metric::Ready];
+    pub const ALL: [Metric; 6] = [
+        Metric::Rate,
+        Metric::P50,
+        Metric::P99,
+        Metric::Cpu,
+        Metric::PeakRss,
+        Metric::Ready,
+    ];
 
     pub fn of(self, run: &Run) -> Option<f64> {
         match self {
@@ -83,7 +89,11 @@ pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    Some(if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 })
+    Some(if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    })
 }
 
 fn spread(values: &[f64]) -> Option<Spread> {
@@ -107,7 +117,10 @@ pub struct ScenarioSummary {
 }
 
 pub fn summarise(scenario: Scenario, runs: &[Run]) -> ScenarioSummary {
-    let runs: Vec<&Run> = runs.iter().filter(|r| r.scenario == scenario.name()).collect();
+    let runs: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.scenario == scenario.name())
+        .collect();
     let rounds = runs.iter().map(|r| r.round + 1).max().unwrap_or(0);
     let mut spreads = BTreeMap::new();
     let mut ratios = BTreeMap::new();
@@ -126,7 +139,9 @@ pub fn summarise(scenario: Scenario, runs: &[Run]) -> ScenarioSummary {
             let per_round: Vec<f64> = mine
                 .iter()
                 .filter_map(|other| {
-                    let sluice = runs.iter().find(|r| r.peer == Peer::Sluice && r.round == other.round)?;
+                    let sluice = runs
+                        .iter()
+                        .find(|r| r.peer == Peer::Sluice && r.round == other.round)?;
                     let (a, b) = (metric.of(sluice)?, metric.of(other)?);
                     (b > 0.0).then_some(a / b)
                 })
@@ -140,7 +155,13 @@ pub fn summarise(scenario: Scenario, runs: &[Run]) -> ScenarioSummary {
             ratios.insert(peer, ratio_by_metric);
         }
     }
-    ScenarioSummary { scenario: scenario.name(), description: scenario.describe(), rounds, spreads, ratios }
+    ScenarioSummary {
+        scenario: scenario.name(),
+        description: scenario.describe(),
+        rounds,
+        spreads,
+        ratios,
+    }
 }
 
 fn number(value: f64) -> String {
@@ -184,7 +205,11 @@ fn columns(summary: &ScenarioSummary) -> Vec<Metric> {
 pub fn markdown_table(scenario: Scenario, summary: &ScenarioSummary) -> String {
     let metrics = columns(summary);
     let mut out = String::new();
-    let _ = writeln!(out, "**{}** — {} ({} rounds)\n", summary.scenario, summary.description, summary.rounds);
+    let _ = writeln!(
+        out,
+        "**{}** — {} ({} rounds)\n",
+        summary.scenario, summary.description, summary.rounds
+    );
     let header: Vec<&str> = metrics.iter().map(|m| m.label(scenario)).collect();
     let _ = writeln!(out, "| peer | {} |", header.join(" | "));
     let _ = writeln!(out, "|---|{}", "---:|".repeat(metrics.len()));
@@ -195,9 +220,18 @@ pub fn markdown_table(scenario: Scenario, summary: &ScenarioSummary) -> String {
     for (peer, by_metric) in &summary.ratios {
         let cells: Vec<String> = metrics
             .iter()
-            .map(|m| by_metric.get(m).map_or("–".to_string(), |r| format!("{r:.2}×")))
+            .map(|m| {
+                by_metric
+                    .get(m)
+                    .map_or("–".to_string(), |r| format!("{r:.2}×"))
+            })
             .collect();
-        let _ = writeln!(out, "| *Sluice / {}* | {} |", peer.name(), cells.join(" | "));
+        let _ = writeln!(
+            out,
+            "| *Sluice / {}* | {} |",
+            peer.name(),
+            cells.join(" | ")
+        );
     }
     out
 }
@@ -206,7 +240,12 @@ pub fn markdown_table(scenario: Scenario, summary: &ScenarioSummary) -> String {
 pub fn instructions_text(counts: &BTreeMap<Peer, f64>) -> String {
     let mut out = String::new();
     for (peer, per_request) in counts {
-        let _ = writeln!(out, "- {}: {} instructions per request", peer.name(), number(*per_request));
+        let _ = writeln!(
+            out,
+            "- {}: {} instructions per request",
+            peer.name(),
+            number(*per_request)
+        );
     }
     if let (Some(s), Some(e)) = (counts.get(&Peer::Sluice), counts.get(&Peer::Envoy)) {
         let _ = writeln!(out, "- Sluice / Envoy: {:.2}×", s / e);
@@ -220,7 +259,12 @@ pub fn replace_section(document: &str, begin: &str, end: &str, body: &str, befor
     let section = format!("{begin}\n{body}\n{end}");
     if let (Some(start), Some(stop)) = (document.find(begin), document.find(end)) {
         if start < stop {
-            return format!("{}{}{}", &document[..start], section, &document[stop + end.len()..]);
+            return format!(
+                "{}{}{}",
+                &document[..start],
+                section,
+                &document[stop + end.len()..]
+            );
         }
     }
     match document.find(before) {
@@ -291,9 +335,15 @@ mod tests {
     fn section_is_replaced_or_inserted() {
         let doc = "# T\n\nintro\n\n## old\n";
         let inserted = replace_section(doc, "<!-- b -->", "<!-- e -->", "one", "## old");
-        assert_eq!(inserted, "# T\n\nintro\n\n<!-- b -->\none\n<!-- e -->\n\n## old\n");
+        assert_eq!(
+            inserted,
+            "# T\n\nintro\n\n<!-- b -->\none\n<!-- e -->\n\n## old\n"
+        );
         let replaced = replace_section(&inserted, "<!-- b -->", "<!-- e -->", "two", "## old");
-        assert_eq!(replaced, "# T\n\nintro\n\n<!-- b -->\ntwo\n<!-- e -->\n\n## old\n");
+        assert_eq!(
+            replaced,
+            "# T\n\nintro\n\n<!-- b -->\ntwo\n<!-- e -->\n\n## old\n"
+        );
         assert!(replace_section("x", "<b>", "<e>", "y", "nowhere").ends_with("<b>\ny\n<e>\n"));
     }
 }

@@ -27,6 +27,9 @@ const NEWCONN_CONNECTIONS: usize = 8;
 const H2_CONNECTIONS: usize = 4;
 const H2_STREAMS: usize = 32;
 
+/// Failed or non-2xx requests beyond this fraction fail the run.
+const MAX_ERROR_FRACTION: f64 = 0.01;
+
 /// The backend port a proxy forwards to in this scenario.
 fn backend_port(scenario: Scenario) -> u16 {
     if scenario == Scenario::Tcp {
@@ -47,17 +50,37 @@ fn direct_port(scenario: Scenario) -> u16 {
 
 /// The config file a peer runs in a scenario, written into `dir`; `None`
 /// for `direct`.
-pub fn write_config(peer: Peer, scenario: Scenario, settings: &Settings) -> Result<Option<String>, String> {
+pub fn write_config(
+    peer: Peer,
+    scenario: Scenario,
+    settings: &Settings,
+) -> Result<Option<String>, String> {
     let dir = settings.dir.display().to_string();
     let mut values = configs::standard_values(&dir, settings.concurrency, backend_port(scenario));
     let h2 = scenario == Scenario::H2c;
-    values.push(("LISTEN_FLAGS", if h2 { " http2".into() } else { String::new() }));
-    values.push(("BIND_FLAGS", if h2 { " proto h2".into() } else { String::new() }));
+    values.push((
+        "LISTEN_FLAGS",
+        if h2 { " http2".into() } else { String::new() },
+    ));
+    values.push((
+        "BIND_FLAGS",
+        if h2 {
+            " proto h2".into()
+        } else {
+            String::new()
+        },
+    ));
     let (file, template) = match (peer, scenario) {
         (Peer::Direct, _) => return Ok(None),
-        (Peer::Sluice | Peer::Envoy, Scenario::Tcp) => ("proxy.yaml", configs::PROXY_TCP_YAML.to_string()),
-        (Peer::Sluice | Peer::Envoy, Scenario::Routes1k) => ("proxy.yaml", configs::routes_1k_yaml()),
-        (Peer::Sluice | Peer::Envoy, Scenario::Clusters10k) => ("proxy.yaml", configs::clusters_10k_yaml()),
+        (Peer::Sluice | Peer::Envoy, Scenario::Tcp) => {
+            ("proxy.yaml", configs::PROXY_TCP_YAML.to_string())
+        }
+        (Peer::Sluice | Peer::Envoy, Scenario::Routes1k) => {
+            ("proxy.yaml", configs::routes_1k_yaml())
+        }
+        (Peer::Sluice | Peer::Envoy, Scenario::Clusters10k) => {
+            ("proxy.yaml", configs::clusters_10k_yaml())
+        }
         (Peer::Sluice | Peer::Envoy, _) => ("proxy.yaml", configs::PROXY_HTTP_YAML.to_string()),
         (Peer::Nginx, Scenario::Tcp) => ("nginx.conf", configs::NGINX_TCP.to_string()),
         (Peer::Nginx, _) => ("nginx.conf", configs::NGINX_PROXY.to_string()),
@@ -71,7 +94,11 @@ pub fn write_config(peer: Peer, scenario: Scenario, settings: &Settings) -> Resu
 }
 
 /// Program, arguments and readiness check of a proxy peer.
-pub fn command_of(peer: Peer, config: &str, settings: &Settings) -> (std::path::PathBuf, Vec<String>, Readiness) {
+pub fn command_of(
+    peer: Peer,
+    config: &str,
+    settings: &Settings,
+) -> (std::path::PathBuf, Vec<String>, Readiness) {
     let concurrency = settings.concurrency.to_string();
     let owned = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match peer {
@@ -82,12 +109,27 @@ pub fn command_of(peer: Peer, config: &str, settings: &Settings) -> (std::path::
         ),
         Peer::Envoy => (
             settings.tools.envoy.clone(),
-            owned(&["-c", config, "--concurrency", &concurrency, "-l", "error", "--disable-hot-restart"]),
+            owned(&[
+                "-c",
+                config,
+                "--concurrency",
+                &concurrency,
+                "-l",
+                "error",
+                "--disable-hot-restart",
+            ]),
             Readiness::AdminReady,
         ),
         Peer::Nginx => (
             peers::find_program("nginx").unwrap_or_else(|| "nginx".into()),
-            owned(&["-c", config, "-p", &settings.dir.display().to_string(), "-e", "stderr"]),
+            owned(&[
+                "-c",
+                config,
+                "-p",
+                &settings.dir.display().to_string(),
+                "-e",
+                "stderr",
+            ]),
             Readiness::PortOpen(PROXY_PORT),
         ),
         Peer::Haproxy => (
@@ -100,43 +142,89 @@ pub fn command_of(peer: Peer, config: &str, settings: &Settings) -> (std::path::
 }
 
 /// Starts a proxy peer with the scenario's config; `None` for `direct`.
-pub fn start_peer(peer: Peer, scenario: Scenario, settings: &Settings) -> Result<Option<Running>, String> {
+pub fn start_peer(
+    peer: Peer,
+    scenario: Scenario,
+    settings: &Settings,
+) -> Result<Option<Running>, String> {
     let Some(config) = write_config(peer, scenario, settings)? else {
         return Ok(None);
     };
     let (program, args, readiness) = command_of(peer, &config, settings);
-    peers::start(peer.name(), &program, &args, PROXY_CPU, settings.tools.pin, settings.dir, readiness).map(Some)
+    peers::start(
+        peer.name(),
+        &program,
+        &args,
+        PROXY_CPU,
+        settings.tools.pin,
+        settings.dir,
+        readiness,
+    )
+    .map(Some)
 }
 
 /// The load of every scenario but routes-1k (which sends its own path and
 /// header, see `run_load`).
 fn load_of(scenario: Scenario) -> Load<'static> {
     match scenario {
-        Scenario::H2c => Load::H2load { connections: H2_CONNECTIONS, streams: H2_STREAMS },
+        Scenario::H2c => Load::H2load {
+            connections: H2_CONNECTIONS,
+            streams: H2_STREAMS,
+        },
         Scenario::Tcp => Load::Iperf3,
-        Scenario::Http1NewConn => Load::Wrk { connections: NEWCONN_CONNECTIONS, headers: &NEWCONN_HEADERS, path: "/" },
-        _ => Load::Wrk { connections: HTTP1_CONNECTIONS, headers: &[], path: "/" },
+        Scenario::Http1NewConn => Load::Wrk {
+            connections: NEWCONN_CONNECTIONS,
+            headers: &NEWCONN_HEADERS,
+            path: "/",
+        },
+        _ => Load::Wrk {
+            connections: HTTP1_CONNECTIONS,
+            headers: &[],
+            path: "/",
+        },
     }
 }
 
 static NEWCONN_HEADERS: std::sync::LazyLock<Vec<(String, String)>> =
     std::sync::LazyLock::new(|| vec![("Connection".to_string(), "close".to_string())]);
 
-fn run_load(scenario: Scenario, port: u16, seconds: u64, settings: &Settings) -> Result<LoadResult, String> {
+fn run_load(
+    scenario: Scenario,
+    port: u16,
+    seconds: u64,
+    settings: &Settings,
+) -> Result<LoadResult, String> {
     if scenario == Scenario::Routes1k {
         let (path, header) = configs::routes_1k_request();
         let headers = vec![header];
-        let load = Load::Wrk { connections: HTTP1_CONNECTIONS, headers: &headers, path: &path };
+        let load = Load::Wrk {
+            connections: HTTP1_CONNECTIONS,
+            headers: &headers,
+            path: &path,
+        };
         return load::run(&load, port, seconds, settings.tools.pin, settings.dir);
     }
-    load::run(&load_of(scenario), port, seconds, settings.tools.pin, settings.dir)
+    load::run(
+        &load_of(scenario),
+        port,
+        seconds,
+        settings.tools.pin,
+        settings.dir,
+    )
 }
 
 /// One measured run of `peer` in `round` of `scenario`.
-pub fn measure(peer: Peer, scenario: Scenario, round: usize, settings: &Settings) -> Result<Run, String> {
+pub fn measure(
+    peer: Peer,
+    scenario: Scenario,
+    round: usize,
+    settings: &Settings,
+) -> Result<Run, String> {
     let running = start_peer(peer, scenario, settings)?;
     let port = peers::target_port(peer, direct_port(scenario));
-    let ready_ms = running.as_ref().map(|r| r.ready_after.as_secs_f64() * 1000.0);
+    let ready_ms = running
+        .as_ref()
+        .map(|r| r.ready_after.as_secs_f64() * 1000.0);
     // clusters-10k measures start-up and memory: a short check load suffices.
     let (warm_up, seconds) = if scenario == Scenario::Clusters10k {
         (0, 1)
@@ -153,13 +241,25 @@ pub fn measure(peer: Peer, scenario: Scenario, round: usize, settings: &Settings
     let cpu_before = running.as_ref().map(|r| procstat::cpu_seconds(r.pid()));
     let result = run_load(scenario, port, seconds, settings).map_err(|e| with_log(e, &running))?;
     let cpu_after = running.as_ref().map(|r| procstat::cpu_seconds(r.pid()));
-    let peak_rss_mib = running.as_ref().map(|r| procstat::peak_rss_bytes(r.pid()) as f64 / 1048576.0);
+    let peak_rss_mib = running
+        .as_ref()
+        .map(|r| procstat::peak_rss_bytes(r.pid()) as f64 / 1048576.0);
     if let Some(r) = running {
         r.stop();
     }
+    // A misconfigured peer answers errors fast; such a run measures nothing.
+    if result.errors as f64 > result.units * MAX_ERROR_FRACTION {
+        return Err(format!(
+            "{} errors for {} completed requests: the peer is not proxying correctly",
+            result.errors, result.units
+        ));
+    }
     let cpu_seconds = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
     let (rate, cpu_per_unit) = if scenario.is_bulk() {
-        (result.rate / 1e9, cpu_seconds.map(|c| c / (result.units / 1e9)))
+        (
+            result.rate / 1e9,
+            cpu_seconds.map(|c| c / (result.units / 1e9)),
+        )
     } else {
         (result.rate, cpu_seconds.map(|c| c * 1e6 / result.units))
     };

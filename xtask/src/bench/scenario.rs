@@ -55,12 +55,16 @@ impl Scenario {
     pub fn describe(self) -> &'static str {
         match self {
             Scenario::Http1 => "HTTP/1.1 keep-alive, wrk, 32 connections",
-            Scenario::Http1NewConn => "HTTP/1.1, new connection per request (wrk, Connection: close, 8 connections)",
+            Scenario::Http1NewConn => {
+                "HTTP/1.1, new connection per request (wrk, Connection: close, 8 connections)"
+            }
             Scenario::H2c => "h2c prior knowledge, h2load, 4 connections x 32 streams",
             Scenario::Tcp => "tcp_proxy bulk throughput, iperf3, 1 stream",
             Scenario::Routes1k => "1,000 regex/header routes, match near the end, wrk keep-alive",
             Scenario::Clusters10k => "10,000 clusters: peak RSS and start-to-ready",
-            Scenario::Instructions => "instructions per http1 request under callgrind, fixed request count",
+            Scenario::Instructions => {
+                "instructions per http1 request under callgrind, fixed request count"
+            }
         }
     }
 
@@ -71,7 +75,9 @@ impl Scenario {
             return Ok(scenario);
         }
         if let Some((_, needs)) = NOT_YET.iter().find(|(n, _)| *n == name) {
-            return Err(format!("scenario '{name}' is not available yet: needs {needs}"));
+            return Err(format!(
+                "scenario '{name}' is not available yet: needs {needs}"
+            ));
         }
         let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
         Err(format!(
@@ -84,7 +90,13 @@ impl Scenario {
     pub fn peers(self) -> Vec<Peer> {
         match self {
             Scenario::Http1 | Scenario::Http1NewConn | Scenario::H2c | Scenario::Tcp => {
-                vec![Peer::Sluice, Peer::Envoy, Peer::Nginx, Peer::Haproxy, Peer::Direct]
+                vec![
+                    Peer::Sluice,
+                    Peer::Envoy,
+                    Peer::Nginx,
+                    Peer::Haproxy,
+                    Peer::Direct,
+                ]
             }
             Scenario::Routes1k | Scenario::Clusters10k | Scenario::Instructions => {
                 vec![Peer::Sluice, Peer::Envoy]
@@ -126,7 +138,10 @@ mod tests {
     #[test]
     fn routes_and_clusters_compare_sluice_with_envoy_only() {
         assert_eq!(Scenario::Routes1k.peers(), vec![Peer::Sluice, Peer::Envoy]);
-        assert_eq!(Scenario::Clusters10k.peers(), vec![Peer::Sluice, Peer::Envoy]);
+        assert_eq!(
+            Scenario::Clusters10k.peers(),
+            vec![Peer::Sluice, Peer::Envoy]
+        );
         assert_eq!(Scenario::Http1.peers().len(), 5);
     }
 }
