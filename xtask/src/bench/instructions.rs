@@ -95,13 +95,16 @@ fn total_instructions(dir: &Path, prefix: &str) -> Result<u64, String> {
     })
 }
 
+/// The largest `totals:`/`summary:` figure of a dump (callgrind writes a
+/// `summary: 0` beside the real `totals:` in interactive dumps).
 fn parse_totals(dump: &str) -> Option<u64> {
     dump.lines()
-        .find_map(|l| {
+        .filter_map(|l| {
             l.strip_prefix("totals:")
                 .or_else(|| l.strip_prefix("summary:"))
         })
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .max()
 }
 
 #[cfg(test)]
@@ -116,5 +119,9 @@ mod tests {
         );
         assert_eq!(parse_totals("events: Ir\nsummary: 42\n"), Some(42));
         assert_eq!(parse_totals("events: Ir\n"), None);
+        assert_eq!(
+            parse_totals("summary: 0\ntotals: 109586744\n"),
+            Some(109586744)
+        );
     }
 }
