@@ -312,7 +312,12 @@ fn prepare_tools(root: &Path, options: &Options) -> Result<Tools, String> {
     let envoy_version = Command::new(&envoy)
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|o| {
+            // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL" → "1.40.0 (<sha>/…)"
+            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            text.split_once("version: ")
+                .map_or(text.clone(), |(_, v)| v.to_string())
+        })
         .unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = options.pin && cpus >= 2;
@@ -473,7 +478,12 @@ fn update_doc(
         .arg("-u")
         .arg("+%Y-%m-%d")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|o| {
+            // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL" → "1.40.0 (<sha>/…)"
+            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            text.split_once("version: ")
+                .map_or(text.clone(), |(_, v)| v.to_string())
+        })
         .unwrap_or_default();
     let mut body = format!(
         "## {date} — `cargo xtask bench` (latest full run)\n\n\
