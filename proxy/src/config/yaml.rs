@@ -8,7 +8,14 @@
 //! first syntax or schema error, which carries its path and line/column.
 
 use prost_reflect::{DynamicMessage, MessageDescriptor};
-use serde_saphyr::{Location, Options};
+use serde_saphyr::{Budget, Location, Options};
+
+/// YAML nodes and parser events a config may hold. serde-saphyr's defaults
+/// (250,000 nodes, 1,000,000 events) reject a bootstrap with 10,000 clusters,
+/// which Envoy loads; the alias/anchor limits that stop "billion laughs"
+/// expansion stay at their defaults.
+const MAX_YAML_NODES: usize = 50_000_000;
+const MAX_YAML_EVENTS: usize = 100_000_000;
 
 use super::descriptors::message_descriptor;
 use super::{ConfigError, ConfigErrors};
@@ -43,6 +50,10 @@ pub fn parse_dynamic(
     let mut failed_at = String::new();
     let mut options = Options::default();
     options.with_snippet = false;
+    let mut budget = Budget::default();
+    budget.max_nodes = MAX_YAML_NODES;
+    budget.max_events = MAX_YAML_EVENTS;
+    options.budget = Some(budget);
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
         let mut track = serde_path_to_error::Track::new();
         let tracked = serde_path_to_error::Deserializer::new(de, &mut track);

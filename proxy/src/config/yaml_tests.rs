@@ -233,3 +233,15 @@ fn syntax_errors_have_clean_paths() {
         "unrecognized field name 'a' at line 1 column 1"
     );
 }
+
+#[test]
+fn large_configs_beyond_the_parser_default_budget_parse() {
+    // 60,000 clusters of 5 YAML nodes each: 300,000 nodes, above
+    // serde-saphyr's default budget of 250,000 (a 10k-cluster config breached it).
+    let mut text = String::from("static_resources:\n  clusters:\n");
+    for i in 0..60_000 {
+        text.push_str(&format!("  - {{ name: c{i}, connect_timeout: 1s }}\n"));
+    }
+    let bootstrap: Bootstrap = parse_message(&text).unwrap();
+    assert_eq!(bootstrap.static_resources.unwrap().clusters.len(), 60_000);
+}

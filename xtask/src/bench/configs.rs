@@ -1,0 +1,146 @@
+//! Config files for every peer: the templates in `xtask/bench/` (shown in the
+//! repository, equivalent across peers) filled with ports and paths, and the
+//! generated Envoy v3 configs for `routes-1k` and `clusters-10k`.
+
+use std::fmt::Write as _;
+
+/// Loopback ports the benchmark uses (a range no test or demo uses).
+pub const BACKEND_PORT: u16 = 28080;
+pub const BACKEND_H2_PORT: u16 = 28081;
+pub const IPERF_PORT: u16 = 28082;
+pub const PROXY_PORT: u16 = 28090;
+pub const ADMIN_PORT: u16 = 28091;
+
+pub const BACKEND_NGINX: &str = include_str!("../../bench/backend-nginx.conf");
+pub const PROXY_HTTP_YAML: &str = include_str!("../../bench/proxy-http.yaml");
+pub const PROXY_TCP_YAML: &str = include_str!("../../bench/proxy-tcp.yaml");
+pub const NGINX_PROXY: &str = include_str!("../../bench/nginx-proxy.conf");
+pub const NGINX_TCP: &str = include_str!("../../bench/nginx-tcp.conf");
+pub const HAPROXY_HTTP: &str = include_str!("../../bench/haproxy-http.cfg");
+pub const HAPROXY_TCP: &str = include_str!("../../bench/haproxy-tcp.cfg");
+
+/// Number of routes in `routes-1k` and the index of the one that matches.
+pub const ROUTE_COUNT: usize = 1000;
+pub const MATCHING_ROUTE: usize = ROUTE_COUNT - 3;
+/// Number of clusters in `clusters-10k`; the route targets the last one.
+pub const CLUSTER_COUNT: usize = 10_000;
+
+/// Replaces every `{KEY}` in `template`; a placeholder left unfilled is a bug
+/// in the harness and panics.
+pub fn render(template: &str, values: &[(&str, String)]) -> String {
+    let mut text = template.to_string();
+    for (key, value) in values {
+        text = text.replace(&format!("{{{key}}}"), value);
+    }
+    if let Some(start) = text.find("{DIR}").or_else(|| text.find("_PORT}")) {
+        panic!("unfilled placeholder near byte {start} in a bench template");
+    }
+    text
+}
+
+/// The standard values every template uses.
+pub fn standard_values(
+    dir: &str,
+    workers: usize,
+    backend_port: u16,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DIR", dir.to_string()),
+        ("WORKERS", workers.to_string()),
+        ("BACKEND_PORT", backend_port.to_string()),
+        ("BACKEND_H2_PORT", BACKEND_H2_PORT.to_string()),
+        ("PROXY_PORT", PROXY_PORT.to_string()),
+        ("ADMIN_PORT", ADMIN_PORT.to_string()),
+    ]
+}
+
+/// Path and header the `routes-1k` load sends: they match route
+/// [`MATCHING_ROUTE`] only.
+pub fn routes_1k_request() -> (String, (String, String)) {
+    (
+        format!("/api/v1/service{MATCHING_ROUTE}/items/42"),
+        ("x-tenant".to_string(), format!("tenant-{MATCHING_ROUTE}")),
+    )
+}
+
+/// The http config with [`ROUTE_COUNT`] routes, each a regex path match plus
+/// an exact header match, then a catch-all; only [`MATCHING_ROUTE`] matches
+/// the benchmark's request before the catch-all would.
+pub fn routes_1k_yaml() -> String {
+    let mut routes = String::new();
+    for i in 0..ROUTE_COUNT - 1 {
+        let _ = write!(
+            routes,
+            "              - match:\n                  safe_regex: {{ regex: \"^/api/v1/service{i}/[a-z]+/[0-9]+$\" }}\n                  headers:\n                  - name: x-tenant\n                    string_match: {{ exact: \"tenant-{i}\" }}\n                route: {{ cluster: backend }}\n"
+        );
+    }
+    routes.push_str("              - match: { prefix: \"/\" }\n                direct_response: { status: 404 }\n");
+    PROXY_HTTP_YAML.replace(
+        "              - match: { prefix: \"/\" }\n                route: { cluster: backend }\n",
+        &routes,
+    )
+}
+
+/// The http config with [`CLUSTER_COUNT`] STATIC clusters (all pointing at
+/// the backend); the single route targets the last one.
+pub fn clusters_10k_yaml() -> String {
+    let last = format!("backend_{}", CLUSTER_COUNT - 1);
+    let head = PROXY_HTTP_YAML
+        .split("  clusters:\n")
+        .next()
+        .expect("template has a clusters section")
+        .replace(
+            "route: { cluster: backend }",
+            &format!("route: {{ cluster: {last} }}"),
+        );
+    let mut yaml = head;
+    yaml.push_str("  clusters:\n");
+    for i in 0..CLUSTER_COUNT {
+        let _ = write!(
+            yaml,
+            "  - name: backend_{i}\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: backend_{i}\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {{BACKEND_PORT}} }}\n"
+        );
+    }
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_without_leftover_placeholders() {
+        let values = standard_values("/tmp/x", 1, BACKEND_PORT);
+        for template in [BACKEND_NGINX, PROXY_HTTP_YAML, PROXY_TCP_YAML, NGINX_TCP] {
+            let text = render(template, &values);
+            assert!(!text.contains("{DIR}") && !text.contains("_PORT}"));
+        }
+        let mut with_flags = values.clone();
+        with_flags.push(("LISTEN_FLAGS", String::new()));
+        with_flags.push(("BIND_FLAGS", " proto h2".into()));
+        assert!(render(NGINX_PROXY, &with_flags).contains("listen 127.0.0.1:28090;"));
+        assert!(render(HAPROXY_HTTP, &with_flags).contains("bind 127.0.0.1:28090 proto h2"));
+    }
+
+    #[test]
+    #[should_panic(expected = "unfilled placeholder")]
+    fn unfilled_placeholder_panics() {
+        render(PROXY_HTTP_YAML, &[]);
+    }
+
+    #[test]
+    fn routes_1k_has_every_route_and_a_catch_all() {
+        let yaml = routes_1k_yaml();
+        assert_eq!(yaml.matches("safe_regex:").count(), ROUTE_COUNT - 1);
+        assert!(yaml.contains(&format!("tenant-{MATCHING_ROUTE}\"")));
+        assert!(yaml.contains("direct_response: { status: 404 }"));
+        assert!(!yaml.contains("route: { cluster: backend }\n          http_filters"));
+    }
+
+    #[test]
+    fn clusters_10k_routes_to_the_last_cluster() {
+        let yaml = clusters_10k_yaml();
+        assert_eq!(yaml.matches("type: STATIC").count(), CLUSTER_COUNT);
+        assert!(yaml.contains("route: { cluster: backend_9999 }"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The benchmark scenarios, selectable by name: what each measures, which
+//! peers take part, and the names reserved for features that do not exist yet
+//! (rejected with the feature they wait for).
+
+use super::peers::Peer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// HTTP/1.1 keep-alive, small fixed response, `wrk`.
+    Http1,
+    /// HTTP/1.1 with a new connection per request (`Connection: close`).
+    Http1NewConn,
+    /// h2c (prior knowledge): many streams on few connections, `h2load`.
+    H2c,
+    /// `tcp_proxy` bulk throughput with `iperf3`.
+    Tcp,
+    /// 1,000 routes with regex and header matches; the match near the end.
+    Routes1k,
+    /// A config with 10,000 clusters: peak RSS and start-to-ready.
+    Clusters10k,
+    /// Instructions per request on `http1` under callgrind (deterministic).
+    Instructions,
+}
+
+/// Names reserved by the benchmark issue for features still to come.
+const NOT_YET: &[(&str, &str)] = &[
+    ("grpc", "gRPC unary through h2 with a gRPC load generator (ghz or h2load with gRPC framing) in the harness"),
+    ("tls", "TLS termination in Sluice (DownstreamTlsContext)"),
+    ("tcp-kernel", "the kernel socket-LB fast path (eBPF)"),
+];
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::Http1,
+        Scenario::Http1NewConn,
+        Scenario::H2c,
+        Scenario::Tcp,
+        Scenario::Routes1k,
+        Scenario::Clusters10k,
+        Scenario::Instructions,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Http1 => "http1",
+            Scenario::Http1NewConn => "http1-newconn",
+            Scenario::H2c => "h2c",
+            Scenario::Tcp => "tcp",
+            Scenario::Routes1k => "routes-1k",
+            Scenario::Clusters10k => "clusters-10k",
+            Scenario::Instructions => "instructions",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::Http1 => "HTTP/1.1 keep-alive, wrk, 32 connections",
+            Scenario::Http1NewConn => {
+                "HTTP/1.1, new connection per request (wrk, Connection: close, 8 connections)"
+            }
+            Scenario::H2c => "h2c prior knowledge, h2load, 4 connections x 32 streams",
+            Scenario::Tcp => "tcp_proxy bulk throughput, iperf3, 1 stream",
+            Scenario::Routes1k => "1,000 regex/header routes, match near the end, wrk keep-alive",
+            Scenario::Clusters10k => "10,000 clusters: peak RSS and start-to-ready",
+            Scenario::Instructions => {
+                "instructions per http1 request under callgrind, fixed request count"
+            }
+        }
+    }
+
+    /// Parses a scenario name; names of features not built yet get an error
+    /// saying what they need.
+    pub fn parse(name: &str) -> Result<Scenario, String> {
+        if let Some(scenario) = Scenario::ALL.into_iter().find(|s| s.name() == name) {
+            return Ok(scenario);
+        }
+        if let Some((_, needs)) = NOT_YET.iter().find(|(n, _)| *n == name) {
+            return Err(format!(
+                "scenario '{name}' is not available yet: needs {needs}"
+            ));
+        }
+        let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        Err(format!(
+            "unknown scenario '{name}' (known: {})",
+            known.join(", ")
+        ))
+    }
+
+    /// The peers this scenario compares, Sluice first.
+    pub fn peers(self) -> Vec<Peer> {
+        match self {
+            Scenario::Http1 | Scenario::Http1NewConn | Scenario::H2c | Scenario::Tcp => {
+                vec![
+                    Peer::Sluice,
+                    Peer::Envoy,
+                    Peer::Nginx,
+                    Peer::Haproxy,
+                    Peer::Direct,
+                ]
+            }
+            Scenario::Routes1k | Scenario::Clusters10k | Scenario::Instructions => {
+                vec![Peer::Sluice, Peer::Envoy]
+            }
+        }
+    }
+
+    /// Whether the scenario's throughput is bytes (tcp) rather than requests.
+    pub fn is_bulk(self) -> bool {
+        self == Scenario::Tcp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_round_trips() {
+        for scenario in Scenario::ALL {
+            assert_eq!(Scenario::parse(scenario.name()), Ok(scenario));
+        }
+    }
+
+    #[test]
+    fn future_scenarios_say_what_they_need() {
+        for name in ["grpc", "tls", "tcp-kernel"] {
+            let error = Scenario::parse(name).unwrap_err();
+            assert!(error.contains("not available yet: needs"), "{error}");
+        }
+    }
+
+    #[test]
+    fn unknown_scenario_lists_the_known_ones() {
+        let error = Scenario::parse("http3").unwrap_err();
+        assert!(error.contains("unknown scenario 'http3'") && error.contains("routes-1k"));
+    }
+
+    #[test]
+    fn routes_and_clusters_compare_sluice_with_envoy_only() {
+        assert_eq!(Scenario::Routes1k.peers(), vec![Peer::Sluice, Peer::Envoy]);
+        assert_eq!(
+            Scenario::Clusters10k.peers(),
+            vec![Peer::Sluice, Peer::Envoy]
+        );
+        assert_eq!(Scenario::Http1.peers().len(), 5);
+    }
+}
