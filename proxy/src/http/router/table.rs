@@ -280,16 +280,13 @@ impl RouteTable {
         headers: &mut HeaderMap,
         info: &StreamInfo,
     ) {
-        if let Some(cluster) = weighted {
-            cluster.request_headers.apply(headers, info);
-        }
-        for level in self.levels(
+        let weighted = weighted.map(|cluster| &cluster.request_headers);
+        let levels = self.levels(
             &m.route.request_headers,
             &m.virtual_host.request_headers,
             &self.request_headers,
-        ) {
-            level.apply(headers, info);
-        }
+        );
+        apply_levels(weighted, levels, headers, info);
     }
 
     /// The response-side counterpart of [`Self::apply_request_headers`].
@@ -300,16 +297,13 @@ impl RouteTable {
         headers: &mut HeaderMap,
         info: &StreamInfo,
     ) {
-        if let Some(cluster) = weighted {
-            cluster.response_headers.apply(headers, info);
-        }
-        for level in self.levels(
+        let weighted = weighted.map(|cluster| &cluster.response_headers);
+        let levels = self.levels(
             &m.route.response_headers,
             &m.virtual_host.response_headers,
             &self.response_headers,
-        ) {
-            level.apply(headers, info);
-        }
+        );
+        apply_levels(weighted, levels, headers, info);
     }
 
     fn levels<'a>(
@@ -358,6 +352,18 @@ impl Route {
             RouteAction::Redirect(redirect) => Some(redirect.location(req, scheme)),
             _ => None,
         }
+    }
+}
+
+/// The weighted cluster's mutations first, then the three levels in order.
+fn apply_levels(
+    weighted: Option<&HeaderMutations>,
+    levels: [&HeaderMutations; 3],
+    headers: &mut HeaderMap,
+    info: &StreamInfo,
+) {
+    for mutations in weighted.into_iter().chain(levels) {
+        mutations.apply(headers, info);
     }
 }
 
