@@ -268,3 +268,64 @@ fn the_shipped_demo_resources_load() {
         server.full_log()
     );
 }
+
+fn bootstrap_with_initial_fetch_timeout(xds_port: u16, timeout: &str) -> String {
+    bootstrap(xds_port, "GRPC").replace(
+        "{ ads: {}, resource_api_version: V3 }",
+        &format!("{{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: {timeout} }}"),
+    )
+}
+
+/// `GET /ready` status on the admin port, or 0 while nothing answers.
+async fn ready_status(sluice: &Sluice) -> u16 {
+    match tokio::net::TcpStream::connect(sluice.admin).await {
+        Ok(_) => sluice.admin_get("/ready").await.status,
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn initial_fetch_timeout_bounds_the_wait_for_a_dead_control_plane() {
+    let nobody = support::free_port();
+    let started = Instant::now();
+    // Sluice::start waits for /ready: it must come without a control plane.
+    let sluice = Sluice::start(&bootstrap_with_initial_fetch_timeout(nobody, "1s"), &[]).await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(sluice.admin_get("/ready").await.status, 200);
+}
+
+#[tokio::test]
+async fn initial_fetch_timeout_zero_waits_for_the_control_plane() {
+    let xds_port = support::free_port();
+    let mut sluice = Sluice::spawn(
+        &bootstrap_with_initial_fetch_timeout(xds_port, "0s"),
+        &[],
+        &[],
+    );
+    // Without a control plane the server stays initializing (/ready 503).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let status = ready_status(&sluice).await;
+        assert_ne!(status, 200, "ready without its initial xDS fetch");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let blue = Backend::start("blue").await;
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("web.yaml", &cluster_yaml("web", "1s", true));
+    dir.write("web-endpoints.yaml", &endpoints_yaml("web", &[blue.port()]));
+    dir.write(
+        "front.yaml",
+        &http_listener_yaml("front", port, "front-routes"),
+    );
+    dir.write(
+        "front-routes.yaml",
+        &routes_yaml("front-routes", "web", "one"),
+    );
+    let _server = DemoServer::start(dir.path(), xds_port);
+    sluice.wait_ready().await;
+    eventually(port, "serving after the late control plane", |r| {
+        r.status == 200 && r.echo().backend == "blue"
+    })
+    .await;
+}

@@ -29,7 +29,7 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
         ("envoy.config.bootstrap.v3.Bootstrap.StaticResources".into(), &["listeners", "clusters"]),
         // Dynamic resources (xDS): read by xds::config
         ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources".into(), &["lds_config", "cds_config", "ads_config"]),
-        ("envoy.config.core.v3.ConfigSource".into(), &["ads", "path_config_source", "path", "resource_api_version", "api_config_source"]),
+        ("envoy.config.core.v3.ConfigSource".into(), &["ads", "path_config_source", "path", "resource_api_version", "api_config_source", "initial_fetch_timeout"]),
         ("envoy.config.core.v3.AggregatedConfigSource".into(), &[]),
         ("envoy.config.core.v3.PathConfigSource".into(), &["path"]),
         ("envoy.config.core.v3.ApiConfigSource".into(), &["api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"]),

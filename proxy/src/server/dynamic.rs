@@ -93,14 +93,20 @@ impl DynamicResources {
     }
 
     /// Waits until the first CDS and LDS responses were applied (the ones
-    /// the server subscribes to), or `limit` passes.
-    pub async fn wait_initial_fetch(&self, cds: bool, lds: bool, limit: Duration) {
+    /// the server subscribes to), or `limit` passes (`None`: no limit, as
+    /// Envoy's `initial_fetch_timeout: 0s`).
+    pub async fn wait_initial_fetch(&self, cds: bool, lds: bool, limit: Option<Duration>) {
         let mut done = self.initial_fetch.subscribe();
-        let _ = tokio::time::timeout(
-            limit,
-            done.wait_for(|(clusters, listeners)| (*clusters || !cds) && (*listeners || !lds)),
-        )
-        .await;
+        let fetched =
+            done.wait_for(|(clusters, listeners)| (*clusters || !cds) && (*listeners || !lds));
+        match limit {
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, fetched).await;
+            }
+            None => {
+                let _ = fetched.await;
+            }
+        }
     }
 
     fn apply_clusters(

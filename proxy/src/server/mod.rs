@@ -24,9 +24,32 @@ pub use snapshot::Snapshot;
 /// How long to wait for clusters' first DNS resolution before listening.
 const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long start-up waits for the first xDS clusters and listeners
-/// (Envoy's default `initial_fetch_timeout`).
+/// How long start-up waits for the first xDS clusters and listeners when
+/// their config sources do not say (Envoy's default `initial_fetch_timeout`).
 const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The start-up wait for `lds_config`/`cds_config`: the longest of their
+/// `initial_fetch_timeout`s (15 s when unset); `None` when one is `0s`,
+/// which in Envoy means waiting for the control plane without limit.
+fn initial_fetch_timeout(
+    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+) -> Option<Duration> {
+    let Some(dynamic) = &bootstrap.dynamic_resources else {
+        return Some(INITIAL_FETCH_TIMEOUT);
+    };
+    let mut longest = Duration::ZERO;
+    for source in [&dynamic.lds_config, &dynamic.cds_config]
+        .into_iter()
+        .flatten()
+    {
+        let limit = crate::config::proto::timeout_or(
+            &source.initial_fetch_timeout,
+            Some(INITIAL_FETCH_TIMEOUT),
+        )?;
+        longest = longest.max(limit);
+    }
+    Some(longest)
+}
 
 /// Server-wide state shared by the admin API and the lifecycle.
 pub struct Server {
@@ -227,7 +250,11 @@ async fn start_dynamic_sources(server: &Arc<Server>) {
         });
     }
     dynamic
-        .wait_initial_fetch(wants_clusters, wants_listeners, INITIAL_FETCH_TIMEOUT)
+        .wait_initial_fetch(
+            wants_clusters,
+            wants_listeners,
+            initial_fetch_timeout(&server.snapshot.bootstrap),
+        )
         .await;
     server
         .snapshot
