@@ -3,6 +3,7 @@
 //! The module tree is the architecture; see `DESIGN.md` in the repository.
 
 pub mod access_log;
+pub mod activity;
 pub mod admin;
 pub mod cli;
 pub mod config;

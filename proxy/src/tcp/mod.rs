@@ -1,6 +1,5 @@
 //! L4 proxying: the `envoy.filters.network.tcp_proxy` network filter.
 
-pub mod idle;
 pub mod proxy;
 
 pub use proxy::TcpProxy;

@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use tokio::net::TcpStream;
 
-use super::idle::{Activity, Tracked};
 use crate::access_log::AccessLogs;
+use crate::activity::{Activity, Tracked};
 use crate::config::context::CompileContext;
 use crate::config::proto::timeout_or;
 use crate::config::{ConfigError, ConfigErrors};

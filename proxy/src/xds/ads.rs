@@ -113,67 +113,56 @@ async fn run_stream(
     stats: &XdsStats,
 ) -> StreamEnd {
     let mut received = false;
+    // Subscriptions start before the connection exists (as Envoy's do), so
+    // a control plane that is never reached still shows attempts and failures.
     let reason = match protocol {
-        Protocol::Sotw(client) => stream_sotw(config, client, sink, stats, &mut received).await,
-        Protocol::Delta(client) => stream_delta(config, client, sink, stats, &mut received).await,
+        Protocol::Sotw(client) => {
+            let initial = client.start_stream(sink, stats);
+            let open = |mut grpc: AdsClient, requests| async move {
+                grpc.stream_aggregated_resources(requests).await
+            };
+            let handle = |response| client.handle_response(response, sink, stats);
+            exchange(
+                config,
+                "state of the world",
+                initial,
+                open,
+                handle,
+                stats,
+                &mut received,
+            )
+            .await
+        }
+        Protocol::Delta(client) => {
+            let initial = client.start_stream(sink, stats);
+            let open = |mut grpc: AdsClient, requests| async move {
+                grpc.delta_aggregated_resources(requests).await
+            };
+            let handle = |response| client.handle_response(response, sink, stats);
+            exchange(config, "delta", initial, open, handle, stats, &mut received).await
+        }
     };
     StreamEnd { received, reason }
 }
 
-async fn stream_sotw(
-    config: &AdsConfig,
-    client: &mut SotwClient,
-    sink: &dyn ResourceSink,
-    stats: &XdsStats,
-    received: &mut bool,
-) -> String {
-    // Subscriptions start before the connection exists (as Envoy's do), so
-    // a control plane that is never reached still shows attempts and failures.
-    let initial = client.start_stream(sink, stats);
-    let channel = match connect(config).await {
-        Ok(channel) => channel,
-        Err(reason) => return reason,
-    };
-    let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
-    for request in initial {
-        let _ = sender.try_send(request);
-    }
-    let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
-    let mut responses = match grpc
-        .stream_aggregated_resources(ReceiverStream::new(requests))
-        .await
-    {
-        Ok(response) => response.into_inner(),
-        Err(status) => return format!("stream refused: {status}"),
-    };
-    stats.set_connected(true);
-    tracing::info!(server = %config.uri, "xDS: ADS stream (state of the world) established");
-    loop {
-        match responses.message().await {
-            Ok(Some(response)) => {
-                *received = true;
-                for request in client.handle_response(response, sink, stats) {
-                    if sender.send(request).await.is_err() {
-                        return "request stream closed".into();
-                    }
-                }
-            }
-            Ok(None) => return "server ended the stream".into(),
-            Err(status) => return format!("stream error: {status}"),
-        }
-    }
-}
+type AdsClient = AggregatedDiscoveryServiceClient<Channel>;
 
-async fn stream_delta(
+/// One stream of either protocol: connect, send the initial requests, then
+/// hand every response to the state machine and send what it answers.
+/// Returns why the stream ended.
+async fn exchange<Request, Response, Open, Opened>(
     config: &AdsConfig,
-    client: &mut DeltaClient,
-    sink: &dyn ResourceSink,
+    protocol: &str,
+    initial: Vec<Request>,
+    open: Open,
+    mut handle: impl FnMut(Response) -> Vec<Request>,
     stats: &XdsStats,
     received: &mut bool,
-) -> String {
-    // Subscriptions start before the connection exists (as Envoy's do), so
-    // a control plane that is never reached still shows attempts and failures.
-    let initial = client.start_stream(sink, stats);
+) -> String
+where
+    Open: FnOnce(AdsClient, ReceiverStream<Request>) -> Opened,
+    Opened: Future<Output = Result<tonic::Response<tonic::Streaming<Response>>, tonic::Status>>,
+{
     let channel = match connect(config).await {
         Ok(channel) => channel,
         Err(reason) => return reason,
@@ -182,21 +171,18 @@ async fn stream_delta(
     for request in initial {
         let _ = sender.try_send(request);
     }
-    let mut grpc = AggregatedDiscoveryServiceClient::new(channel);
-    let mut responses = match grpc
-        .delta_aggregated_resources(ReceiverStream::new(requests))
-        .await
-    {
+    let grpc = AggregatedDiscoveryServiceClient::new(channel);
+    let mut responses = match open(grpc, ReceiverStream::new(requests)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return format!("stream refused: {status}"),
     };
     stats.set_connected(true);
-    tracing::info!(server = %config.uri, "xDS: ADS stream (delta) established");
+    tracing::info!(server = %config.uri, "xDS: ADS stream ({protocol}) established");
     loop {
         match responses.message().await {
             Ok(Some(response)) => {
                 *received = true;
-                for request in client.handle_response(response, sink, stats) {
+                for request in handle(response) {
                     if sender.send(request).await.is_err() {
                         return "request stream closed".into();
                     }

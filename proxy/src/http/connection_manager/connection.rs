@@ -13,8 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::config::HttpConnectionManager;
+use crate::activity::{Activity, Tracked};
 use crate::drain::DrainSignal;
-use crate::tcp::idle::{Activity, Tracked};
 
 /// What every stream of one connection shares.
 pub(super) struct ConnectionContext {

@@ -96,16 +96,12 @@ pub(super) async fn forward<'a>(
             }
         }
     }
-    let original_path = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    if let Some(new_path) = action.rewrite_path(&original_path) {
-        if let Ok(value) = HeaderValue::from_str(&original_path) {
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if let Some(new_path) = action.rewrite_path(path_and_query) {
+        if let Ok(original) = HeaderValue::from_str(path_and_query) {
             parts
                 .headers
-                .insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), value);
+                .insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), original);
         }
         match new_path.parse() {
             Ok(uri) => parts.uri = uri,
@@ -114,9 +110,10 @@ pub(super) async fn forward<'a>(
             }
         }
     } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        // Upstreams get origin-form; the authority travels in Host.
-        if let Ok(uri) = original_path.parse() {
-            parts.uri = uri;
+        // Upstreams get origin-form; the authority travels in Host (which a
+        // host rewrite may have changed).
+        if let Some(path_and_query) = parts.uri.path_and_query().cloned() {
+            parts.uri = http::Uri::from(path_and_query);
         }
     }
 

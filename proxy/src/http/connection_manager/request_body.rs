@@ -2,6 +2,7 @@
 //! `%BYTES_RECEIVED%` and enforces `request_timeout` (the whole request must
 //! arrive in time).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::activity::Activity;
 use crate::http::body::BoxError;
-use crate::tcp::idle::Activity;
 
 /// Shared between the request body and the stream that owns it.
 #[derive(Debug)]
@@ -106,5 +107,3 @@ impl HttpBody for RequestBody {
         self.inner.size_hint()
     }
 }
-
-use std::future::Future;

@@ -47,18 +47,19 @@ pub(super) async fn handle(
 ) -> Response<ResponseBody> {
     let hcm = context.hcm.clone();
     let stats = &hcm.stats;
+    let version = request.version();
     context.active_streams.fetch_add(1, Ordering::Relaxed);
-    context.count_protocol(request.version());
+    context.count_protocol(version);
     stats.downstream_rq_total.inc();
     stats.downstream_rq_active.inc();
-    if request.version() == http::Version::HTTP_2 {
+    if version == http::Version::HTTP_2 {
         stats.downstream_rq_http2_total.inc();
     } else {
         stats.downstream_rq_http1_total.inc();
     }
 
     let mut info = StreamInfo::new(Some(context.remote), Some(context.local));
-    info.protocol = Some(request.version());
+    info.protocol = Some(version);
     let (mut parts, incoming) = request.into_parts();
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 carries the authority in the URI; routing and upstreams want Host.
@@ -133,7 +134,7 @@ pub(super) async fn handle(
                         hcm.request_timeout,
                     );
                     let request = super::forward::ForwardRequest {
-                        parts: parts_for_forward(&mut parts),
+                        parts,
                         body,
                         progress: &progress,
                         grpc,
@@ -184,8 +185,7 @@ pub(super) async fn handle(
             response_headers.insert(headers::X_REQUEST_ID.clone(), id);
         }
     }
-    if context.drain.state() != crate::drain::DrainState::Serving
-        && parts.version < http::Version::HTTP_2
+    if context.drain.state() != crate::drain::DrainState::Serving && version < http::Version::HTTP_2
     {
         response_headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -211,12 +211,4 @@ pub(super) async fn handle(
         response_parts,
         ResponseBody::new(response_body, end, idle_timeout, outcome.deadline),
     )
-}
-
-/// Moves the request head out for forwarding, leaving a copy of what the
-/// rest of the stream still reads (version, for the drain check).
-fn parts_for_forward(parts: &mut http::request::Parts) -> http::request::Parts {
-    let (mut placeholder, _) = Request::new(()).into_parts();
-    placeholder.version = parts.version;
-    std::mem::replace(parts, placeholder)
 }

@@ -1,5 +1,6 @@
-//! Activity tracking for byte streams, so a connection can be closed after
-//! an idle period without a timer per read or write.
+//! Activity tracking for byte streams and request bodies, so idle timeouts
+//! (tcp_proxy, HTTP connections, the stream idle timer) need no timer per
+//! read or write.
 
 use std::io;
 use std::pin::Pin;
