@@ -89,8 +89,16 @@ pub struct Lb4Service {
     pub backend_count: u32,
     /// Active backend slot, 0 or 1.
     pub slot: u32,
-    pub pad: u32,
+    /// `SERVICE_FLAG_*` bits: how the kernel treats connects to this service.
+    pub flags: u32,
 }
+
+/// [`Lb4Service::flags`]: the service is a transparent redirect to Sluice's
+/// L7 listener; the kernel records the original destination for it.
+pub const SERVICE_FLAG_REDIRECT: u32 = 1 << 0;
+/// [`Lb4Service::flags`]: pick the backend from the service's Maglev table
+/// (consistent by client) instead of uniformly at random.
+pub const SERVICE_FLAG_MAGLEV: u32 = 1 << 1;
 
 /// Key of `LB4_BACKENDS`: the `index`-th backend of a service's `slot`.
 #[repr(C)]
@@ -152,6 +160,8 @@ pub const SERVICE_NAME_LEN: usize = 112;
 
 /// Service mode in [`ServiceInfo::mode`]: rewritten to a backend in the kernel.
 pub const MODE_SOCKET_LB: u32 = 1;
+/// Service mode in [`ServiceInfo::mode`]: redirected to Sluice's L7 listener.
+pub const MODE_REDIRECT: u32 = 2;
 
 /// Value of `LB4_SERVICE_INFO` (indexed by service id): what userspace
 /// knows about a service, for `sluicectl bpf services`. The kernel programs

@@ -194,7 +194,7 @@ impl Syncer {
                         service_id,
                         backend_count: service.backends.len() as u32,
                         slot,
-                        pad: 0,
+                        flags: 0,
                     },
                 )
                 .map_err(fail(address))?;
