@@ -24,8 +24,12 @@ pub mod map_names {
     pub const LB4_SERVICE_INFO: &str = "LB4_SERVICE_INFO";
     pub const XDP_DENY4: &str = "XDP_DENY4";
     pub const XDP_COUNTERS: &str = "XDP_COUNTERS";
+    pub const LB_MAGLEV: &str = "LB_MAGLEV";
+    pub const LB6_SERVICES: &str = "LB6_SERVICES";
+    pub const LB6_BACKENDS: &str = "LB6_BACKENDS";
+    pub const LB6_REVERSE_SK: &str = "LB6_REVERSE_SK";
     /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 12] = [
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_SERVICE_COUNTERS,
@@ -34,6 +38,10 @@ pub mod map_names {
         LB4_SERVICE_INFO,
         XDP_DENY4,
         XDP_COUNTERS,
+        LB_MAGLEV,
+        LB6_SERVICES,
+        LB6_BACKENDS,
+        LB6_REVERSE_SK,
     ];
 }
 
@@ -99,6 +107,37 @@ pub const SERVICE_FLAG_REDIRECT: u32 = 1 << 0;
 /// [`Lb4Service::flags`]: pick the backend from the service's Maglev table
 /// (consistent by client) instead of uniformly at random.
 pub const SERVICE_FLAG_MAGLEV: u32 = 1 << 1;
+
+/// [`Lb4Service::flags`]: pick the backend from the service's Maglev table
+/// at random (the endpoints have unequal `load_balancing_weight`s; the
+/// table holds each backend in proportion to its weight).
+pub const SERVICE_FLAG_WEIGHTED: u32 = 1 << 2;
+
+/// Entries of a Maglev table: a prime, so that every backend's permutation
+/// visits every entry. With at most [`MAX_BACKENDS_PER_SERVICE`] backends
+/// each holds at least 3 entries; with few backends shares are within a
+/// fraction of a percent of their weights.
+pub const MAGLEV_TABLE_SIZE: u32 = 1021;
+/// Capacity of `LB_MAGLEV`: both slots of every service.
+pub const MAX_MAGLEV_TABLES: u32 = 2 * MAX_SERVICES;
+
+/// Key of `LB_MAGLEV`: the table of a service's backend `slot` (the table is
+/// part of the slot, so flipping the service entry switches both at once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaglevKey {
+    pub service_id: u32,
+    pub slot: u32,
+}
+
+/// Value of `LB_MAGLEV`: entry `i` is the index (in the slot's backend list)
+/// of the backend that owns hash bucket `i`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    pub backend_index: [u16; MAGLEV_TABLE_SIZE as usize],
+    pub pad: u16,
+}
 
 /// Key of `LB4_BACKENDS`: the `index`-th backend of a service's `slot`.
 #[repr(C)]
@@ -224,6 +263,57 @@ pub struct Lb4ReverseValue {
     pub pad: u16,
 }
 
+/// Key of `LB6_SERVICES`: a virtual IPv6 address, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb6ServiceKey {
+    /// VIP as `bpf_sock_addr.user_ip6` holds it: four words, network order.
+    pub address: [u32; 4],
+    /// Port, network byte order.
+    pub port: u16,
+    pub protocol: u8,
+    pub pad: u8,
+}
+
+/// Value of `LB6_SERVICES`: the same as an IPv4 service's (service ids,
+/// backend ids and counters are one space for both families).
+pub type Lb6Service = Lb4Service;
+/// Key of `LB6_BACKENDS`.
+pub type Lb6BackendKey = Lb4BackendKey;
+
+/// Value of `LB6_BACKENDS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lb6Backend {
+    /// Backend address, as `bpf_sock_addr.user_ip6` words.
+    pub address: [u32; 4],
+    /// Backend port, network byte order.
+    pub port: u16,
+    pub pad: u16,
+    /// Index into `LB4_BACKEND_COUNTERS`.
+    pub backend_id: u32,
+}
+
+/// Key of `LB6_REVERSE_SK`: an IPv6 socket (by cookie) rewritten to a backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Lb6ReverseKey {
+    pub cookie: u64,
+    pub address: [u32; 4],
+    pub port: u16,
+    pub pad: u16,
+    pub pad2: u32,
+}
+
+/// Value of `LB6_REVERSE_SK`: the IPv6 VIP the app asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lb6ReverseValue {
+    pub address: [u32; 4],
+    pub port: u16,
+    pub pad: u16,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are `#[repr(C)]`, made only of integers, with every padding
@@ -238,6 +328,12 @@ mod pod {
     unsafe impl aya::Pod for super::Lb4ReverseValue {}
     unsafe impl aya::Pod for super::ServiceInfo {}
     unsafe impl aya::Pod for super::XdpCounters {}
+    unsafe impl aya::Pod for super::MaglevKey {}
+    unsafe impl aya::Pod for super::MaglevTable {}
+    unsafe impl aya::Pod for super::Lb6ServiceKey {}
+    unsafe impl aya::Pod for super::Lb6Backend {}
+    unsafe impl aya::Pod for super::Lb6ReverseKey {}
+    unsafe impl aya::Pod for super::Lb6ReverseValue {}
 }
 
 #[cfg(test)]
@@ -257,6 +353,12 @@ mod tests {
         assert_eq!(size_of::<Lb4ReverseValue>(), 8);
         assert_eq!(size_of::<ServiceInfo>(), 120);
         assert_eq!(size_of::<XdpCounters>(), 24);
+        assert_eq!(size_of::<MaglevKey>(), 8);
+        assert_eq!(size_of::<MaglevTable>(), 2 * MAGLEV_TABLE_SIZE as usize + 2);
+        assert_eq!(size_of::<Lb6ServiceKey>(), 20);
+        assert_eq!(size_of::<Lb6Backend>(), 24);
+        assert_eq!(size_of::<Lb6ReverseKey>(), 32);
+        assert_eq!(size_of::<Lb6ReverseValue>(), 20);
     }
 
     #[test]

@@ -8,19 +8,23 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
 use sluice_ebpf_common::{
-    map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey,
-    ServiceCounters, ServiceInfo, XdpCounters,
+    map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, Lb6Backend,
+    Lb6ServiceKey, MaglevKey, MaglevTable, ServiceCounters, ServiceInfo, XdpCounters,
 };
 
 use crate::DatapathError;
 
-/// The socket-LB maps (`LB4_*`), typed with `sluice-ebpf-common` layouts.
+/// The socket-LB maps (`LB4_*`, `LB6_*`, `LB_MAGLEV`), typed with
+/// `sluice-ebpf-common` layouts.
 pub struct LbMaps {
     pub services: HashMap<MapData, Lb4ServiceKey, Lb4Service>,
     pub backends: HashMap<MapData, Lb4BackendKey, Lb4Backend>,
     pub service_counters: PerCpuArray<MapData, ServiceCounters>,
     pub backend_counters: PerCpuArray<MapData, BackendCounters>,
     pub service_info: Array<MapData, ServiceInfo>,
+    pub services6: HashMap<MapData, Lb6ServiceKey, Lb4Service>,
+    pub backends6: HashMap<MapData, Lb4BackendKey, Lb6Backend>,
+    pub maglev: HashMap<MapData, MaglevKey, MaglevTable>,
 }
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
@@ -32,24 +36,17 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError
 
 impl LbMaps {
     pub(crate) fn from_loaded(ebpf: &mut Ebpf) -> Result<Self, DatapathError> {
-        let mut take = |name: &'static str| {
+        Self::from_maps(|name| {
             ebpf.take_map(name).ok_or(DatapathError::Map {
                 map: name,
                 reason: "missing from the object".into(),
             })
-        };
-        Self::from_maps(
-            take(map_names::LB4_SERVICES)?,
-            take(map_names::LB4_BACKENDS)?,
-            take(map_names::LB4_SERVICE_COUNTERS)?,
-            take(map_names::LB4_BACKEND_COUNTERS)?,
-            take(map_names::LB4_SERVICE_INFO)?,
-        )
+        })
     }
 
     /// Opens the maps a daemon pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
-        let open = |name: &'static str| {
+        Self::from_maps(|name| {
             let path = pin_dir.join(name);
             MapData::from_pin(&path)
                 .and_then(Map::from_map_data)
@@ -57,32 +54,25 @@ impl LbMaps {
                     map: name,
                     reason: format!("cannot open pin {}: {e}", path.display()),
                 })
-        };
-        Self::from_maps(
-            open(map_names::LB4_SERVICES)?,
-            open(map_names::LB4_BACKENDS)?,
-            open(map_names::LB4_SERVICE_COUNTERS)?,
-            open(map_names::LB4_BACKEND_COUNTERS)?,
-            open(map_names::LB4_SERVICE_INFO)?,
-        )
+        })
     }
 
     fn from_maps(
-        services: Map,
-        backends: Map,
-        service_counters: Map,
-        backend_counters: Map,
-        service_info: Map,
+        mut open: impl FnMut(&'static str) -> Result<Map, DatapathError>,
     ) -> Result<Self, DatapathError> {
+        use map_names::*;
         Ok(LbMaps {
-            services: HashMap::try_from(services).map_err(map_error(map_names::LB4_SERVICES))?,
-            backends: HashMap::try_from(backends).map_err(map_error(map_names::LB4_BACKENDS))?,
-            service_counters: PerCpuArray::try_from(service_counters)
-                .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?,
-            backend_counters: PerCpuArray::try_from(backend_counters)
-                .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))?,
-            service_info: Array::try_from(service_info)
-                .map_err(map_error(map_names::LB4_SERVICE_INFO))?,
+            services: HashMap::try_from(open(LB4_SERVICES)?).map_err(map_error(LB4_SERVICES))?,
+            backends: HashMap::try_from(open(LB4_BACKENDS)?).map_err(map_error(LB4_BACKENDS))?,
+            service_counters: PerCpuArray::try_from(open(LB4_SERVICE_COUNTERS)?)
+                .map_err(map_error(LB4_SERVICE_COUNTERS))?,
+            backend_counters: PerCpuArray::try_from(open(LB4_BACKEND_COUNTERS)?)
+                .map_err(map_error(LB4_BACKEND_COUNTERS))?,
+            service_info: Array::try_from(open(LB4_SERVICE_INFO)?)
+                .map_err(map_error(LB4_SERVICE_INFO))?,
+            services6: HashMap::try_from(open(LB6_SERVICES)?).map_err(map_error(LB6_SERVICES))?,
+            backends6: HashMap::try_from(open(LB6_BACKENDS)?).map_err(map_error(LB6_BACKENDS))?,
+            maglev: HashMap::try_from(open(LB_MAGLEV)?).map_err(map_error(LB_MAGLEV))?,
         })
     }
 
@@ -196,6 +186,91 @@ impl LbMaps {
         self.backends
             .remove(key)
             .map_err(map_error(map_names::LB4_BACKENDS))
+    }
+}
+
+/// IPv6 services and Maglev tables.
+impl LbMaps {
+    /// Every IPv6 service entry.
+    pub fn service6_entries(&self) -> Result<Vec<(Lb6ServiceKey, Lb4Service)>, DatapathError> {
+        let mut entries = self
+            .services6
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::LB6_SERVICES))?;
+        entries.sort_by_key(|(key, _)| *key);
+        Ok(entries)
+    }
+
+    /// Every IPv6 backend entry (both slots of every service).
+    pub fn backend6_entries(&self) -> Result<Vec<(Lb4BackendKey, Lb6Backend)>, DatapathError> {
+        let mut entries = self
+            .backends6
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::LB6_BACKENDS))?;
+        entries.sort_by_key(|(key, _)| *key);
+        Ok(entries)
+    }
+
+    pub fn insert_service6(
+        &mut self,
+        key: Lb6ServiceKey,
+        value: Lb4Service,
+    ) -> Result<(), DatapathError> {
+        self.services6
+            .insert(key, value, 0)
+            .map_err(map_error(map_names::LB6_SERVICES))
+    }
+
+    pub fn remove_service6(&mut self, key: &Lb6ServiceKey) -> Result<(), DatapathError> {
+        self.services6
+            .remove(key)
+            .map_err(map_error(map_names::LB6_SERVICES))
+    }
+
+    pub fn insert_backend6(
+        &mut self,
+        key: Lb4BackendKey,
+        value: Lb6Backend,
+    ) -> Result<(), DatapathError> {
+        self.backends6
+            .insert(key, value, 0)
+            .map_err(map_error(map_names::LB6_BACKENDS))
+    }
+
+    pub fn remove_backend6(&mut self, key: &Lb4BackendKey) -> Result<(), DatapathError> {
+        self.backends6
+            .remove(key)
+            .map_err(map_error(map_names::LB6_BACKENDS))
+    }
+
+    /// Writes a slot's Maglev table in one map update.
+    pub fn insert_maglev(
+        &mut self,
+        key: MaglevKey,
+        table: &MaglevTable,
+    ) -> Result<(), DatapathError> {
+        self.maglev
+            .insert(key, table, 0)
+            .map_err(map_error(map_names::LB_MAGLEV))
+    }
+
+    pub fn remove_maglev(&mut self, key: &MaglevKey) -> Result<(), DatapathError> {
+        self.maglev
+            .remove(key)
+            .map_err(map_error(map_names::LB_MAGLEV))
+    }
+
+    /// Keys of the Maglev tables present.
+    pub fn maglev_keys(&self) -> Result<Vec<MaglevKey>, DatapathError> {
+        let mut keys = self
+            .maglev
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_error(map_names::LB_MAGLEV))?;
+        keys.sort();
+        Ok(keys)
     }
 }
 

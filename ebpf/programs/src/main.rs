@@ -5,10 +5,15 @@
 //! of its backends in `LB4_BACKENDS` before a packet exists: no NAT, no proxy
 //! hop. `cgroup/getpeername4` and `cgroup/recvmsg4` put the VIP back so the
 //! application sees the address it asked for. The `*6` hooks do the same for
-//! IPv6 sockets using v4-mapped addresses (IPv6 services are not done yet). Per-CPU counters count connects
-//! per service and per backend. Map layouts come from `sluice-ebpf-common`.
+//! IPv6 sockets using v4-mapped addresses, and for IPv6 services (`lb6`).
+//! The backend choice (random, weighted, Maglev) is in `choice`. Per-CPU
+//! counters count connects per service and per backend. Map layouts come
+//! from `sluice-ebpf-common`.
 #![no_std]
 #![no_main]
+
+mod choice;
+mod lb6;
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -82,25 +87,43 @@ pub fn sluice_recvmsg4(ctx: SockAddrContext) -> i32 {
 /// kernel runs only the `*6` hooks for them.
 #[cgroup_sock_addr(connect6)]
 pub fn sluice_connect6(ctx: SockAddrContext) -> i32 {
-    forward(&ctx, Family::V4MappedV6, unsafe { bpf_get_prandom_u32() });
+    let draw = unsafe { bpf_get_prandom_u32() };
+    if lb6::is_v4_mapped(unsafe { &*ctx.sock_addr }) {
+        forward(&ctx, Family::V4MappedV6, draw);
+    } else {
+        lb6::forward(&ctx, draw);
+    }
     ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sluice_sendmsg6(ctx: SockAddrContext) -> i32 {
-    forward(&ctx, Family::V4MappedV6, cookie_draw(&ctx));
+    let draw = cookie_draw(&ctx);
+    if lb6::is_v4_mapped(unsafe { &*ctx.sock_addr }) {
+        forward(&ctx, Family::V4MappedV6, draw);
+    } else {
+        lb6::forward(&ctx, draw);
+    }
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername6)]
 pub fn sluice_getpeername6(ctx: SockAddrContext) -> i32 {
-    reverse(&ctx, Family::V4MappedV6);
+    if lb6::is_v4_mapped(unsafe { &*ctx.sock_addr }) {
+        reverse(&ctx, Family::V4MappedV6);
+    } else {
+        lb6::reverse(&ctx);
+    }
     ALLOW
 }
 
 #[cgroup_sock_addr(recvmsg6)]
 pub fn sluice_recvmsg6(ctx: SockAddrContext) -> i32 {
-    reverse(&ctx, Family::V4MappedV6);
+    if lb6::is_v4_mapped(unsafe { &*ctx.sock_addr }) {
+        reverse(&ctx, Family::V4MappedV6);
+    } else {
+        lb6::reverse(&ctx);
+    }
     ALLOW
 }
 
@@ -226,10 +249,14 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
         count_service(service.service_id, |c| c.no_backend += 1);
         return;
     }
+    let Some(index) = choice::backend_index(ctx.as_ptr(), &service, draw) else {
+        count_service(service.service_id, |c| c.no_backend += 1);
+        return;
+    };
     let backend_key = Lb4BackendKey {
         service_id: service.service_id,
         slot: service.slot,
-        index: draw % service.backend_count,
+        index,
     };
     // SAFETY: copied out immediately.
     let Some(backend) = (unsafe { LB4_BACKENDS.get(&backend_key) }).copied() else {
@@ -252,7 +279,12 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
     // would see the backend's address from getpeername.
     let _ = LB4_REVERSE_SK.insert(&reverse_key, &vip, 0);
     count_service(service.service_id, |c| c.connects += 1);
-    if let Some(counters) = LB4_BACKEND_COUNTERS.get_ptr_mut(backend.backend_id) {
+    count_backend(backend.backend_id);
+}
+
+#[inline(always)]
+fn count_backend(backend_id: u32) {
+    if let Some(counters) = LB4_BACKEND_COUNTERS.get_ptr_mut(backend_id) {
         // SAFETY: per-CPU slot, this program is its only writer on this CPU.
         unsafe { (*counters).connects += 1 };
     }

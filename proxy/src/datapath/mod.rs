@@ -9,11 +9,11 @@
 //! and serves in userspace. `--datapath required` attaches them regardless
 //! and makes start-up fail, naming the hook, when it cannot.
 
+pub mod maglev;
 pub mod plan;
 pub mod stats;
 pub mod sync;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +23,7 @@ use sluice_ebpf::{Datapath, Hook};
 
 use crate::listener::ListenerManager;
 use crate::stats::Store;
-use crate::upstream::ClusterManager;
+use crate::upstream::{ClusterManager, LbPolicy};
 
 /// How often kernel counters are added to the stats store.
 const COUNTER_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -115,12 +115,12 @@ fn listener_protos(listeners: &ListenerManager) -> Vec<Listener> {
 
 fn derive_plan(listeners: &[Listener], clusters: &ClusterManager) -> plan::Plan {
     plan::derive(listeners, |name| {
-        clusters.get(name).map(|cluster| {
-            cluster
-                .healthy_endpoints()
-                .into_iter()
-                .map(|(address, _weight)| address)
-                .collect::<Vec<SocketAddr>>()
+        clusters.get(name).map(|cluster| plan::ClusterBackends {
+            endpoints: cluster.healthy_endpoints(),
+            consistent_hashing: matches!(
+                cluster.lb_policy(),
+                LbPolicy::Maglev { .. } | LbPolicy::RingHash { .. }
+            ),
         })
     })
 }

@@ -3,14 +3,19 @@
 //! socket-LB services the kernel should hold.
 //!
 //! A listener becomes an in-kernel socket-LB service when it says "virtual"
-//! (`bind_to_port: false`), listens on one IPv4 address and port, and has one
-//! filter chain (without a match) whose only filter is `tcp_proxy` to one
-//! cluster; the service's backends are that cluster's healthy IPv4 endpoints.
+//! (`bind_to_port: false`), listens on one IPv4 or IPv6 address and port,
+//! and has one filter chain (without a match) whose only filter is
+//! `tcp_proxy` to one cluster; the service's backends are that cluster's
+//! healthy endpoints of the VIP's family (a socket cannot change family),
+//! with their `load_balancing_weight`s. The cluster's `lb_policy` picks the
+//! kernel's choice ([`BackendChoice`]): MAGLEV and RING_HASH become a Maglev
+//! table (consistent per client network namespace), other policies a random
+//! choice, weighted through a table when the weights differ.
 //! Other `bind_to_port: false` listeners are listed in [`Plan::not_planned`]
 //! with the reason, so the daemon can say why they stay in userspace.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::socket_address::{PortSpecifier, Protocol};
@@ -26,14 +31,33 @@ const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpP
 /// A service as the kernel matches it: VIP, port, protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceAddress {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
 }
 
 impl std::fmt::Display for ServiceAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}/tcp", self.vip, self.port)
+        write!(f, "{}/tcp", SocketAddr::new(self.vip, self.port))
     }
+}
+
+/// How the kernel picks a service's backend for a connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Uniformly at random (equal weights).
+    Random,
+    /// At random in proportion to the endpoints' weights (Maglev table).
+    Weighted,
+    /// Consistent per client network namespace (weighted Maglev table).
+    Maglev,
+}
+
+/// One backend of a planned service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedBackend {
+    pub address: SocketAddr,
+    /// The endpoint's `load_balancing_weight` (≥ 1).
+    pub weight: u32,
 }
 
 /// One socket-LB service of the plan.
@@ -41,8 +65,19 @@ impl std::fmt::Display for ServiceAddress {
 pub struct PlannedService {
     pub listener: String,
     pub cluster: String,
-    /// Healthy IPv4 endpoints, sorted, at most `MAX_BACKENDS_PER_SERVICE`.
-    pub backends: Vec<SocketAddrV4>,
+    /// Healthy endpoints of the VIP's family, sorted by address, at most
+    /// `MAX_BACKENDS_PER_SERVICE`.
+    pub backends: Vec<PlannedBackend>,
+    pub choice: BackendChoice,
+}
+
+/// What the plan needs to know of a cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterBackends {
+    /// Healthy endpoints with their `load_balancing_weight`.
+    pub endpoints: Vec<(SocketAddr, u32)>,
+    /// The cluster's `lb_policy` is MAGLEV or RING_HASH.
+    pub consistent_hashing: bool,
 }
 
 /// What the kernel should hold.
@@ -54,10 +89,10 @@ pub struct Plan {
 }
 
 /// Derives the plan. `healthy_endpoints(cluster)` is `None` for an unknown
-/// cluster, else the cluster's healthy endpoints.
+/// cluster, else the cluster's healthy endpoints and policy.
 pub fn derive(
     listeners: &[Listener],
-    healthy_endpoints: impl Fn(&str) -> Option<Vec<SocketAddr>>,
+    healthy_endpoints: impl Fn(&str) -> Option<ClusterBackends>,
 ) -> Plan {
     let mut plan = Plan::default();
     for listener in listeners {
@@ -86,7 +121,7 @@ pub fn derive(
 
 fn socket_lb_service(
     listener: &Listener,
-    healthy_endpoints: &impl Fn(&str) -> Option<Vec<SocketAddr>>,
+    healthy_endpoints: &impl Fn(&str) -> Option<ClusterBackends>,
 ) -> Result<(ServiceAddress, PlannedService), String> {
     let address = service_address(listener)?;
     let [chain] = listener.filter_chains.as_slice() else {
@@ -119,24 +154,37 @@ fn socket_lb_service(
     let Some(ClusterSpecifier::Cluster(cluster)) = tcp_proxy.cluster_specifier else {
         return Err("tcp_proxy with weighted_clusters stays in userspace".into());
     };
-    let endpoints = healthy_endpoints(&cluster)
+    let members = healthy_endpoints(&cluster)
         .ok_or_else(|| format!("tcp_proxy cluster '{cluster}' does not exist"))?;
-    let mut backends: Vec<SocketAddrV4> = endpoints
+    let mut backends: Vec<PlannedBackend> = members
+        .endpoints
         .into_iter()
-        .filter_map(|endpoint| match endpoint {
-            SocketAddr::V4(v4) => Some(v4),
-            SocketAddr::V6(_) => None,
+        .filter(|(endpoint, _)| endpoint.is_ipv4() == address.vip.is_ipv4())
+        .map(|(address, weight)| PlannedBackend {
+            address,
+            weight: weight.max(1),
         })
         .collect();
     backends.sort();
-    backends.dedup();
+    backends.dedup_by_key(|backend| backend.address);
     backends.truncate(MAX_BACKENDS_PER_SERVICE as usize);
+    let choice = if members.consistent_hashing {
+        BackendChoice::Maglev
+    } else if backends
+        .windows(2)
+        .any(|pair| pair[0].weight != pair[1].weight)
+    {
+        BackendChoice::Weighted
+    } else {
+        BackendChoice::Random
+    };
     Ok((
         address,
         PlannedService {
             listener: listener.name.clone(),
             cluster,
             backends,
+            choice,
         },
     ))
 }
@@ -150,14 +198,18 @@ fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
     if socket.protocol != Protocol::Tcp as i32 {
         return Err("is not TCP".into());
     }
-    let Ok(IpAddr::V4(vip)) = socket.address.parse::<IpAddr>() else {
-        return Err(format!(
-            "address '{}' is not an IPv4 address (IPv6 socket-LB is not implemented yet)",
-            socket.address
-        ));
+    let Ok(vip) = socket.address.parse::<IpAddr>() else {
+        return Err(format!("address '{}' is not an IP address", socket.address));
     };
     if vip.is_unspecified() {
-        return Err("a service address cannot be 0.0.0.0".into());
+        return Err(format!("a service address cannot be {vip}"));
+    }
+    if let IpAddr::V6(v6) = vip {
+        if v6.to_ipv4_mapped().is_some() {
+            return Err(format!(
+                "{vip} is v4-mapped; write the IPv4 address (IPv6 sockets reach it as well)"
+            ));
+        }
     }
     let Some(PortSpecifier::PortValue(port)) = socket.port_specifier else {
         return Err("has no port_value".into());
@@ -185,20 +237,28 @@ mod tests {
         ))
     }
 
-    fn endpoints(cluster: &str) -> Option<Vec<SocketAddr>> {
-        (cluster == "backend").then(|| {
-            vec![
-                "127.0.0.2:8080".parse().unwrap(),
-                "127.0.0.1:8080".parse().unwrap(),
-                "[::1]:8080".parse().unwrap(),
-            ]
+    fn endpoints(cluster: &str) -> Option<ClusterBackends> {
+        (cluster == "backend").then(|| ClusterBackends {
+            endpoints: vec![
+                ("127.0.0.2:8080".parse().unwrap(), 1),
+                ("127.0.0.1:8080".parse().unwrap(), 1),
+                ("[::1]:8080".parse().unwrap(), 1),
+            ],
+            consistent_hashing: false,
         })
     }
 
     fn vip(port: u16) -> ServiceAddress {
         ServiceAddress {
-            vip: Ipv4Addr::new(10, 96, 0, 10),
+            vip: "10.96.0.10".parse().unwrap(),
             port,
+        }
+    }
+
+    fn backend(address: &str, weight: u32) -> PlannedBackend {
+        PlannedBackend {
+            address: address.parse().unwrap(),
+            weight,
         }
     }
 
@@ -212,11 +272,76 @@ mod tests {
         // Sorted, IPv4 only.
         assert_eq!(
             service.backends,
-            vec![
-                "127.0.0.1:8080".parse::<SocketAddrV4>().unwrap(),
-                "127.0.0.2:8080".parse().unwrap()
-            ]
+            vec![backend("127.0.0.1:8080", 1), backend("127.0.0.2:8080", 1)]
         );
+        assert_eq!(service.choice, BackendChoice::Random);
+    }
+
+    #[test]
+    fn an_ipv6_vip_gets_the_ipv6_endpoints() {
+        let plan = derive(
+            &[virtual_listener("svc6", "'fd00::10'", 80, TCP)],
+            endpoints,
+        );
+        assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
+        let address = ServiceAddress {
+            vip: "fd00::10".parse().unwrap(),
+            port: 80,
+        };
+        assert_eq!(address.to_string(), "[fd00::10]:80/tcp");
+        assert_eq!(
+            plan.services[&address].backends,
+            vec![backend("[::1]:8080", 1)]
+        );
+    }
+
+    #[test]
+    fn the_lb_policy_and_weights_pick_the_kernel_choice() {
+        let with = |weights: [u32; 2], consistent_hashing| {
+            move |_: &str| {
+                Some(ClusterBackends {
+                    endpoints: vec![
+                        ("127.0.0.1:1".parse().unwrap(), weights[0]),
+                        ("127.0.0.2:1".parse().unwrap(), weights[1]),
+                    ],
+                    consistent_hashing,
+                })
+            }
+        };
+        let listeners = [virtual_listener("svc", "10.96.0.10", 80, TCP)];
+        let choice = |plan: Plan| plan.services[&vip(80)].choice;
+        assert_eq!(
+            choice(derive(&listeners, with([2, 2], false))),
+            BackendChoice::Random
+        );
+        assert_eq!(
+            choice(derive(&listeners, with([3, 1], false))),
+            BackendChoice::Weighted
+        );
+        assert_eq!(
+            choice(derive(&listeners, with([1, 1], true))),
+            BackendChoice::Maglev
+        );
+        let plan = derive(&listeners, with([3, 0], true));
+        assert_eq!(
+            plan.services[&vip(80)].backends,
+            vec![backend("127.0.0.1:1", 3), backend("127.0.0.2:1", 1)],
+            "weight 0 counts as 1"
+        );
+    }
+
+    #[test]
+    fn duplicate_endpoints_become_one_backend() {
+        let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], |_| {
+            Some(ClusterBackends {
+                endpoints: vec![
+                    ("127.0.0.1:1".parse().unwrap(), 1),
+                    ("127.0.0.1:1".parse().unwrap(), 1),
+                ],
+                consistent_hashing: false,
+            })
+        });
+        assert_eq!(plan.services[&vip(80)].backends.len(), 1);
     }
 
     #[test]
@@ -238,8 +363,10 @@ mod tests {
                 virtual_listener("l7", "10.96.0.10", 80, hcm),
                 virtual_listener("weighted", "10.96.0.10", 81, weighted),
                 virtual_listener("missing", "10.96.0.10", 82, missing),
-                virtual_listener("v6", "fd00::1", 80, TCP),
+                virtual_listener("mapped", "'::ffff:10.0.0.1'", 80, TCP),
                 virtual_listener("any", "0.0.0.0", 80, TCP),
+                virtual_listener("any6", "'::'", 80, TCP),
+                virtual_listener("name", "svc.local", 80, TCP),
                 virtual_listener("two", "10.96.0.10", 83, &format!("{TCP}, {TCP}")),
             ],
             endpoints,
@@ -253,8 +380,18 @@ mod tests {
         );
         assert!(reasons["weighted"].contains("weighted_clusters"));
         assert!(reasons["missing"].contains("'nope' does not exist"));
-        assert!(reasons["v6"].contains("not an IPv4 address"));
+        assert!(
+            reasons["mapped"].contains("v4-mapped"),
+            "{}",
+            reasons["mapped"]
+        );
         assert!(reasons["any"].contains("0.0.0.0"));
+        assert!(
+            reasons["any6"].contains("cannot be ::"),
+            "{}",
+            reasons["any6"]
+        );
+        assert!(reasons["name"].contains("not an IP address"));
         assert!(reasons["two"].contains("exactly one network filter"));
     }
 
@@ -277,7 +414,7 @@ mod tests {
     #[test]
     fn a_cluster_without_healthy_endpoints_gives_an_empty_service() {
         let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], |_| {
-            Some(Vec::new())
+            Some(ClusterBackends::default())
         });
         assert!(plan.services[&vip(80)].backends.is_empty());
     }

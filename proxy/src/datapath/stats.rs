@@ -33,7 +33,7 @@ impl CounterExport {
             if let Ok(counters) = maps.backend_counters(backend_id) {
                 let name = format!(
                     "datapath.socket_lb.backend.{}_{}.connects",
-                    address.ip().to_string().replace('.', "_"),
+                    address.ip().to_string().replace(['.', ':'], "_"),
                     address.port()
                 );
                 self.add(store, name, counters.connects);

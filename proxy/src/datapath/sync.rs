@@ -5,19 +5,25 @@
 //! service's backends are written into the slot its service entry does not
 //! point at, and only then is the service entry (count + slot) written, in one
 //! map update. The previous slot stays intact, so a connect that read the old
-//! entry still finds its backends. A removed service's entry goes first, then
-//! its backends. Backend ids (per-backend counter slots) are shared by every
-//! service using the same address and freed when none does.
+//! entry still finds its backends. A slot's Maglev table (weighted or
+//! Maglev choice) is part of the slot: written with its backends, before the
+//! flip. A removed service's entry goes first, then its backends and
+//! tables. IPv4 services use the `LB4_*` maps, IPv6 ones `LB6_*`; service
+//! ids, backend ids (per-backend counter slots) and tables are one space for
+//! both. Backend ids are shared by every service using the same address and
+//! freed when none does.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 use sluice_ebpf::common::{
-    Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, ServiceInfo, MAX_BACKEND_IDS,
-    MAX_SERVICES, MODE_SOCKET_LB, PROTO_TCP,
+    Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, Lb6Backend, Lb6ServiceKey, MaglevKey,
+    MaglevTable, ServiceInfo, MAX_BACKEND_IDS, MAX_SERVICES, MODE_SOCKET_LB, PROTO_TCP,
+    SERVICE_FLAG_MAGLEV, SERVICE_FLAG_WEIGHTED,
 };
 
-use super::plan::{Plan, ServiceAddress};
+use super::maglev;
+use super::plan::{BackendChoice, Plan, PlannedBackend, ServiceAddress};
 
 /// The map operations the syncer needs (the BPF maps, or a fake in tests).
 pub trait LbTable {
@@ -26,6 +32,12 @@ pub trait LbTable {
     fn delete_backend(&mut self, key: &Lb4BackendKey) -> Result<(), Self::Error>;
     fn put_service(&mut self, key: Lb4ServiceKey, value: Lb4Service) -> Result<(), Self::Error>;
     fn delete_service(&mut self, key: &Lb4ServiceKey) -> Result<(), Self::Error>;
+    fn put_backend6(&mut self, key: Lb4BackendKey, value: Lb6Backend) -> Result<(), Self::Error>;
+    fn delete_backend6(&mut self, key: &Lb4BackendKey) -> Result<(), Self::Error>;
+    fn put_service6(&mut self, key: Lb6ServiceKey, value: Lb4Service) -> Result<(), Self::Error>;
+    fn delete_service6(&mut self, key: &Lb6ServiceKey) -> Result<(), Self::Error>;
+    fn put_maglev(&mut self, key: MaglevKey, table: &MaglevTable) -> Result<(), Self::Error>;
+    fn delete_maglev(&mut self, key: &MaglevKey) -> Result<(), Self::Error>;
     /// Records the listener a service comes from (read by `sluicectl`).
     fn put_service_info(&mut self, service_id: u32, info: ServiceInfo) -> Result<(), Self::Error>;
     /// Zeroes a counter slot before an id is (re)used.
@@ -47,6 +59,24 @@ impl LbTable for sluice_ebpf::maps::LbMaps {
     fn delete_service(&mut self, key: &Lb4ServiceKey) -> Result<(), Self::Error> {
         self.remove_service(key)
     }
+    fn put_backend6(&mut self, key: Lb4BackendKey, value: Lb6Backend) -> Result<(), Self::Error> {
+        self.insert_backend6(key, value)
+    }
+    fn delete_backend6(&mut self, key: &Lb4BackendKey) -> Result<(), Self::Error> {
+        self.remove_backend6(key)
+    }
+    fn put_service6(&mut self, key: Lb6ServiceKey, value: Lb4Service) -> Result<(), Self::Error> {
+        self.insert_service6(key, value)
+    }
+    fn delete_service6(&mut self, key: &Lb6ServiceKey) -> Result<(), Self::Error> {
+        self.remove_service6(key)
+    }
+    fn put_maglev(&mut self, key: MaglevKey, table: &MaglevTable) -> Result<(), Self::Error> {
+        self.insert_maglev(key, table)
+    }
+    fn delete_maglev(&mut self, key: &MaglevKey) -> Result<(), Self::Error> {
+        self.remove_maglev(key)
+    }
     fn put_service_info(&mut self, service_id: u32, info: ServiceInfo) -> Result<(), Self::Error> {
         self.set_service_info(service_id, info)
     }
@@ -58,14 +88,33 @@ impl LbTable for sluice_ebpf::maps::LbMaps {
     }
 }
 
+/// What one backend slot holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot {
+    backends: Vec<PlannedBackend>,
+    choice: BackendChoice,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        backends: Vec::new(),
+        choice: BackendChoice::Random,
+    };
+
+    /// Whether the kernel reads a Maglev table for this slot.
+    fn has_table(&self) -> bool {
+        self.choice != BackendChoice::Random && !self.backends.is_empty()
+    }
+}
+
 /// What the syncer installed for one service.
 #[derive(Clone, Debug)]
 struct Installed {
     service_id: u32,
     listener: String,
     active_slot: u32,
-    /// Backends in each slot (the inactive one is the previous list).
-    slots: [Vec<SocketAddrV4>; 2],
+    /// Each slot's content (the inactive one is the previous list).
+    slots: [Slot; 2],
 }
 
 /// A map write that failed, naming the service.
@@ -80,21 +129,125 @@ pub struct SyncError {
 #[derive(Default)]
 pub struct Syncer {
     installed: BTreeMap<ServiceAddress, Installed>,
-    backend_ids: BTreeMap<SocketAddrV4, u32>,
+    backend_ids: BTreeMap<SocketAddr, u32>,
 }
 
-pub fn service_key(address: &ServiceAddress) -> Lb4ServiceKey {
-    Lb4ServiceKey {
-        address: u32::from(address.vip).to_be(),
-        port: address.port.to_be(),
-        protocol: PROTO_TCP,
-        pad: 0,
+/// An IPv6 address as `bpf_sock_addr.user_ip6` holds it (network-order
+/// words, read as native integers).
+pub fn ip6_words(ip: &std::net::Ipv6Addr) -> [u32; 4] {
+    let octets = ip.octets();
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([
+            octets[4 * i],
+            octets[4 * i + 1],
+            octets[4 * i + 2],
+            octets[4 * i + 3],
+        ])
+    })
+}
+
+/// The inverse of [`ip6_words`].
+pub fn ip6_from_words(words: [u32; 4]) -> std::net::Ipv6Addr {
+    let mut octets = [0u8; 16];
+    for (chunk, word) in octets.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    std::net::Ipv6Addr::from(octets)
+}
+
+/// The kernel's key of a service address, per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceKey {
+    V4(Lb4ServiceKey),
+    V6(Lb6ServiceKey),
+}
+
+pub fn service_key(address: &ServiceAddress) -> ServiceKey {
+    match address.vip {
+        IpAddr::V4(vip) => ServiceKey::V4(Lb4ServiceKey {
+            address: u32::from(vip).to_be(),
+            port: address.port.to_be(),
+            protocol: PROTO_TCP,
+            pad: 0,
+        }),
+        IpAddr::V6(vip) => ServiceKey::V6(Lb6ServiceKey {
+            address: ip6_words(&vip),
+            port: address.port.to_be(),
+            protocol: PROTO_TCP,
+            pad: 0,
+        }),
+    }
+}
+
+fn flags_of(choice: BackendChoice) -> u32 {
+    match choice {
+        BackendChoice::Random => 0,
+        BackendChoice::Weighted => SERVICE_FLAG_WEIGHTED,
+        BackendChoice::Maglev => SERVICE_FLAG_MAGLEV,
+    }
+}
+
+fn put_service<T: LbTable>(
+    table: &mut T,
+    key: ServiceKey,
+    value: Lb4Service,
+) -> Result<(), T::Error> {
+    match key {
+        ServiceKey::V4(key) => table.put_service(key, value),
+        ServiceKey::V6(key) => table.put_service6(key, value),
+    }
+}
+
+fn delete_service<T: LbTable>(table: &mut T, key: &ServiceKey) -> Result<(), T::Error> {
+    match key {
+        ServiceKey::V4(key) => table.delete_service(key),
+        ServiceKey::V6(key) => table.delete_service6(key),
+    }
+}
+
+fn put_backend<T: LbTable>(
+    table: &mut T,
+    key: Lb4BackendKey,
+    address: SocketAddr,
+    backend_id: u32,
+) -> Result<(), T::Error> {
+    match address {
+        SocketAddr::V4(v4) => table.put_backend(
+            key,
+            Lb4Backend {
+                address: u32::from(*v4.ip()).to_be(),
+                port: v4.port().to_be(),
+                pad: 0,
+                backend_id,
+            },
+        ),
+        SocketAddr::V6(v6) => table.put_backend6(
+            key,
+            Lb6Backend {
+                address: ip6_words(v6.ip()),
+                port: v6.port().to_be(),
+                pad: 0,
+                backend_id,
+            },
+        ),
+    }
+}
+
+fn delete_backend<T: LbTable>(
+    table: &mut T,
+    v6: bool,
+    key: &Lb4BackendKey,
+) -> Result<(), T::Error> {
+    if v6 {
+        table.delete_backend6(key)
+    } else {
+        table.delete_backend(key)
     }
 }
 
 impl Syncer {
     /// Backend id of an address, if installed (for counters).
-    pub fn backend_id(&self, backend: &SocketAddrV4) -> Option<u32> {
+    pub fn backend_id(&self, backend: &SocketAddr) -> Option<u32> {
         self.backend_ids.get(backend).copied()
     }
 
@@ -106,7 +259,7 @@ impl Syncer {
     }
 
     /// Backends with a counter slot, as (address, backend id).
-    pub fn backends(&self) -> impl Iterator<Item = (SocketAddrV4, u32)> + '_ {
+    pub fn backends(&self) -> impl Iterator<Item = (SocketAddr, u32)> + '_ {
         self.backend_ids.iter().map(|(address, id)| (*address, *id))
     }
 
@@ -127,22 +280,27 @@ impl Syncer {
             .collect();
         for address in removed {
             let installed = self.installed.remove(&address).expect("listed above");
-            table
-                .delete_service(&service_key(&address))
-                .map_err(fail(&address))?;
-            for (slot, backends) in installed.slots.iter().enumerate() {
-                for index in 0..backends.len() {
+            delete_service(table, &service_key(&address)).map_err(fail(&address))?;
+            let v6 = address.vip.is_ipv6();
+            for (slot, content) in installed.slots.iter().enumerate() {
+                for index in 0..content.backends.len() {
+                    let key = backend_key(installed.service_id, slot as u32, index);
+                    delete_backend(table, v6, &key).map_err(fail(&address))?;
+                }
+                if content.has_table() {
                     table
-                        .delete_backend(&backend_key(installed.service_id, slot as u32, index))
+                        .delete_maglev(&maglev_key(installed.service_id, slot as u32))
                         .map_err(fail(&address))?;
                 }
             }
         }
         for (address, service) in &plan.services {
-            let (service_id, slot, previous_in_slot) = match self.installed.get(address) {
-                Some(installed)
-                    if installed.slots[installed.active_slot as usize] == service.backends =>
-                {
+            let wanted = Slot {
+                backends: service.backends.clone(),
+                choice: service.choice,
+            };
+            let (service_id, slot, previous) = match self.installed.get(address) {
+                Some(installed) if installed.slots[installed.active_slot as usize] == wanted => {
                     continue
                 }
                 Some(installed) => {
@@ -150,7 +308,7 @@ impl Syncer {
                     (
                         installed.service_id,
                         slot,
-                        installed.slots[slot as usize].len(),
+                        installed.slots[slot as usize].clone(),
                     )
                 }
                 None => {
@@ -162,50 +320,58 @@ impl Syncer {
                     table
                         .put_service_info(id, ServiceInfo::new(MODE_SOCKET_LB, &service.listener))
                         .map_err(fail(address))?;
-                    (id, 0, 0)
+                    (id, 0, Slot::EMPTY)
                 }
             };
+            let v6 = address.vip.is_ipv6();
             for (index, backend) in service.backends.iter().enumerate() {
                 let backend_id =
-                    self.backend_id_for(backend, table)
+                    self.backend_id_for(&backend.address, table)
                         .map_err(|message| SyncError {
                             service: address.to_string(),
                             message,
                         })?;
-                let value = Lb4Backend {
-                    address: u32::from(*backend.ip()).to_be(),
-                    port: backend.port().to_be(),
-                    pad: 0,
-                    backend_id,
-                };
+                let key = backend_key(service_id, slot, index);
+                put_backend(table, key, backend.address, backend_id).map_err(fail(address))?;
+            }
+            for index in service.backends.len()..previous.backends.len() {
+                let key = backend_key(service_id, slot, index);
+                delete_backend(table, v6, &key).map_err(fail(address))?;
+            }
+            if wanted.has_table() {
+                let weighted: Vec<(SocketAddr, u32)> = service
+                    .backends
+                    .iter()
+                    .map(|backend| (backend.address, backend.weight))
+                    .collect();
+                let maglev = maglev::build(&weighted).expect("has_table: not empty");
                 table
-                    .put_backend(backend_key(service_id, slot, index), value)
+                    .put_maglev(maglev_key(service_id, slot), &maglev)
+                    .map_err(fail(address))?;
+            } else if previous.has_table() {
+                table
+                    .delete_maglev(&maglev_key(service_id, slot))
                     .map_err(fail(address))?;
             }
-            for index in service.backends.len()..previous_in_slot {
-                table
-                    .delete_backend(&backend_key(service_id, slot, index))
-                    .map_err(fail(address))?;
-            }
-            table
-                .put_service(
-                    service_key(address),
-                    Lb4Service {
-                        service_id,
-                        backend_count: service.backends.len() as u32,
-                        slot,
-                        flags: 0,
-                    },
-                )
-                .map_err(fail(address))?;
+            let value = Lb4Service {
+                service_id,
+                backend_count: service.backends.len() as u32,
+                slot,
+                flags: if wanted.has_table() {
+                    flags_of(service.choice)
+                } else {
+                    0
+                },
+            };
+            put_service(table, service_key(address), value).map_err(fail(address))?;
             let installed = self.installed.entry(*address).or_insert(Installed {
                 service_id,
                 listener: service.listener.clone(),
                 active_slot: slot,
-                slots: [Vec::new(), Vec::new()],
+                slots: [Slot::EMPTY, Slot::EMPTY],
             });
             installed.active_slot = slot;
-            installed.slots[slot as usize] = service.backends.clone();
+            installed.slots[slot as usize] = wanted;
         }
         self.release_unused_backend_ids();
         Ok(())
@@ -218,7 +384,7 @@ impl Syncer {
 
     fn backend_id_for<T: LbTable>(
         &mut self,
-        backend: &SocketAddrV4,
+        backend: &SocketAddr,
         table: &mut T,
     ) -> Result<u32, String> {
         if let Some(id) = self.backend_ids.get(backend) {
@@ -237,14 +403,19 @@ impl Syncer {
 
     /// Frees ids no installed slot refers to any more.
     fn release_unused_backend_ids(&mut self) {
-        let referenced: BTreeSet<SocketAddrV4> = self
+        let referenced: BTreeSet<SocketAddr> = self
             .installed
             .values()
-            .flat_map(|i| i.slots.iter().flatten().copied())
+            .flat_map(|i| i.slots.iter().flat_map(|slot| &slot.backends))
+            .map(|backend| backend.address)
             .collect();
         self.backend_ids
             .retain(|backend, _| referenced.contains(backend));
     }
+}
+
+fn maglev_key(service_id: u32, slot: u32) -> MaglevKey {
+    MaglevKey { service_id, slot }
 }
 
 fn backend_key(service_id: u32, slot: u32, index: usize) -> Lb4BackendKey {

@@ -1,8 +1,9 @@
 //! Unit tests of the plan → maps diff, against an in-memory table that checks
-//! after every single write that no service entry points at a missing backend.
+//! after every single write that no service entry points at a missing
+//! backend or Maglev table (what a connect in the kernel could trip on).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::*;
 use crate::datapath::plan::PlannedService;
@@ -11,6 +12,9 @@ use crate::datapath::plan::PlannedService;
 struct FakeTable {
     services: BTreeMap<Lb4ServiceKey, Lb4Service>,
     backends: BTreeMap<Lb4BackendKey, Lb4Backend>,
+    services6: BTreeMap<Lb6ServiceKey, Lb4Service>,
+    backends6: BTreeMap<Lb4BackendKey, Lb6Backend>,
+    maglev: BTreeMap<MaglevKey, MaglevTable>,
     writes: usize,
     reset_backend_ids: Vec<u32>,
     names: BTreeMap<u32, String>,
@@ -19,17 +23,46 @@ struct FakeTable {
 impl FakeTable {
     /// What a connect in the kernel could see at this instant.
     fn assert_consistent(&self) {
-        for (key, service) in &self.services {
+        let services = self
+            .services
+            .values()
+            .map(|s| (s, false))
+            .chain(self.services6.values().map(|s| (s, true)));
+        for (service, v6) in services {
             for index in 0..service.backend_count {
                 let backend = Lb4BackendKey {
                     service_id: service.service_id,
                     slot: service.slot,
                     index,
                 };
+                let present = if v6 {
+                    self.backends6.contains_key(&backend)
+                } else {
+                    self.backends.contains_key(&backend)
+                };
                 assert!(
-                    self.backends.contains_key(&backend),
-                    "service {key:?} points at missing backend {backend:?} after write {}",
+                    present,
+                    "service {service:?} points at missing backend {backend:?} after write {}",
                     self.writes
+                );
+            }
+            if service.flags & (SERVICE_FLAG_MAGLEV | SERVICE_FLAG_WEIGHTED) != 0 {
+                let key = MaglevKey {
+                    service_id: service.service_id,
+                    slot: service.slot,
+                };
+                let table = self.maglev.get(&key).unwrap_or_else(|| {
+                    panic!(
+                        "service {service:?} has no table after write {}",
+                        self.writes
+                    )
+                });
+                assert!(
+                    table
+                        .backend_index
+                        .iter()
+                        .all(|i| u32::from(*i) < service.backend_count),
+                    "table of {service:?} names a backend beyond its count"
                 );
             }
         }
@@ -42,32 +75,34 @@ impl FakeTable {
     }
 
     /// VIP → backends the kernel would choose from.
-    fn resolved(&self) -> BTreeMap<(Ipv4Addr, u16), Vec<SocketAddrV4>> {
-        self.services
-            .iter()
-            .map(|(key, service)| {
-                let backends = (0..service.backend_count)
-                    .map(|index| {
-                        let b = self.backends[&Lb4BackendKey {
-                            service_id: service.service_id,
-                            slot: service.slot,
-                            index,
-                        }];
-                        SocketAddrV4::new(
-                            Ipv4Addr::from(u32::from_be(b.address)),
-                            u16::from_be(b.port),
-                        )
-                    })
-                    .collect();
-                (
-                    (
-                        Ipv4Addr::from(u32::from_be(key.address)),
-                        u16::from_be(key.port),
-                    ),
-                    backends,
-                )
-            })
-            .collect()
+    fn resolved(&self) -> BTreeMap<(IpAddr, u16), Vec<SocketAddr>> {
+        let mut resolved = BTreeMap::new();
+        for (key, service) in &self.services {
+            let backends = (0..service.backend_count)
+                .map(|index| {
+                    let b = self.backends
+                        [&backend_key(service.service_id, service.slot, index as usize)];
+                    SocketAddr::new(
+                        Ipv4Addr::from(u32::from_be(b.address)).into(),
+                        u16::from_be(b.port),
+                    )
+                })
+                .collect();
+            let vip = Ipv4Addr::from(u32::from_be(key.address)).into();
+            resolved.insert((vip, u16::from_be(key.port)), backends);
+        }
+        for (key, service) in &self.services6 {
+            let backends = (0..service.backend_count)
+                .map(|index| {
+                    let b = self.backends6
+                        [&backend_key(service.service_id, service.slot, index as usize)];
+                    SocketAddr::new(ip6_from_words(b.address).into(), u16::from_be(b.port))
+                })
+                .collect();
+            let vip = ip6_from_words(key.address).into();
+            resolved.insert((vip, u16::from_be(key.port)), backends);
+        }
+        resolved
     }
 }
 
@@ -89,6 +124,30 @@ impl LbTable for FakeTable {
         self.services.remove(key);
         self.op()
     }
+    fn put_backend6(&mut self, key: Lb4BackendKey, value: Lb6Backend) -> Result<(), String> {
+        self.backends6.insert(key, value);
+        self.op()
+    }
+    fn delete_backend6(&mut self, key: &Lb4BackendKey) -> Result<(), String> {
+        self.backends6.remove(key);
+        self.op()
+    }
+    fn put_service6(&mut self, key: Lb6ServiceKey, value: Lb4Service) -> Result<(), String> {
+        self.services6.insert(key, value);
+        self.op()
+    }
+    fn delete_service6(&mut self, key: &Lb6ServiceKey) -> Result<(), String> {
+        self.services6.remove(key);
+        self.op()
+    }
+    fn put_maglev(&mut self, key: MaglevKey, table: &MaglevTable) -> Result<(), String> {
+        self.maglev.insert(key, *table);
+        self.op()
+    }
+    fn delete_maglev(&mut self, key: &MaglevKey) -> Result<(), String> {
+        self.maglev.remove(key);
+        self.op()
+    }
     fn put_service_info(&mut self, service_id: u32, info: ServiceInfo) -> Result<(), String> {
         self.names
             .insert(service_id, info.listener_name().to_string());
@@ -103,29 +162,42 @@ impl LbTable for FakeTable {
     }
 }
 
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
 fn address(port: u16) -> ServiceAddress {
     ServiceAddress {
-        vip: Ipv4Addr::new(10, 96, 0, 10),
+        vip: VIP.into(),
         port,
     }
 }
 
-fn backend(last: u8, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, last), port)
+fn backend(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::new(127, 0, 0, last).into(), port)
 }
 
-fn plan(services: &[(u16, Vec<SocketAddrV4>)]) -> Plan {
+fn service(port: u16, backends: &[SocketAddr], choice: BackendChoice) -> PlannedService {
+    PlannedService {
+        listener: format!("svc{port}"),
+        cluster: "c".into(),
+        backends: backends
+            .iter()
+            .map(|address| PlannedBackend {
+                address: *address,
+                weight: 1,
+            })
+            .collect(),
+        choice,
+    }
+}
+
+fn plan(services: &[(u16, Vec<SocketAddr>)]) -> Plan {
     Plan {
         services: services
             .iter()
             .map(|(port, backends)| {
                 (
                     address(*port),
-                    PlannedService {
-                        listener: format!("svc{port}"),
-                        cluster: "c".into(),
-                        backends: backends.clone(),
-                    },
+                    service(*port, backends, BackendChoice::Random),
                 )
             })
             .collect(),
@@ -133,11 +205,18 @@ fn plan(services: &[(u16, Vec<SocketAddrV4>)]) -> Plan {
     }
 }
 
-fn expected(services: &[(u16, Vec<SocketAddrV4>)]) -> BTreeMap<(Ipv4Addr, u16), Vec<SocketAddrV4>> {
+fn expected(services: &[(u16, Vec<SocketAddr>)]) -> BTreeMap<(IpAddr, u16), Vec<SocketAddr>> {
     services
         .iter()
-        .map(|(port, backends)| ((Ipv4Addr::new(10, 96, 0, 10), *port), backends.clone()))
+        .map(|(port, backends)| ((IpAddr::V4(VIP), *port), backends.clone()))
         .collect()
+}
+
+fn v4_key(address: &ServiceAddress) -> Lb4ServiceKey {
+    match service_key(address) {
+        ServiceKey::V4(key) => key,
+        ServiceKey::V6(_) => panic!("{address} is IPv6"),
+    }
 }
 
 #[test]
@@ -152,15 +231,15 @@ fn installs_updates_and_removes_services() {
     assert_eq!(table.resolved(), expected(&first));
     // Both services share the backend 127.0.0.1:8080 and its counter slot.
     assert_eq!(table.reset_backend_ids, vec![0, 1]);
-    let id = table.services[&service_key(&address(81))].service_id;
+    let id = table.services[&v4_key(&address(81))].service_id;
     assert_eq!(table.names[&id], "svc81");
 
     let second = [(80, vec![backend(3, 8080)]), (81, vec![backend(1, 8080)])];
     syncer.apply(&plan(&second), &mut table).unwrap();
     assert_eq!(table.resolved(), expected(&second));
-    assert_eq!(table.services[&service_key(&address(80))].slot, 1);
+    assert_eq!(table.services[&v4_key(&address(80))].slot, 1);
     // The other service was not touched.
-    assert_eq!(table.services[&service_key(&address(81))].slot, 0);
+    assert_eq!(table.services[&v4_key(&address(81))].slot, 0);
 
     let third = [(
         80,
@@ -170,7 +249,7 @@ fn installs_updates_and_removes_services() {
     assert_eq!(table.resolved(), expected(&third));
     // Slot 0 reused: its old entries were overwritten, none left beyond 3;
     // slot 1 keeps the previous list for connects that read the old entry.
-    let id = table.services[&service_key(&address(80))].service_id;
+    let id = table.services[&v4_key(&address(80))].service_id;
     let in_slot = |slot| {
         table
             .backends
@@ -201,7 +280,7 @@ fn an_unchanged_plan_writes_nothing() {
 fn shrinking_and_emptying_a_service_keeps_every_step_consistent() {
     let mut table = FakeTable::default();
     let mut syncer = Syncer::default();
-    let many: Vec<SocketAddrV4> = (1..=5).map(|i| backend(i, 9000)).collect();
+    let many: Vec<SocketAddr> = (1..=5).map(|i| backend(i, 9000)).collect();
     for backends in [
         many.clone(),
         vec![backend(9, 9000)],
@@ -217,7 +296,7 @@ fn shrinking_and_emptying_a_service_keeps_every_step_consistent() {
 
 #[test]
 fn keys_are_in_network_byte_order() {
-    let key = service_key(&address(80));
+    let key = v4_key(&address(80));
     assert_eq!(key.address.to_ne_bytes(), [10, 96, 0, 10]);
     assert_eq!(key.port.to_ne_bytes(), [0, 80]);
     assert_eq!(key.protocol, 6);
@@ -240,6 +319,24 @@ fn a_failed_write_names_the_service() {
         fn delete_service(&mut self, _: &Lb4ServiceKey) -> Result<(), Self::Error> {
             Ok(())
         }
+        fn put_backend6(&mut self, _: Lb4BackendKey, _: Lb6Backend) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn delete_backend6(&mut self, _: &Lb4BackendKey) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn put_service6(&mut self, _: Lb6ServiceKey, _: Lb4Service) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn delete_service6(&mut self, _: &Lb6ServiceKey) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn put_maglev(&mut self, _: MaglevKey, _: &MaglevTable) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn delete_maglev(&mut self, _: &MaglevKey) -> Result<(), Self::Error> {
+            Ok(())
+        }
         fn put_service_info(&mut self, _: u32, _: ServiceInfo) -> Result<(), Self::Error> {
             Ok(())
         }
@@ -257,4 +354,96 @@ fn a_failed_write_names_the_service() {
         error.to_string(),
         "datapath sync of 10.96.0.10:80/tcp: No space left on device"
     );
+}
+
+#[test]
+fn ipv6_services_use_the_lb6_maps_and_share_the_id_spaces() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let vip6 = ServiceAddress {
+        vip: "fd00::10".parse().unwrap(),
+        port: 80,
+    };
+    let backends6: Vec<SocketAddr> =
+        vec!["[::1]:8080".parse().unwrap(), "[::1]:8081".parse().unwrap()];
+    let mut plan = plan(&[(80, vec![backend(1, 8080)])]);
+    plan.services
+        .insert(vip6, service(80, &backends6, BackendChoice::Random));
+    syncer.apply(&plan, &mut table).unwrap();
+    let resolved = table.resolved();
+    assert_eq!(resolved[&(vip6.vip, 80)], backends6);
+    assert_eq!(resolved[&(IpAddr::V4(VIP), 80)], vec![backend(1, 8080)]);
+    let ids: Vec<u32> = table
+        .services
+        .values()
+        .chain(table.services6.values())
+        .map(|s| s.service_id)
+        .collect();
+    assert_eq!(ids, vec![0, 1], "one service id space");
+    assert_eq!(syncer.backends().count(), 3, "one backend id space");
+    let key = match service_key(&vip6) {
+        ServiceKey::V6(key) => key,
+        ServiceKey::V4(_) => panic!("IPv6 expected"),
+    };
+    assert_eq!(
+        ip6_from_words(key.address),
+        "fd00::10".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    // user_ip6 words are network order: the first byte of the address first.
+    assert_eq!(key.address[0].to_ne_bytes(), [0xfd, 0, 0, 0]);
+
+    plan.services.remove(&vip6);
+    syncer.apply(&plan, &mut table).unwrap();
+    assert!(table.services6.is_empty() && table.backends6.is_empty());
+}
+
+#[test]
+fn maglev_and_weighted_services_get_a_table_per_slot_written_before_the_flip() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let two = [backend(1, 8080), backend(2, 8080)];
+    let three = [backend(1, 8080), backend(2, 8080), backend(3, 8080)];
+    let with = |backends: &[SocketAddr], choice| Plan {
+        services: [(address(80), service(80, backends, choice))].into(),
+        not_planned: Vec::new(),
+    };
+    // Every step is checked by FakeTable: flags never point at a missing
+    // table or one with indices beyond the slot's backends.
+    syncer
+        .apply(&with(&two, BackendChoice::Maglev), &mut table)
+        .unwrap();
+    let entry = table.services[&v4_key(&address(80))];
+    assert_eq!(entry.flags, SERVICE_FLAG_MAGLEV);
+    assert_eq!(table.maglev.len(), 1);
+    syncer
+        .apply(&with(&three, BackendChoice::Maglev), &mut table)
+        .unwrap();
+    assert_eq!(table.maglev.len(), 2, "the previous slot keeps its table");
+    let mut weighted = with(&three, BackendChoice::Weighted);
+    weighted.services.get_mut(&address(80)).unwrap().backends[0].weight = 3;
+    syncer.apply(&weighted, &mut table).unwrap();
+    let entry = table.services[&v4_key(&address(80))];
+    assert_eq!(entry.flags, SERVICE_FLAG_WEIGHTED);
+    let table_now = table.maglev[&MaglevKey {
+        service_id: entry.service_id,
+        slot: entry.slot,
+    }];
+    let first = table_now.backend_index.iter().filter(|i| **i == 0).count();
+    assert!(
+        (590..=640).contains(&first),
+        "weight 3 of 5 owns {first} of 1021"
+    );
+    // Back to random: the table of the slot written now is dropped.
+    syncer
+        .apply(&with(&three, BackendChoice::Random), &mut table)
+        .unwrap();
+    assert_eq!(table.services[&v4_key(&address(80))].flags, 0);
+    assert_eq!(table.maglev.len(), 1);
+    // An empty Maglev service has no table and no flag (connects see no backend).
+    syncer
+        .apply(&with(&[], BackendChoice::Maglev), &mut table)
+        .unwrap();
+    assert_eq!(table.services[&v4_key(&address(80))].flags, 0);
+    syncer.apply(&plan(&[]), &mut table).unwrap();
+    assert!(table.maglev.is_empty(), "{:?}", table.maglev.keys());
 }
