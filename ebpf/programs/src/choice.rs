@@ -22,8 +22,8 @@
 
 use aya_ebpf::{helpers::bpf_get_netns_cookie, macros::map, maps::HashMap};
 use sluice_ebpf_common::{
-    Lb4Service, MaglevKey, MaglevTable, MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLES,
-    SERVICE_FLAG_MAGLEV, SERVICE_FLAG_WEIGHTED,
+    Lb4Service, MaglevKey, MaglevTable, MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLES, SERVICE_FLAG_MAGLEV,
+    SERVICE_FLAG_WEIGHTED,
 };
 
 /// `BPF_F_NO_PREALLOC`: tables take memory only for services that have one.

@@ -179,7 +179,7 @@ fn ip(network_order: u32) -> String {
     Ipv4Addr::from(u32::from_be(network_order)).to_string()
 }
 
-fn protocol_name(protocol: u8) -> String {
+pub(super) fn protocol_name(protocol: u8) -> String {
     match protocol {
         PROTO_TCP => "tcp".into(),
         PROTO_UDP => "udp".into(),
@@ -285,6 +285,7 @@ fn services(maps: &LbMaps) -> Result<Value, String> {
             "listener": info.listener_name(),
         }));
     }
+    list.extend(super::bpf_lb6::services(maps)?);
     Ok(Value::Array(list))
 }
 
@@ -295,7 +296,10 @@ fn services_text(value: &Value) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|b| format!("{}:{}", b["address"].as_str().unwrap_or(""), b["port"]))
+            .map(|b| {
+                let address = b["address"].as_str().unwrap_or("");
+                format!("{}:{}", super::bpf_lb6::bracketed(address), b["port"])
+            })
             .collect();
         let backends = if backends.is_empty() {
             "(no backend)".to_string()
@@ -304,7 +308,7 @@ fn services_text(value: &Value) -> String {
         };
         text += &format!(
             "{}:{}/{} {} [{}] -> {}\n",
-            service["vip"].as_str().unwrap_or(""),
+            super::bpf_lb6::bracketed(service["vip"].as_str().unwrap_or("")),
             service["port"],
             service["protocol"].as_str().unwrap_or(""),
             service["mode"].as_str().unwrap_or(""),
@@ -337,6 +341,7 @@ fn backends(maps: &LbMaps) -> Result<Value, String> {
             "active": active.get(&key.service_id) == Some(&key.slot),
         }));
     }
+    list.extend(super::bpf_lb6::backends(maps)?);
     Ok(Value::Array(list))
 }
 
@@ -392,6 +397,7 @@ fn counters(maps: &LbMaps) -> Result<Value, String> {
             .map_err(|e| e.to_string())?;
         counters.insert(name, json!(c.connects));
     }
+    super::bpf_lb6::counters(maps, &mut counters)?;
     Ok(Value::Object(counters))
 }
 
@@ -400,6 +406,9 @@ fn service_key_json(key: &Lb4ServiceKey) -> Value {
 }
 
 fn dump(maps: &LbMaps, map: &str) -> Result<Value, String> {
+    if let Some(entries) = super::bpf_lb6::dump(maps, map) {
+        return entries.map(Value::Array);
+    }
     let entries: Vec<Value> = match map {
         map_names::LB4_SERVICES => maps
             .service_entries()
@@ -452,7 +461,10 @@ fn dump(maps: &LbMaps, map: &str) -> Result<Value, String> {
                     map_names::LB4_BACKENDS,
                     map_names::LB4_SERVICE_COUNTERS,
                     map_names::LB4_BACKEND_COUNTERS,
-                    map_names::LB4_SERVICE_INFO
+                    map_names::LB4_SERVICE_INFO,
+                    map_names::LB6_SERVICES,
+                    map_names::LB6_BACKENDS,
+                    map_names::LB_MAGLEV
                 ]
                 .join(", ")
             ))

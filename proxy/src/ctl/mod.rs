@@ -3,6 +3,7 @@
 //! dispatches.
 
 pub mod bpf;
+mod bpf_lb6;
 pub mod xds;
 
 use clap::ValueEnum;
