@@ -19,13 +19,17 @@ use sluice_ebpf_common::{
 
 use crate::{choice, count_backend, count_service, protocol_of};
 
+/// `BPF_F_NO_PREALLOC`: IPv6 services are the rarer kind; their maps take
+/// memory per entry (preallocated, `LB6_BACKENDS` alone would be ~6.8 MB).
+const NO_PREALLOC: u32 = 1;
+
 #[map(name = "LB6_SERVICES")]
 static LB6_SERVICES: HashMap<Lb6ServiceKey, Lb6Service> =
-    HashMap::with_max_entries(MAX_SERVICES, 0);
+    HashMap::with_max_entries(MAX_SERVICES, NO_PREALLOC);
 
 #[map(name = "LB6_BACKENDS")]
 static LB6_BACKENDS: HashMap<Lb6BackendKey, Lb6Backend> =
-    HashMap::with_max_entries(MAX_BACKEND_ENTRIES, 0);
+    HashMap::with_max_entries(MAX_BACKEND_ENTRIES, NO_PREALLOC);
 
 #[map(name = "LB6_REVERSE_SK")]
 static LB6_REVERSE_SK: LruHashMap<Lb6ReverseKey, Lb6ReverseValue> =
