@@ -6,9 +6,13 @@
 //! hop. `cgroup/getpeername4` and `cgroup/recvmsg4` put the VIP back so the
 //! application sees the address it asked for. The `*6` hooks do the same for
 //! IPv6 sockets using v4-mapped addresses (IPv6 services are not done yet). Per-CPU counters count connects
-//! per service and per backend. Map layouts come from `sluice-ebpf-common`.
+//! per service and per backend. A service flagged as a redirect to Sluice's
+//! L7 listener also has its original destination recorded ([`redirect`]).
+//! Map layouts come from `sluice-ebpf-common`.
 #![no_std]
 #![no_main]
+
+mod redirect;
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -23,6 +27,7 @@ use sluice_ebpf_common::{
     BackendCounters, Lb4Backend, Lb4BackendKey, Lb4ReverseKey, Lb4ReverseValue, Lb4Service,
     Lb4ServiceKey, ServiceCounters, ServiceInfo, XdpCounters, MAX_BACKEND_ENTRIES, MAX_BACKEND_IDS,
     MAX_DENY_ENTRIES, MAX_IFINDEX, MAX_REVERSE_SK, MAX_SERVICES, PROTO_TCP, PROTO_UDP,
+    SERVICE_FLAG_REDIRECT,
 };
 
 /// Allow the syscall to proceed (with the possibly rewritten address).
@@ -237,8 +242,9 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
         return;
     };
     set_destination(sock_addr, family, backend.address, backend.port);
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let reverse_key = Lb4ReverseKey {
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        cookie,
         address: backend.address,
         port: backend.port,
         pad: 0,
@@ -251,6 +257,10 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
     // A full LRU evicts the oldest entry; an error here only means the app
     // would see the backend's address from getpeername.
     let _ = LB4_REVERSE_SK.insert(&reverse_key, &vip, 0);
+    if service.flags & SERVICE_FLAG_REDIRECT != 0 {
+        redirect::remember(cookie, &vip);
+        count_service(service.service_id, |c| c.redirects += 1);
+    }
     count_service(service.service_id, |c| c.connects += 1);
     if let Some(counters) = LB4_BACKEND_COUNTERS.get_ptr_mut(backend.backend_id) {
         // SAFETY: per-CPU slot, this program is its only writer on this CPU.

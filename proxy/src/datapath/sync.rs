@@ -14,10 +14,10 @@ use std::net::SocketAddrV4;
 
 use sluice_ebpf::common::{
     Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, ServiceInfo, MAX_BACKEND_IDS,
-    MAX_SERVICES, MODE_SOCKET_LB, PROTO_TCP,
+    MAX_SERVICES, MODE_REDIRECT, MODE_SOCKET_LB, PROTO_TCP, SERVICE_FLAG_REDIRECT,
 };
 
-use super::plan::{Plan, ServiceAddress};
+use super::plan::{Plan, PlannedService, ServiceAddress, ServiceMode};
 
 /// The map operations the syncer needs (the BPF maps, or a fake in tests).
 pub trait LbTable {
@@ -63,6 +63,7 @@ impl LbTable for sluice_ebpf::maps::LbMaps {
 struct Installed {
     service_id: u32,
     listener: String,
+    mode: ServiceMode,
     active_slot: u32,
     /// Backends in each slot (the inactive one is the previous list).
     slots: [Vec<SocketAddrV4>; 2],
@@ -141,11 +142,18 @@ impl Syncer {
         for (address, service) in &plan.services {
             let (service_id, slot, previous_in_slot) = match self.installed.get(address) {
                 Some(installed)
-                    if installed.slots[installed.active_slot as usize] == service.backends =>
+                    if installed.slots[installed.active_slot as usize] == service.backends
+                        && installed.mode == service.mode
+                        && installed.listener == service.listener =>
                 {
                     continue
                 }
                 Some(installed) => {
+                    if installed.mode != service.mode || installed.listener != service.listener {
+                        table
+                            .put_service_info(installed.service_id, service_info(service))
+                            .map_err(fail(address))?;
+                    }
                     let slot = 1 - installed.active_slot;
                     (
                         installed.service_id,
@@ -160,7 +168,7 @@ impl Syncer {
                     })?;
                     table.reset_service_counters(id).map_err(fail(address))?;
                     table
-                        .put_service_info(id, ServiceInfo::new(MODE_SOCKET_LB, &service.listener))
+                        .put_service_info(id, service_info(service))
                         .map_err(fail(address))?;
                     (id, 0, 0)
                 }
@@ -194,16 +202,22 @@ impl Syncer {
                         service_id,
                         backend_count: service.backends.len() as u32,
                         slot,
-                        flags: 0,
+                        flags: match service.mode {
+                            ServiceMode::SocketLb => 0,
+                            ServiceMode::Redirect => SERVICE_FLAG_REDIRECT,
+                        },
                     },
                 )
                 .map_err(fail(address))?;
             let installed = self.installed.entry(*address).or_insert(Installed {
                 service_id,
                 listener: service.listener.clone(),
+                mode: service.mode,
                 active_slot: slot,
                 slots: [Vec::new(), Vec::new()],
             });
+            installed.listener.clone_from(&service.listener);
+            installed.mode = service.mode;
             installed.active_slot = slot;
             installed.slots[slot as usize] = service.backends.clone();
         }
@@ -245,6 +259,14 @@ impl Syncer {
         self.backend_ids
             .retain(|backend, _| referenced.contains(backend));
     }
+}
+
+fn service_info(service: &PlannedService) -> ServiceInfo {
+    let mode = match service.mode {
+        ServiceMode::SocketLb => MODE_SOCKET_LB,
+        ServiceMode::Redirect => MODE_REDIRECT,
+    };
+    ServiceInfo::new(mode, &service.listener)
 }
 
 fn backend_key(service_id: u32, slot: u32, index: usize) -> Lb4BackendKey {

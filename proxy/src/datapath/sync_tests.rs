@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::*;
-use crate::datapath::plan::PlannedService;
+use crate::datapath::plan::{PlannedService, ServiceMode};
 
 #[derive(Default)]
 struct FakeTable {
@@ -14,6 +14,7 @@ struct FakeTable {
     writes: usize,
     reset_backend_ids: Vec<u32>,
     names: BTreeMap<u32, String>,
+    modes: BTreeMap<u32, u32>,
 }
 
 impl FakeTable {
@@ -92,6 +93,7 @@ impl LbTable for FakeTable {
     fn put_service_info(&mut self, service_id: u32, info: ServiceInfo) -> Result<(), String> {
         self.names
             .insert(service_id, info.listener_name().to_string());
+        self.modes.insert(service_id, info.mode);
         Ok(())
     }
     fn reset_service_counters(&mut self, _service_id: u32) -> Result<(), String> {
@@ -125,6 +127,7 @@ fn plan(services: &[(u16, Vec<SocketAddrV4>)]) -> Plan {
                         listener: format!("svc{port}"),
                         cluster: "c".into(),
                         backends: backends.clone(),
+                        mode: ServiceMode::SocketLb,
                     },
                 )
             })
@@ -257,4 +260,34 @@ fn a_failed_write_names_the_service() {
         error.to_string(),
         "datapath sync of 10.96.0.10:80/tcp: No space left on device"
     );
+}
+
+#[test]
+fn a_service_turning_into_a_redirect_flips_its_flag_and_mode_in_place() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let services = [(80, vec![backend(1, 8080)])];
+    syncer.apply(&plan(&services), &mut table).unwrap();
+    let key = service_key(&address(80));
+    let id = table.services[&key].service_id;
+    assert_eq!(table.services[&key].flags, 0);
+    assert_eq!(table.modes[&id], MODE_SOCKET_LB);
+
+    // Same backends (the redirect address), new mode and listener.
+    let mut redirect = plan(&services);
+    let service = redirect.services.get_mut(&address(80)).unwrap();
+    service.mode = ServiceMode::Redirect;
+    service.listener = "l7".into();
+    syncer.apply(&redirect, &mut table).unwrap();
+    assert_eq!(table.services[&key].flags, SERVICE_FLAG_REDIRECT);
+    assert_eq!(table.services[&key].service_id, id);
+    assert_eq!(table.modes[&id], MODE_REDIRECT);
+    assert_eq!(table.names[&id], "l7");
+    assert_eq!(table.resolved(), expected(&services));
+    assert_eq!(syncer.services().collect::<Vec<_>>(), [("l7", id)]);
+
+    // And back.
+    syncer.apply(&plan(&services), &mut table).unwrap();
+    assert_eq!(table.services[&key].flags, 0);
+    assert_eq!(table.modes[&id], MODE_SOCKET_LB);
 }
