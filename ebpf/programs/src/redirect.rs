@@ -112,11 +112,16 @@ fn client_key(ctx: &SockOpsContext) -> Option<RedirectKey> {
     let address = match ctx.family() {
         AF_INET => ctx.local_ip4(),
         AF_INET6 => {
-            let ip6 = ctx.local_ip6();
-            if ip6[0] != 0 || ip6[1] != 0 || ip6[2] != 0xffff_u32.to_be() {
+            // One constant-offset load per word: the verifier refuses loads
+            // through a pointer computed from the context (an array copy).
+            // SAFETY: the kernel hands sock_ops programs a valid context.
+            let word = |i: usize| unsafe {
+                core::ptr::read_volatile(core::ptr::addr_of!((*ctx.ops).local_ip6[i]))
+            };
+            if word(0) != 0 || word(1) != 0 || word(2) != 0xffff_u32.to_be() {
                 return None;
             }
-            ip6[3]
+            word(3)
         }
         _ => return None,
     };
