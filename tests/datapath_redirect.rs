@@ -136,7 +136,10 @@ fn wait_for(what: &str, daemon: &Daemon, mut check: impl FnMut() -> Result<(), S
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} never happened; last: {last}\nsluice log:\n{}", daemon.log());
+    panic!(
+        "{what} never happened; last: {last}\nsluice log:\n{}",
+        daemon.log()
+    );
 }
 
 fn wait_for_services(sandbox: &Sandbox, daemon: &Daemon, expected: &Value) {
@@ -197,16 +200,21 @@ for path in {paths:?}:
 }
 
 fn stat(admin: u16, name: &str) -> Option<u64> {
-    admin_get(admin, &format!("/stats?filter=^{}$", name.replace('.', "\\.")))
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name}: ")))
-        .and_then(|value| value.trim().parse().ok())
+    admin_get(
+        admin,
+        &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
+    )
+    .lines()
+    .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+    .and_then(|value| value.trim().parse().ok())
 }
 
 fn wait_for_stat(daemon: &Daemon, admin: u16, name: &str, expected: u64) {
-    wait_for(&format!("{name} == {expected}"), daemon, || match stat(admin, name) {
-        Some(value) if value == expected => Ok(()),
-        other => Err(format!("{other:?}")),
+    wait_for(&format!("{name} == {expected}"), daemon, || {
+        match stat(admin, name) {
+            Some(value) if value == expected => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     });
 }
 
@@ -261,7 +269,12 @@ fn http_vip_is_redirected_to_sluice_and_routed_by_its_listener() {
 
     // Served as the VIP listener: its stats, its access log, the original
     // destination as the local address.
-    wait_for_stat(&daemon, admin, "listener.127.96.0.20_80.downstream_cx_total", 5);
+    wait_for_stat(
+        &daemon,
+        admin,
+        "listener.127.96.0.20_80.downstream_cx_total",
+        5,
+    );
     wait_for_stat(&daemon, admin, "http.web.downstream_rq_2xx", 5);
     wait_for_stat(&daemon, admin, "cluster.blue.upstream_rq_total", 2);
     wait_for_stat(&daemon, admin, "cluster.green.upstream_rq_total", 3);
@@ -301,12 +314,19 @@ fn http_vip_is_redirected_to_sluice_and_routed_by_its_listener() {
     // A connection to the redirect address the kernel did not redirect has
     // no original destination: closed and counted.
     let mut stray = TcpStream::connect(("127.0.0.1", redirect_port)).unwrap();
-    stray.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    stray
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let _ = stray.write_all(b"GET /blue HTTP/1.1\r\nHost: web\r\n\r\n");
     let mut answer = Vec::new();
     let _ = stray.read_to_end(&mut answer);
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    wait_for_stat(&daemon, admin, "datapath.redirect.no_original_destination", 1);
+    wait_for_stat(
+        &daemon,
+        admin,
+        "datapath.redirect.no_original_destination",
+        1,
+    );
 
     // LDS removes the listener: the kernel stops redirecting the VIP
     // (nothing listens on it: refused).

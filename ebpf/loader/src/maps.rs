@@ -9,8 +9,8 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
 use sluice_ebpf_common::{
-    map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey,
-    RedirectKey, RedirectOriginalDst, ServiceCounters, ServiceInfo, XdpCounters,
+    map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, RedirectKey,
+    RedirectOriginalDst, ServiceCounters, ServiceInfo, XdpCounters,
 };
 
 use crate::DatapathError;

@@ -186,12 +186,15 @@ fn redirect_service(
     let redirect_to = redirect_to?;
     let address = service_address(listener).ok()?;
     let has_hcm = listener.filter_chains.iter().any(|chain| {
-        chain.filters.iter().any(|filter| match &filter.config_type {
-            Some(ConfigType::TypedConfig(any)) => {
-                any.type_url.rsplit('/').next() == Some(HCM_TYPE)
-            }
-            _ => false,
-        })
+        chain
+            .filters
+            .iter()
+            .any(|filter| match &filter.config_type {
+                Some(ConfigType::TypedConfig(any)) => {
+                    any.type_url.rsplit('/').next() == Some(HCM_TYPE)
+                }
+                _ => false,
+            })
     });
     has_hcm.then(|| {
         (
@@ -424,6 +427,8 @@ mod tests {
         );
         assert_eq!(plan.services[&vip(80)].listener, "a_l7");
         assert_eq!(plan.services[&vip(80)].mode, ServiceMode::Redirect);
-        assert!(plan.not_planned[0].1.contains("already served by listener 'a_l7'"));
+        assert!(plan.not_planned[0]
+            .1
+            .contains("already served by listener 'a_l7'"));
     }
 }

@@ -102,11 +102,21 @@ mod tests {
             parse_redirect_to("127.0.0.1:15001"),
             Ok("127.0.0.1:15001".parse().unwrap())
         );
-        assert!(parse_redirect_to("127.0.0.1").unwrap_err().contains("not IP:PORT"));
-        assert!(parse_redirect_to("localhost:15001").unwrap_err().contains("not IP:PORT"));
-        assert!(parse_redirect_to("127.0.0.1:0").unwrap_err().contains("cannot be 0"));
-        assert!(parse_redirect_to("0.0.0.0:15001").unwrap_err().contains("0.0.0.0"));
-        assert!(parse_redirect_to("[::1]:15001").unwrap_err().contains("must be IPv4"));
+        assert!(parse_redirect_to("127.0.0.1")
+            .unwrap_err()
+            .contains("not IP:PORT"));
+        assert!(parse_redirect_to("localhost:15001")
+            .unwrap_err()
+            .contains("not IP:PORT"));
+        assert!(parse_redirect_to("127.0.0.1:0")
+            .unwrap_err()
+            .contains("cannot be 0"));
+        assert!(parse_redirect_to("0.0.0.0:15001")
+            .unwrap_err()
+            .contains("0.0.0.0"));
+        assert!(parse_redirect_to("[::1]:15001")
+            .unwrap_err()
+            .contains("must be IPv4"));
         assert!(parse_redirect_to("127.0.0.1:70000").is_err());
     }
 }

@@ -74,10 +74,8 @@ pub fn serve_accepted(
         stats.downstream_cx_active.inc();
         match filter {
             NetworkFilter::Http(hcm) => {
-                crate::http::connection_manager::serve_connection(
-                    hcm, stream, remote, local, drain,
-                )
-                .await
+                crate::http::connection_manager::serve_connection(hcm, stream, remote, local, drain)
+                    .await
             }
             NetworkFilter::Tcp(tcp) => tcp.serve(stream, remote, local).await,
         }

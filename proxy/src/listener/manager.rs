@@ -317,7 +317,10 @@ impl ListenerManager {
     /// The `bind_to_port: false` listener that serves a connection the
     /// kernel redirected from `original_destination` (exact address first,
     /// then the wildcard address on the same port), at its current generation.
-    pub fn virtual_listener_for(&self, original_destination: SocketAddr) -> Option<Arc<Generation>> {
+    pub fn virtual_listener_for(
+        &self,
+        original_destination: SocketAddr,
+    ) -> Option<Arc<Generation>> {
         self.virtual_listeners.for_destination(original_destination)
     }
 

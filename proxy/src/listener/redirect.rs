@@ -99,3 +99,118 @@ pub async fn redirect_accept_loop(listener: TcpListener, mut acceptor: RedirectA
     }
     tracing::debug!(target: "sluice::listener", "redirect address closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::config::context::CompileContext;
+    use crate::listener::{DrainSettings, ListenerConfig};
+
+    /// Original destinations the test decides, shared with the loop.
+    #[derive(Clone, Default)]
+    struct FakeDestinations(Arc<Mutex<HashMap<SocketAddrV4, SocketAddrV4>>>);
+
+    impl OriginalDestinations for FakeDestinations {
+        fn take(&mut self, client: SocketAddrV4) -> Option<SocketAddrV4> {
+            self.0.lock().unwrap().remove(&client)
+        }
+    }
+
+    /// A client socket bound before it connects, so its address is known.
+    fn client_socket() -> (tokio::net::TcpSocket, SocketAddrV4) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let SocketAddr::V4(address) = socket.local_addr().unwrap() else {
+            unreachable!("bound to IPv4")
+        };
+        (socket, address)
+    }
+
+    async fn closed_by_peer(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_are_dispatched_by_original_destination_or_closed_and_counted() {
+        let context = CompileContext::with_backend_cluster();
+        let manager = Arc::new(ListenerManager::new(
+            Vec::new(),
+            DrainSettings {
+                period: Duration::from_secs(1),
+                immediate: true,
+            },
+        ));
+        let proto = crate::config::parse_message(
+            "name: vip\nbind_to_port: false\naddress: {socket_address: {address: 10.96.0.10, port_value: 80}}\nfilter_chains:\n- filters: [{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}]",
+        )
+        .unwrap();
+        let vip = ListenerConfig::compile(&proto, &context).unwrap();
+        let vip_connections = vip.stats.downstream_cx_total.clone();
+        manager.add_or_update(vip).unwrap();
+
+        let destinations = FakeDestinations::default();
+        let stats = RedirectStats::new(&context.store);
+        let (stop, stopped) = watch::channel(false);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let redirect_address = listener.local_addr().unwrap();
+        let acceptor = RedirectAcceptor {
+            destinations: Box::new(destinations.clone()),
+            listeners: Arc::downgrade(&manager),
+            stats: stats.clone(),
+            stopped,
+        };
+        let accept_loop = tokio::spawn(redirect_accept_loop(listener, acceptor));
+
+        // No original destination recorded: closed.
+        let (socket, _) = client_socket();
+        let mut stream = socket.connect(redirect_address).await.unwrap();
+        assert!(closed_by_peer(&mut stream).await);
+        assert_eq!(stats.no_original_destination.value(), 1);
+
+        // An original destination without a listener: closed.
+        let (socket, client) = client_socket();
+        destinations
+            .0
+            .lock()
+            .unwrap()
+            .insert(client, "10.96.0.11:80".parse().unwrap());
+        let mut stream = socket.connect(redirect_address).await.unwrap();
+        assert!(closed_by_peer(&mut stream).await);
+        assert_eq!(stats.no_listener.value(), 1);
+
+        // The VIP listener's original destination: served by that listener.
+        let (socket, client) = client_socket();
+        destinations
+            .0
+            .lock()
+            .unwrap()
+            .insert(client, "10.96.0.10:80".parse().unwrap());
+        let _stream = socket.connect(redirect_address).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while vip_connections.value() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(vip_connections.value(), 1);
+        assert_eq!(stats.downstream_cx_total.value(), 3);
+        assert!(
+            destinations.0.lock().unwrap().is_empty(),
+            "entries are taken"
+        );
+
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), accept_loop)
+            .await
+            .expect("the loop stops")
+            .unwrap();
+    }
+}

@@ -134,10 +134,14 @@ mod tests {
     fn replacing_drains_the_old_generation_and_removing_forgets_the_address() {
         let set = VirtualListeners::default();
         set.insert(config("vip", "10.96.0.10:80"), SETTINGS);
-        let first = set.for_destination("10.96.0.10:80".parse().unwrap()).unwrap();
+        let first = set
+            .for_destination("10.96.0.10:80".parse().unwrap())
+            .unwrap();
         set.insert(config("vip", "10.96.0.10:80"), SETTINGS);
         assert!(draining(&first));
-        let second = set.for_destination("10.96.0.10:80".parse().unwrap()).unwrap();
+        let second = set
+            .for_destination("10.96.0.10:80".parse().unwrap())
+            .unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(set.remove("vip", SETTINGS));
         assert!(draining(&second));
