@@ -182,7 +182,11 @@ fn kernel_demo(root: &std::path::Path, cgroup: &std::path::Path) {
     let script = format!(
         "import socket\n{}{}{}",
         request(VIP, "/from-the-kernel-path", "kernel socket-LB"),
-        request(WEB_VIP, "/green/via-sluice", "redirected to Sluice, L7 route /green/"),
+        request(
+            WEB_VIP,
+            "/green/via-sluice",
+            "redirected to Sluice, L7 route /green/"
+        ),
         request(WEB_VIP, "/via-sluice", "redirected to Sluice, L7 route /")
     );
     let output = Command::new("sh")
