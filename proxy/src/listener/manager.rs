@@ -86,6 +86,8 @@ pub struct ListenerManager {
     virtual_listeners: VirtualListeners,
     /// Stops the redirect address's accept loops (shutdown).
     redirect_stop: watch::Sender<bool>,
+    /// The redirect address, once served (no listener may bind over it).
+    redirect_address: Mutex<Option<SocketAddr>>,
     drain: DrainSettings,
     /// Bumped whenever a listener is added, replaced or removed.
     changes: watch::Sender<u64>,
@@ -99,6 +101,7 @@ impl ListenerManager {
             slots: Mutex::new(BTreeMap::new()),
             virtual_listeners: VirtualListeners::default(),
             redirect_stop: watch::Sender::new(false),
+            redirect_address: Mutex::new(None),
             drain,
             changes: watch::Sender::new(0),
         }
@@ -142,6 +145,16 @@ impl ListenerManager {
             }
         }
         // A new address: bind first, so a failure changes nothing.
+        let redirect_address = *self
+            .redirect_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(redirect) = redirect_address.filter(|r| overlaps(*r, config.address)) {
+            return Err(format!(
+                "listener '{}': {} overlaps the datapath redirect address {redirect}",
+                config.name, config.address
+            ));
+        }
         let sockets = bind_listener_sockets(config.address, self.workers.len())
             .map_err(|error| format!("listener '{}': {error}", config.name))?;
         let address = sockets
@@ -334,13 +347,11 @@ impl ListenerManager {
         mut destinations: impl FnMut() -> Result<Box<dyn OriginalDestinations>, String>,
         stats: RedirectStats,
     ) -> Result<(), String> {
-        let overlapping = |bound: SocketAddr| {
-            bound.port() == address.port()
-                && (bound.ip() == address.ip()
-                    || bound.ip().is_unspecified()
-                    || address.ip().is_unspecified())
-        };
-        if let Some((name, _)) = self.addresses().into_iter().find(|(_, a)| overlapping(*a)) {
+        if let Some((name, _)) = self
+            .addresses()
+            .into_iter()
+            .find(|(_, bound)| overlaps(*bound, address))
+        {
             return Err(format!(
                 "redirect address {address} overlaps listener '{name}'"
             ));
@@ -356,6 +367,10 @@ impl ListenerManager {
         }
         let sockets = bind_listener_sockets(address, self.workers.len())
             .map_err(|error| format!("redirect address: {error}"))?;
+        *self
+            .redirect_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(address);
         tracing::info!(target: "sluice::listener", %address, "accepting redirected connections");
         for ((worker, socket), acceptor) in self.workers.iter().zip(sockets).zip(acceptors) {
             let _ = worker.send(ServeCommand {
@@ -365,4 +380,10 @@ impl ListenerManager {
         }
         Ok(())
     }
+}
+
+/// Whether two listening addresses would take each other's connections:
+/// the same port on the same or a wildcard address.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

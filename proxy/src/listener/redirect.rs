@@ -213,4 +213,64 @@ mod tests {
             .expect("the loop stops")
             .unwrap();
     }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn the_redirect_address_and_bound_listeners_never_share_a_port() {
+        let context = CompileContext::with_backend_cluster();
+        let (worker, _commands) = tokio::sync::mpsc::unbounded_channel();
+        let manager = Arc::new(ListenerManager::new(
+            vec![worker],
+            DrainSettings {
+                period: Duration::from_secs(1),
+                immediate: true,
+            },
+        ));
+        let bound = |port: u16| {
+            let proto = crate::config::parse_message(&format!(
+                "name: l{port}\naddress: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}\nfilter_chains:\n- filters: [{{name: tcp, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}}}]"
+            ))
+            .unwrap();
+            ListenerConfig::compile(&proto, &context).unwrap()
+        };
+        let no_map = || -> Result<Box<dyn OriginalDestinations>, String> {
+            Ok(Box::new(FakeDestinations::default()))
+        };
+        let stats = RedirectStats::new(&context.store);
+
+        let taken = free_port();
+        manager.add_or_update(bound(taken)).unwrap();
+        let error = manager
+            .serve_redirect(
+                SocketAddr::from(([127, 0, 0, 1], taken)),
+                no_map,
+                stats.clone(),
+            )
+            .unwrap_err();
+        assert!(
+            error.contains(&format!("overlaps listener 'l{taken}'")),
+            "{error}"
+        );
+
+        let redirect_port = free_port();
+        manager
+            .serve_redirect(
+                SocketAddr::from(([127, 0, 0, 1], redirect_port)),
+                no_map,
+                stats,
+            )
+            .unwrap();
+        let error = manager.add_or_update(bound(redirect_port)).unwrap_err();
+        assert!(
+            error.contains("overlaps the datapath redirect address"),
+            "{error}"
+        );
+    }
 }
