@@ -248,6 +248,7 @@ async fn kernel_socket_lb_follows_cluster_membership_and_survives_a_crash() {
             "cgroup/sendmsg6",
             "cgroup/getpeername6",
             "cgroup/recvmsg6",
+            "cgroup/sock_ops",
         ]
     );
 

@@ -1,5 +1,5 @@
 //! Black-box tests of the datapath flags and `sluicectl bpf` errors that need
-//! no privileges: bad values are rejected, `--datapath required` fails start-up
+//! no privileges: bad values (mode, redirect address) are rejected, `--datapath required` fails start-up
 //! naming what is missing, `--datapath auto` says once what is off and serves
 //! in userspace, and `sluicectl` explains a missing pin directory.
 
@@ -52,6 +52,29 @@ fn an_unknown_datapath_mode_is_rejected() {
         "{}",
         exited.stderr
     );
+}
+
+#[test]
+fn a_bad_redirect_address_is_rejected() {
+    for (value, message) in [
+        ("nonsense", "'nonsense' is not IP:PORT"),
+        ("127.0.0.1", "'127.0.0.1' is not IP:PORT"),
+        ("127.0.0.1:0", "the redirect port cannot be 0"),
+        ("0.0.0.0:15001", "not 0.0.0.0"),
+        ("[::1]:15001", "the redirect address must be IPv4"),
+    ] {
+        let exited = run_until_exit(
+            &CONFIG.replace("${ADMIN}", "0"),
+            &["--datapath-redirect-to", value],
+            Duration::from_secs(10),
+        );
+        assert_eq!(exited.status.code(), Some(2), "{value}: {}", exited.stderr);
+        assert!(
+            exited.stderr.contains("--datapath-redirect-to") && exited.stderr.contains(message),
+            "{value}: {}",
+            exited.stderr
+        );
+    }
 }
 
 #[test]
@@ -116,7 +139,7 @@ async fn auto_datapath_logs_once_what_is_off_and_serves_in_userspace() {
     .await;
     let log = sluice.log();
     assert_eq!(
-        log.matches("kernel datapath off (cgroup/connect4, cgroup/sendmsg4, cgroup/getpeername4, cgroup/recvmsg4, cgroup/connect6, cgroup/sendmsg6, cgroup/getpeername6, cgroup/recvmsg6 not attached)").count(),
+        log.matches("kernel datapath off (cgroup/connect4, cgroup/sendmsg4, cgroup/getpeername4, cgroup/recvmsg4, cgroup/connect6, cgroup/sendmsg6, cgroup/getpeername6, cgroup/recvmsg6, cgroup/sock_ops not attached)").count(),
         1,
         "{log}"
     );

@@ -3,8 +3,9 @@
 //! `config/envoy-demo.yaml`, sends traffic through it (path routing, a
 //! weighted split, a direct response, the TCP listener), and — as root on a
 //! BPF-capable kernel — connects to a service VIP that the kernel rewrites
-//! to a backend with no proxy hop, showing `sluicectl bpf services` and the
-//! kernel counters. Then it prints the stats Envoy users know and shuts
+//! to a backend with no proxy hop, and to an HTTP service VIP the kernel
+//! redirects to Sluice's L7 listener, showing `sluicectl bpf services` and
+//! the kernel counters. Then it prints the stats Envoy users know and shuts
 //! everything down.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +19,8 @@ const ADMIN: &str = "127.0.0.1:9901";
 const HTTP: &str = "127.0.0.1:10000";
 const TCP: &str = "127.0.0.1:10001";
 const VIP: &str = "127.96.0.10:80";
+/// The HTTP service VIP (listener svc_web_vip), redirected to Sluice.
+const WEB_VIP: &str = "127.96.0.11:80";
 const DEMO_PIN_DIR: &str = "/sys/fs/bpf/sluice-demo";
 
 struct KillOnDrop(Child);
@@ -112,7 +115,7 @@ pub fn run() -> Result<(), String> {
     );
 
     println!(
-        "\n== kernel fast path: socket load balancing for the VIP {VIP} (listener svc_blue_vip)"
+        "\n== kernel fast path: socket load balancing for the VIP {VIP} (listener svc_blue_vip),\n   and the HTTP VIP {WEB_VIP} redirected to Sluice (listener svc_web_vip)"
     );
     match &cgroup {
         Ok(path) => kernel_demo(&root, path),
@@ -169,10 +172,22 @@ fn demo_cgroup() -> Result<std::path::PathBuf, String> {
 /// Connects to the VIP from inside the demo cgroup and shows what the
 /// kernel did, then what `sluicectl bpf` reads from the pinned maps.
 fn kernel_demo(root: &std::path::Path, cgroup: &std::path::Path) {
+    let request = |vip: &str, path: &str, via: &str| {
+        format!(
+            "s = socket.create_connection(('{}', {}), timeout=2)\ns.sendall(b'GET {path} HTTP/1.0\\r\\n\\r\\n')\npeer = '%s:%d' % s.getpeername()[:2]\nbody = b''\nwhile True:\n    chunk = s.recv(4096)\n    if not chunk: break\n    body += chunk\nprint('app connected to', peer, '({via}) ->', body.decode().strip().splitlines()[-1])\n",
+            vip.split(':').next().unwrap_or_default(),
+            vip.split(':').nth(1).unwrap_or("80")
+        )
+    };
     let script = format!(
-        "import socket\ns = socket.create_connection(('{}', {}), timeout=2)\ns.sendall(b'GET /from-the-kernel-path HTTP/1.0\\r\\n\\r\\n')\npeer = '%s:%d' % s.getpeername()[:2]\nbody = s.recv(4096).decode().strip().splitlines()[-1]\nprint('app connected to', peer, '->', body)",
-        VIP.split(':').next().unwrap_or_default(),
-        VIP.split(':').nth(1).unwrap_or("80")
+        "import socket\n{}{}{}",
+        request(VIP, "/from-the-kernel-path", "kernel socket-LB"),
+        request(
+            WEB_VIP,
+            "/green/via-sluice",
+            "redirected to Sluice, L7 route /green/"
+        ),
+        request(WEB_VIP, "/via-sluice", "redirected to Sluice, L7 route /")
     );
     let output = Command::new("sh")
         .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])

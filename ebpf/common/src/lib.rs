@@ -28,8 +28,10 @@ pub mod map_names {
     pub const LB6_SERVICES: &str = "LB6_SERVICES";
     pub const LB6_BACKENDS: &str = "LB6_BACKENDS";
     pub const LB6_REVERSE_SK: &str = "LB6_REVERSE_SK";
+    pub const REDIRECT_BY_COOKIE: &str = "REDIRECT_BY_COOKIE";
+    pub const REDIRECT_ORIGINAL_DST: &str = "REDIRECT_ORIGINAL_DST";
     /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_SERVICE_COUNTERS,
@@ -42,6 +44,8 @@ pub mod map_names {
         LB6_SERVICES,
         LB6_BACKENDS,
         LB6_REVERSE_SK,
+        REDIRECT_BY_COOKIE,
+        REDIRECT_ORIGINAL_DST,
     ];
 }
 
@@ -56,6 +60,9 @@ pub mod program_names {
     pub const GETPEERNAME6: &str = "sluice_getpeername6";
     pub const RECVMSG6: &str = "sluice_recvmsg6";
     pub const XDP: &str = "sluice_xdp";
+    /// sockops: re-keys a redirected connection's original destination by
+    /// the client's address once it is established.
+    pub const SOCKOPS_REDIRECT: &str = "sluice_sockops_redirect";
 }
 
 /// Capacity of `LB4_SERVICES`.
@@ -66,6 +73,8 @@ pub const MAX_BACKENDS_PER_SERVICE: u32 = 256;
 pub const MAX_BACKEND_ENTRIES: u32 = 65536;
 /// Capacity of `LB4_REVERSE_SK` (an LRU: the oldest sockets' entries go first).
 pub const MAX_REVERSE_SK: u32 = 65536;
+/// Capacity of `REDIRECT_BY_COOKIE` and `REDIRECT_ORIGINAL_DST` (LRUs).
+pub const MAX_REDIRECTS: u32 = 65536;
 /// Capacity of the per-backend counter array: backend ids are `0..MAX_BACKEND_IDS`.
 pub const MAX_BACKEND_IDS: u32 = 65536;
 
@@ -169,6 +178,9 @@ pub struct ServiceCounters {
     pub connects: u64,
     /// Connects to the VIP while it had no backend (left unchanged).
     pub no_backend: u64,
+    /// Connects redirected to Sluice's L7 listener (services flagged
+    /// [`SERVICE_FLAG_REDIRECT`]; also counted in `connects`).
+    pub redirects: u64,
 }
 
 /// Per-CPU value of `LB4_BACKEND_COUNTERS` (indexed by backend id).
@@ -208,7 +220,7 @@ pub const MODE_REDIRECT: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceInfo {
-    /// [`MODE_SOCKET_LB`] (0: unused slot).
+    /// [`MODE_SOCKET_LB`] or [`MODE_REDIRECT`] (0: unused slot).
     pub mode: u32,
     /// Bytes used in `listener`.
     pub listener_len: u32,
@@ -314,6 +326,23 @@ pub struct Lb6ReverseValue {
     pub pad: u16,
 }
 
+/// Key of `REDIRECT_ORIGINAL_DST`: the client end of a redirected TCP
+/// connection, as the daemon sees it as the accepted socket's peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RedirectKey {
+    /// Client IPv4 address, network byte order.
+    pub address: u32,
+    /// Client port, network byte order.
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// Value of `REDIRECT_BY_COOKIE` (between connect and established, keyed
+/// by socket cookie) and of `REDIRECT_ORIGINAL_DST` (keyed by
+/// [`RedirectKey`]): the service VIP:port the client connected to.
+pub type RedirectOriginalDst = Lb4ReverseValue;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are `#[repr(C)]`, made only of integers, with every padding
@@ -334,6 +363,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lb6Backend {}
     unsafe impl aya::Pod for super::Lb6ReverseKey {}
     unsafe impl aya::Pod for super::Lb6ReverseValue {}
+    unsafe impl aya::Pod for super::RedirectKey {}
 }
 
 #[cfg(test)]
@@ -347,7 +377,7 @@ mod tests {
         assert_eq!(size_of::<Lb4Service>(), 16);
         assert_eq!(size_of::<Lb4BackendKey>(), 12);
         assert_eq!(size_of::<Lb4Backend>(), 12);
-        assert_eq!(size_of::<ServiceCounters>(), 16);
+        assert_eq!(size_of::<ServiceCounters>(), 24);
         assert_eq!(size_of::<BackendCounters>(), 8);
         assert_eq!(size_of::<Lb4ReverseKey>(), 16);
         assert_eq!(size_of::<Lb4ReverseValue>(), 8);
@@ -359,6 +389,7 @@ mod tests {
         assert_eq!(size_of::<Lb6Backend>(), 24);
         assert_eq!(size_of::<Lb6ReverseKey>(), 32);
         assert_eq!(size_of::<Lb6ReverseValue>(), 20);
+        assert_eq!(size_of::<RedirectKey>(), 8);
     }
 
     #[test]

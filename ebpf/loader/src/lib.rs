@@ -16,7 +16,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, Xdp, XdpMode};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 pub use sluice_ebpf_common as common;
 use sluice_ebpf_common::{map_names, program_names};
@@ -37,10 +37,13 @@ pub enum Hook {
     Sendmsg6,
     Getpeername6,
     Recvmsg6,
+    /// sockops: re-keys the original destination of connections redirected
+    /// to Sluice's L7 listener by the client's address.
+    SockopsRedirect,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 8] = [
+    pub const ALL: [Hook; 9] = [
         Hook::Connect4,
         Hook::Sendmsg4,
         Hook::Getpeername4,
@@ -49,6 +52,7 @@ impl Hook {
         Hook::Sendmsg6,
         Hook::Getpeername6,
         Hook::Recvmsg6,
+        Hook::SockopsRedirect,
     ];
 
     /// The program's name in the object (and its link's pin name).
@@ -62,6 +66,7 @@ impl Hook {
             Hook::Sendmsg6 => program_names::SENDMSG6,
             Hook::Getpeername6 => program_names::GETPEERNAME6,
             Hook::Recvmsg6 => program_names::RECVMSG6,
+            Hook::SockopsRedirect => program_names::SOCKOPS_REDIRECT,
         }
     }
 
@@ -76,6 +81,7 @@ impl Hook {
             Hook::Sendmsg6 => "cgroup/sendmsg6",
             Hook::Getpeername6 => "cgroup/getpeername6",
             Hook::Recvmsg6 => "cgroup/recvmsg6",
+            Hook::SockopsRedirect => "cgroup/sock_ops",
         }
     }
 }
@@ -195,6 +201,12 @@ impl Datapath {
         &self.pin_dir
     }
 
+    /// A handle on `REDIRECT_ORIGINAL_DST` of its own (one per accepting
+    /// worker, so lookups need no lock).
+    pub fn redirect_map(&self) -> Result<maps::RedirectMap, DatapathError> {
+        maps::RedirectMap::open_pinned(&self.pin_dir)
+    }
+
     /// Attaches the XDP program to `interface`: native (driver) mode where
     /// the driver has it, generic otherwise; returns the mode used.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<&'static str, DatapathError> {
@@ -282,27 +294,40 @@ fn attach(
             source,
         }
     };
-    let program: &mut CgroupSockAddr = ebpf
+    let program = ebpf
         .program_mut(hook.program_name())
         .ok_or(DatapathError::MissingProgram {
             hook: point,
             program: hook.program_name(),
-        })?
-        .try_into()
-        .map_err(program_error("type check"))?;
-    program.load().map_err(program_error("load (verifier)"))?;
-    let link_id = program
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(program_error("attach"))?;
-    let link = program
-        .take_link(link_id)
-        .map_err(program_error("take link"))?;
-    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::NotALink {
+        })?;
+    let link: FdLink = if hook == Hook::SockopsRedirect {
+        let program: &mut SockOps = program.try_into().map_err(program_error("type check"))?;
+        program.load().map_err(program_error("load (verifier)"))?;
+        let link_id = program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(program_error("attach"))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(program_error("take link"))?;
+        FdLink::try_from(link)
+    } else {
+        let program: &mut CgroupSockAddr =
+            program.try_into().map_err(program_error("type check"))?;
+        program.load().map_err(program_error("load (verifier)"))?;
+        let link_id = program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(program_error("attach"))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(program_error("take link"))?;
+        FdLink::try_from(link)
+    }
+    .map_err(|source| DatapathError::NotALink {
         hook: point,
         source,
     })?;
     let path = links_dir.join(hook.program_name());
-    fd_link.pin(&path).map_err(|source| DatapathError::PinLink {
+    link.pin(&path).map_err(|source| DatapathError::PinLink {
         hook: point,
         path,
         source,

@@ -1,7 +1,8 @@
-//! Typed access to the load-balancing and XDP maps, either taken from a freshly
-//! loaded object (the daemon) or opened from their pins (`sluicectl bpf`,
-//! which works while pins remain, daemon or not).
+//! Typed access to the load-balancing, redirect and XDP maps, either taken
+//! from a freshly loaded object (the daemon) or opened from their pins
+//! (`sluicectl bpf`, which works while pins remain, daemon or not).
 
+use std::net::SocketAddrV4;
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -9,7 +10,8 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
 use sluice_ebpf_common::{
     map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, Lb6Backend,
-    Lb6ServiceKey, MaglevKey, MaglevTable, ServiceCounters, ServiceInfo, XdpCounters,
+    Lb6ServiceKey, MaglevKey, MaglevTable, RedirectKey, RedirectOriginalDst, ServiceCounters,
+    ServiceInfo, XdpCounters,
 };
 
 use crate::DatapathError;
@@ -109,6 +111,7 @@ impl LbMaps {
             .fold(ServiceCounters::default(), |sum, c| ServiceCounters {
                 connects: sum.connects + c.connects,
                 no_backend: sum.no_backend + c.no_backend,
+                redirects: sum.redirects + c.redirects,
             }))
     }
 
@@ -278,6 +281,60 @@ fn per_cpu_zeros<V: aya::Pod + Default>() -> Result<PerCpuValues<V>, aya::maps::
     let cpus = aya::util::nr_cpus().map_err(|(_, error)| aya::maps::MapError::IoError(error))?;
     PerCpuValues::try_from((0..cpus).map(|_| V::default()).collect::<Vec<_>>())
         .map_err(aya::maps::MapError::IoError)
+}
+
+/// `REDIRECT_ORIGINAL_DST`: where each connection redirected to Sluice's L7
+/// listener was going, keyed by the client's address (filled by the
+/// kernel's sockops program before the daemon accepts the connection).
+pub struct RedirectMap {
+    map: HashMap<MapData, RedirectKey, RedirectOriginalDst>,
+}
+
+impl RedirectMap {
+    /// Opens the map a daemon pinned under `pin_dir` (a handle of its own).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        let name = map_names::REDIRECT_ORIGINAL_DST;
+        let path = pin_dir.join(name);
+        let map = MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .map_err(|e| DatapathError::Map {
+                map: name,
+                reason: format!("cannot open pin {}: {e}", path.display()),
+            })?;
+        Ok(RedirectMap {
+            map: HashMap::try_from(map).map_err(map_error(name))?,
+        })
+    }
+
+    /// The original destination of the redirected connection whose client
+    /// is `client`, removed from the map (`None`: the kernel recorded none).
+    pub fn take(&mut self, client: SocketAddrV4) -> Option<SocketAddrV4> {
+        let key = RedirectKey {
+            address: u32::from(*client.ip()).to_be(),
+            port: client.port().to_be(),
+            pad: 0,
+        };
+        let original = self.map.get(&key, 0).ok()?;
+        let _ = self.map.remove(&key);
+        Some(SocketAddrV4::new(
+            u32::from_be(original.address).into(),
+            u16::from_be(original.port),
+        ))
+    }
+
+    /// Every entry as (client, original destination), for `sluicectl bpf dump`.
+    pub fn entries(&self) -> Result<Vec<(SocketAddrV4, SocketAddrV4)>, DatapathError> {
+        let mut entries = Vec::new();
+        for entry in self.map.iter() {
+            let (key, value) = entry.map_err(map_error(map_names::REDIRECT_ORIGINAL_DST))?;
+            entries.push((
+                SocketAddrV4::new(u32::from_be(key.address).into(), u16::from_be(key.port)),
+                SocketAddrV4::new(u32::from_be(value.address).into(), u16::from_be(value.port)),
+            ));
+        }
+        entries.sort();
+        Ok(entries)
+    }
 }
 
 /// The XDP maps: the source deny list and per-interface counters.

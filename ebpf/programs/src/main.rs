@@ -6,14 +6,16 @@
 //! hop. `cgroup/getpeername4` and `cgroup/recvmsg4` put the VIP back so the
 //! application sees the address it asked for. The `*6` hooks do the same for
 //! IPv6 sockets using v4-mapped addresses, and for IPv6 services (`lb6`).
-//! The backend choice (random, weighted, Maglev) is in `choice`. Per-CPU
-//! counters count connects per service and per backend. Map layouts come
-//! from `sluice-ebpf-common`.
+//! The backend choice (random, weighted, Maglev) is in `choice`. A service
+//! flagged as a redirect to Sluice's L7 listener also has its original
+//! destination recorded (`redirect`). Per-CPU counters count connects per
+//! service and per backend. Map layouts come from `sluice-ebpf-common`.
 #![no_std]
 #![no_main]
 
 mod choice;
 mod lb6;
+mod redirect;
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -28,6 +30,7 @@ use sluice_ebpf_common::{
     BackendCounters, Lb4Backend, Lb4BackendKey, Lb4ReverseKey, Lb4ReverseValue, Lb4Service,
     Lb4ServiceKey, ServiceCounters, ServiceInfo, XdpCounters, MAX_BACKEND_ENTRIES, MAX_BACKEND_IDS,
     MAX_DENY_ENTRIES, MAX_IFINDEX, MAX_REVERSE_SK, MAX_SERVICES, PROTO_TCP, PROTO_UDP,
+    SERVICE_FLAG_REDIRECT,
 };
 
 /// Allow the syscall to proceed (with the possibly rewritten address).
@@ -264,8 +267,9 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
         return;
     };
     set_destination(sock_addr, family, backend.address, backend.port);
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let reverse_key = Lb4ReverseKey {
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        cookie,
         address: backend.address,
         port: backend.port,
         pad: 0,
@@ -278,6 +282,10 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
     // A full LRU evicts the oldest entry; an error here only means the app
     // would see the backend's address from getpeername.
     let _ = LB4_REVERSE_SK.insert(&reverse_key, &vip, 0);
+    if service.flags & SERVICE_FLAG_REDIRECT != 0 {
+        redirect::remember(cookie, &vip);
+        count_service(service.service_id, |c| c.redirects += 1);
+    }
     count_service(service.service_id, |c| c.connects += 1);
     count_backend(backend.backend_id);
 }

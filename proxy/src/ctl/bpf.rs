@@ -9,8 +9,8 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use sluice_ebpf::common::{
-    map_names, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, MODE_SOCKET_LB, PROTO_TCP,
-    PROTO_UDP,
+    map_names, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, MODE_REDIRECT, MODE_SOCKET_LB,
+    PROTO_TCP, PROTO_UDP,
 };
 use sluice_ebpf::maps::{LbMaps, XdpMaps};
 use sluice_ebpf::Hook;
@@ -163,7 +163,7 @@ pub fn run(command: &BpfCommand, pin_dir: &Path, output: Output) -> Result<Strin
             }
             value
         }
-        BpfCommand::Dump { map } => dump(&maps, map)?,
+        BpfCommand::Dump { map } => dump(&maps, map, pin_dir)?,
     };
     Ok(render(output, value, generic_text))
 }
@@ -267,10 +267,10 @@ fn services(maps: &LbMaps) -> Result<Value, String> {
         let info = maps
             .service_info(service.service_id)
             .map_err(|e| e.to_string())?;
-        let mode = if info.mode == MODE_SOCKET_LB {
-            "socket-lb"
-        } else {
-            "unknown"
+        let mode = match info.mode {
+            MODE_SOCKET_LB => "socket-lb",
+            MODE_REDIRECT => "redirect",
+            _ => "unknown",
         };
         let backends: Vec<Value> = active_backends(&service, &backends)
             .iter()
@@ -369,7 +369,7 @@ fn backends_text(value: &Value) -> String {
     text
 }
 
-/// Named counters: `datapath.lb4.service.<vip>:<port>/<proto>.connects|no_backend`
+/// Named counters: `datapath.lb4.service.<vip>:<port>/<proto>.connects|no_backend|redirects`
 /// and `datapath.lb4.backend.<address>:<port>.connects`.
 fn counters(maps: &LbMaps) -> Result<Value, String> {
     let mut counters = serde_json::Map::new();
@@ -385,6 +385,7 @@ fn counters(maps: &LbMaps) -> Result<Value, String> {
             .map_err(|e| e.to_string())?;
         counters.insert(format!("{name}.connects"), json!(c.connects));
         counters.insert(format!("{name}.no_backend"), json!(c.no_backend));
+        counters.insert(format!("{name}.redirects"), json!(c.redirects));
     }
     for (_, backend) in maps.backend_entries().map_err(|e| e.to_string())? {
         let name = format!(
@@ -405,16 +406,22 @@ fn service_key_json(key: &Lb4ServiceKey) -> Value {
     json!({"address": ip(key.address), "port": u16::from_be(key.port), "protocol": protocol_name(key.protocol)})
 }
 
-fn dump(maps: &LbMaps, map: &str) -> Result<Value, String> {
+fn dump(maps: &LbMaps, map: &str, pin_dir: &Path) -> Result<Value, String> {
     if let Some(entries) = super::bpf_lb6::dump(maps, map) {
         return entries.map(Value::Array);
     }
     let entries: Vec<Value> = match map {
+        map_names::REDIRECT_ORIGINAL_DST => sluice_ebpf::maps::RedirectMap::open_pinned(pin_dir)
+            .and_then(|redirects| redirects.entries())
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|(client, original)| json!({"key": client.to_string(), "value": original.to_string()}))
+            .collect(),
         map_names::LB4_SERVICES => maps
             .service_entries()
             .map_err(|e| e.to_string())?
             .iter()
-            .map(|(key, s)| json!({"key": service_key_json(key), "value": {"service_id": s.service_id, "backend_count": s.backend_count, "slot": s.slot}}))
+            .map(|(key, s)| json!({"key": service_key_json(key), "value": {"service_id": s.service_id, "backend_count": s.backend_count, "slot": s.slot, "flags": s.flags}}))
             .collect(),
         map_names::LB4_BACKENDS => maps
             .backend_entries()
@@ -431,7 +438,7 @@ fn dump(maps: &LbMaps, map: &str) -> Result<Value, String> {
                     json!({"mode": info.mode, "listener": info.listener_name()})
                 } else {
                     let c = maps.service_counters(id).map_err(|e| e.to_string())?;
-                    json!({"connects": c.connects, "no_backend": c.no_backend})
+                    json!({"connects": c.connects, "no_backend": c.no_backend, "redirects": c.redirects})
                 };
                 entries.push(json!({"key": id, "value": value}));
             }
@@ -464,7 +471,8 @@ fn dump(maps: &LbMaps, map: &str) -> Result<Value, String> {
                     map_names::LB4_SERVICE_INFO,
                     map_names::LB6_SERVICES,
                     map_names::LB6_BACKENDS,
-                    map_names::LB_MAGLEV
+                    map_names::LB_MAGLEV,
+                    map_names::REDIRECT_ORIGINAL_DST,
                 ]
                 .join(", ")
             ))

@@ -8,12 +8,19 @@
 //! or CAP_BPF, no cgroup v2, no hook), logs once which hooks are off and why
 //! and serves in userspace. `--datapath required` attaches them regardless
 //! and makes start-up fail, naming the hook, when it cannot.
+//!
+//! L7 services (virtual listeners with `http_connection_manager`) are
+//! redirected by the kernel to the daemon's `--datapath-redirect-to`
+//! address ([`redirect`]), bound before the first such service reaches the
+//! kernel.
 
 pub mod maglev;
 pub mod plan;
+pub mod redirect;
 pub mod stats;
 pub mod sync;
 
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -61,6 +68,18 @@ pub struct DatapathFlags {
     /// list); repeatable.
     #[arg(long = "datapath-xdp-iface", value_name = "NAME")]
     pub xdp_interfaces: Vec<String>,
+
+    /// Where the daemon accepts the connections the kernel redirects from
+    /// L7 service VIPs (`bind_to_port: false` listeners with
+    /// http_connection_manager) and serves each with the listener of its
+    /// original destination. IPv4; in a cluster, the node address.
+    #[arg(
+        long = "datapath-redirect-to",
+        value_name = "IP:PORT",
+        default_value = redirect::DEFAULT_REDIRECT_TO,
+        value_parser = redirect::parse_redirect_to
+    )]
+    pub redirect_to: SocketAddrV4,
 }
 
 impl DatapathFlags {
@@ -113,16 +132,43 @@ fn listener_protos(listeners: &ListenerManager) -> Vec<Listener> {
         .collect()
 }
 
-fn derive_plan(listeners: &[Listener], clusters: &ClusterManager) -> plan::Plan {
-    plan::derive(listeners, |name| {
-        clusters.get(name).map(|cluster| plan::ClusterBackends {
-            endpoints: cluster.healthy_endpoints(),
-            consistent_hashing: matches!(
-                cluster.lb_policy(),
-                LbPolicy::Maglev { .. } | LbPolicy::RingHash { .. }
-            ),
-        })
-    })
+fn derive_plan(
+    listeners: &[Listener],
+    clusters: &ClusterManager,
+    redirect_to: Option<SocketAddrV4>,
+) -> plan::Plan {
+    plan::derive(
+        listeners,
+        |name| {
+            clusters.get(name).map(|cluster| plan::ClusterBackends {
+                endpoints: cluster.healthy_endpoints(),
+                consistent_hashing: matches!(
+                    cluster.lb_policy(),
+                    LbPolicy::Maglev { .. } | LbPolicy::RingHash { .. }
+                ),
+            })
+        },
+        redirect_to,
+    )
+}
+
+/// The plan for the current listeners and clusters, with redirect services
+/// only if the redirect address is (or could now be made) served.
+fn plan_with_redirects(
+    listeners: &Arc<ListenerManager>,
+    clusters: &ClusterManager,
+    redirect: &mut redirect::RedirectListener,
+    datapath: &Datapath,
+) -> Result<plan::Plan, (String, plan::Plan)> {
+    let protos = listener_protos(listeners);
+    let plan = derive_plan(&protos, clusters, Some(redirect.address()));
+    if !plan.has_redirects() {
+        return Ok(plan);
+    }
+    match redirect.ensure_serving(listeners, datapath) {
+        Ok(()) => Ok(plan),
+        Err(error) => Err((error, derive_plan(&protos, clusters, None))),
+    }
 }
 
 /// Starts the datapath for this configuration. `Err(exit code)` when
@@ -137,7 +183,11 @@ pub fn start(
     if flags.datapath_mode == DatapathMode::Off {
         return Ok(None);
     }
-    let initial = derive_plan(&listener_protos(&listeners), &clusters);
+    let initial = derive_plan(
+        &listener_protos(&listeners),
+        &clusters,
+        Some(flags.redirect_to),
+    );
     for (listener, reason) in &initial.not_planned {
         tracing::info!(target: "sluice::datapath", %listener, "stays in userspace: {reason}");
     }
@@ -158,6 +208,18 @@ pub fn start(
         Err(error) => {
             tracing::warn!(target: "sluice::datapath", "kernel datapath off ({} not attached): {error}; serving in userspace", hooks_list());
             return Ok(None);
+        }
+    };
+    let mut redirect = redirect::RedirectListener::new(flags.redirect_to, &store);
+    let initial = match plan_with_redirects(&listeners, &clusters, &mut redirect, &datapath) {
+        Ok(plan) => plan,
+        Err((error, _)) if flags.datapath_mode == DatapathMode::Required => {
+            eprintln!("--datapath required: {error}");
+            return Err(1);
+        }
+        Err((error, plan)) => {
+            tracing::warn!(target: "sluice::datapath", "{error}; L7 services stay in userspace (not redirected)");
+            plan
         }
     };
     let mut syncer = sync::Syncer::default();
@@ -196,6 +258,7 @@ pub fn start(
         listeners,
         clusters,
         syncer,
+        redirect,
         datapath.clone(),
         store,
     ));
@@ -213,6 +276,7 @@ async fn keep_in_sync(
     listeners: Arc<ListenerManager>,
     clusters: Arc<ClusterManager>,
     mut syncer: sync::Syncer,
+    mut redirect: redirect::RedirectListener,
     datapath: Arc<Mutex<Option<Datapath>>>,
     store: Store,
 ) {
@@ -261,7 +325,13 @@ async fn keep_in_sync(
             return;
         };
         if resync {
-            let plan = derive_plan(&listener_protos(&listeners), &clusters);
+            let plan = match plan_with_redirects(&listeners, &clusters, &mut redirect, datapath) {
+                Ok(plan) => plan,
+                Err((error, plan)) => {
+                    tracing::error!(target: "sluice::datapath", "{error}; L7 services stay in userspace (not redirected)");
+                    plan
+                }
+            };
             match syncer.apply(&plan, datapath.maps()) {
                 Ok(()) => {
                     tracing::debug!(target: "sluice::datapath", services = plan.services.len(), "kernel maps synced")

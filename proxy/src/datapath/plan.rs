@@ -11,11 +11,16 @@
 //! kernel's choice ([`BackendChoice`]): MAGLEV and RING_HASH become a Maglev
 //! table (consistent per client network namespace), other policies a random
 //! choice, weighted through a table when the weights differ.
+//! A virtual listener on an IPv4 service address with an
+//! `http_connection_manager` becomes a redirect service instead: its one
+//! backend is the daemon's redirect address (`--datapath-redirect-to`), where
+//! Sluice serves each connection with that listener by its original
+//! destination.
 //! Other `bind_to_port: false` listeners are listed in [`Plan::not_planned`]
 //! with the reason, so the daemon can say why they stay in userspace.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::socket_address::{PortSpecifier, Protocol};
@@ -27,6 +32,19 @@ use prost::Message;
 use sluice_ebpf::common::MAX_BACKENDS_PER_SERVICE;
 
 const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const HCM_TYPE: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// How the kernel treats connects to a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceMode {
+    /// Rewritten to one of the cluster's endpoints; no proxy.
+    #[default]
+    SocketLb,
+    /// Rewritten to the daemon's redirect address, which serves the
+    /// connection with the listener (L7).
+    Redirect,
+}
 
 /// A service as the kernel matches it: VIP, port, protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,15 +78,17 @@ pub struct PlannedBackend {
     pub weight: u32,
 }
 
-/// One socket-LB service of the plan.
+/// One service of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedService {
     pub listener: String,
+    /// The `tcp_proxy` cluster (socket-LB); empty for a redirect.
     pub cluster: String,
     /// Healthy endpoints of the VIP's family, sorted by address, at most
-    /// `MAX_BACKENDS_PER_SERVICE`.
+    /// `MAX_BACKENDS_PER_SERVICE`; for a redirect, the redirect address.
     pub backends: Vec<PlannedBackend>,
     pub choice: BackendChoice,
+    pub mode: ServiceMode,
 }
 
 /// What the plan needs to know of a cluster.
@@ -88,18 +108,32 @@ pub struct Plan {
     pub not_planned: Vec<(String, String)>,
 }
 
+impl Plan {
+    /// Whether some service redirects to the daemon's L7 listener.
+    pub fn has_redirects(&self) -> bool {
+        self.services
+            .values()
+            .any(|service| service.mode == ServiceMode::Redirect)
+    }
+}
+
 /// Derives the plan. `healthy_endpoints(cluster)` is `None` for an unknown
-/// cluster, else the cluster's healthy endpoints and policy.
+/// cluster, else the cluster's healthy endpoints and policy. `redirect_to` is
+/// where the daemon accepts redirected connections; without it, L7 listeners
+/// stay in userspace.
 pub fn derive(
     listeners: &[Listener],
     healthy_endpoints: impl Fn(&str) -> Option<ClusterBackends>,
+    redirect_to: Option<SocketAddrV4>,
 ) -> Plan {
     let mut plan = Plan::default();
     for listener in listeners {
         if listener.bind_to_port.as_ref().is_none_or(|v| v.value) {
             continue;
         }
-        match socket_lb_service(listener, &healthy_endpoints) {
+        let service = socket_lb_service(listener, &healthy_endpoints)
+            .or_else(|reason| redirect_service(listener, redirect_to).unwrap_or(Err(reason)));
+        match service {
             Ok((address, service)) => {
                 if let Some(existing) = plan.services.get(&address) {
                     plan.not_planned.push((
@@ -146,7 +180,7 @@ fn socket_lb_service(
     let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
     if type_name != TCP_PROXY_TYPE {
         return Err(format!(
-            "its filter is {type_name}; only tcp_proxy becomes socket-LB (L7 redirect is not implemented yet)"
+            "its filter is {type_name}; only tcp_proxy becomes socket-LB and only http_connection_manager a redirect"
         ));
     }
     let tcp_proxy = TcpProxy::decode(any.value.as_slice())
@@ -185,8 +219,52 @@ fn socket_lb_service(
             cluster,
             backends,
             choice,
+            mode: ServiceMode::SocketLb,
         },
     ))
+}
+
+/// A virtual listener on a service address with an `http_connection_manager`
+/// in some filter chain: redirected to the daemon. `None` if it is not one
+/// or there is no redirect address; an error for an IPv6 VIP.
+fn redirect_service(
+    listener: &Listener,
+    redirect_to: Option<SocketAddrV4>,
+) -> Option<Result<(ServiceAddress, PlannedService), String>> {
+    let redirect_to = redirect_to?;
+    let address = service_address(listener).ok()?;
+    let has_hcm = listener.filter_chains.iter().any(|chain| {
+        chain
+            .filters
+            .iter()
+            .any(|filter| match &filter.config_type {
+                Some(ConfigType::TypedConfig(any)) => {
+                    any.type_url.rsplit('/').next() == Some(HCM_TYPE)
+                }
+                _ => false,
+            })
+    });
+    if !has_hcm {
+        return None;
+    }
+    if address.vip.is_ipv6() {
+        return Some(Err(format!(
+            "{address}: redirecting IPv6 VIPs to L7 is not implemented yet"
+        )));
+    }
+    Some(Ok((
+        address,
+        PlannedService {
+            listener: listener.name.clone(),
+            cluster: String::new(),
+            backends: vec![PlannedBackend {
+                address: SocketAddr::V4(redirect_to),
+                weight: 1,
+            }],
+            choice: BackendChoice::Random,
+            mode: ServiceMode::Redirect,
+        },
+    )))
 }
 
 fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
@@ -225,6 +303,7 @@ fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
 mod tests {
     use super::*;
 
+    const HCM: &str = "{name: hcm, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h, route_config: {}}}";
     const TCP: &str = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}";
 
     fn listener(yaml: &str) -> Listener {
@@ -264,7 +343,11 @@ mod tests {
 
     #[test]
     fn virtual_tcp_proxy_listener_becomes_a_socket_lb_service() {
-        let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], endpoints);
+        let plan = derive(
+            &[virtual_listener("svc", "10.96.0.10", 80, TCP)],
+            endpoints,
+            None,
+        );
         assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
         let service = &plan.services[&vip(80)];
         assert_eq!(service.listener, "svc");
@@ -282,6 +365,7 @@ mod tests {
         let plan = derive(
             &[virtual_listener("svc6", "'fd00::10'", 80, TCP)],
             endpoints,
+            None,
         );
         assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
         let address = ServiceAddress {
@@ -311,18 +395,18 @@ mod tests {
         let listeners = [virtual_listener("svc", "10.96.0.10", 80, TCP)];
         let choice = |plan: Plan| plan.services[&vip(80)].choice;
         assert_eq!(
-            choice(derive(&listeners, with([2, 2], false))),
+            choice(derive(&listeners, with([2, 2], false), None)),
             BackendChoice::Random
         );
         assert_eq!(
-            choice(derive(&listeners, with([3, 1], false))),
+            choice(derive(&listeners, with([3, 1], false), None)),
             BackendChoice::Weighted
         );
         assert_eq!(
-            choice(derive(&listeners, with([1, 1], true))),
+            choice(derive(&listeners, with([1, 1], true), None)),
             BackendChoice::Maglev
         );
-        let plan = derive(&listeners, with([3, 0], true));
+        let plan = derive(&listeners, with([3, 0], true), None);
         assert_eq!(
             plan.services[&vip(80)].backends,
             vec![backend("127.0.0.1:1", 3), backend("127.0.0.2:1", 1)],
@@ -332,15 +416,19 @@ mod tests {
 
     #[test]
     fn duplicate_endpoints_become_one_backend() {
-        let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], |_| {
-            Some(ClusterBackends {
-                endpoints: vec![
-                    ("127.0.0.1:1".parse().unwrap(), 1),
-                    ("127.0.0.1:1".parse().unwrap(), 1),
-                ],
-                consistent_hashing: false,
-            })
-        });
+        let plan = derive(
+            &[virtual_listener("svc", "10.96.0.10", 80, TCP)],
+            |_| {
+                Some(ClusterBackends {
+                    endpoints: vec![
+                        ("127.0.0.1:1".parse().unwrap(), 1),
+                        ("127.0.0.1:1".parse().unwrap(), 1),
+                    ],
+                    consistent_hashing: false,
+                })
+            },
+            None,
+        );
         assert_eq!(plan.services[&vip(80)].backends.len(), 1);
     }
 
@@ -349,18 +437,17 @@ mod tests {
         let bound = listener(&format!(
             "name: real\naddress: {{socket_address: {{address: 127.0.0.1, port_value: 80}}}}\nfilter_chains:\n- filters: [{TCP}]"
         ));
-        let plan = derive(&[bound], endpoints);
+        let plan = derive(&[bound], endpoints, None);
         assert_eq!(plan, Plan::default());
     }
 
     #[test]
     fn ineligible_virtual_listeners_say_why() {
-        let hcm = "{name: hcm, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h, route_config: {}}}";
         let weighted = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, weighted_clusters: {clusters: [{name: backend, weight: 1}]}}}";
         let missing = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: nope}}";
         let plan = derive(
             &[
-                virtual_listener("l7", "10.96.0.10", 80, hcm),
+                virtual_listener("l7", "10.96.0.10", 80, HCM),
                 virtual_listener("weighted", "10.96.0.10", 81, weighted),
                 virtual_listener("missing", "10.96.0.10", 82, missing),
                 virtual_listener("mapped", "'::ffff:10.0.0.1'", 80, TCP),
@@ -370,6 +457,7 @@ mod tests {
                 virtual_listener("two", "10.96.0.10", 83, &format!("{TCP}, {TCP}")),
             ],
             endpoints,
+            None,
         );
         assert!(plan.services.is_empty());
         let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
@@ -403,6 +491,7 @@ mod tests {
                 virtual_listener("second", "10.96.0.10", 80, TCP),
             ],
             endpoints,
+            None,
         );
         assert_eq!(plan.services[&vip(80)].listener, "first");
         assert_eq!(plan.not_planned.len(), 1);
@@ -413,9 +502,86 @@ mod tests {
 
     #[test]
     fn a_cluster_without_healthy_endpoints_gives_an_empty_service() {
-        let plan = derive(&[virtual_listener("svc", "10.96.0.10", 80, TCP)], |_| {
-            Some(ClusterBackends::default())
-        });
+        let plan = derive(
+            &[virtual_listener("svc", "10.96.0.10", 80, TCP)],
+            |_| Some(ClusterBackends::default()),
+            None,
+        );
         assert!(plan.services[&vip(80)].backends.is_empty());
+    }
+
+    fn redirect_to() -> Option<SocketAddrV4> {
+        Some("127.0.0.1:15001".parse().unwrap())
+    }
+
+    #[test]
+    fn virtual_http_listener_becomes_a_redirect_to_the_daemon() {
+        let plan = derive(
+            &[
+                virtual_listener("l7", "10.96.0.10", 80, HCM),
+                virtual_listener("svc", "10.96.0.10", 81, TCP),
+            ],
+            endpoints,
+            redirect_to(),
+        );
+        assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
+        assert!(plan.has_redirects());
+        assert_eq!(
+            plan.services[&vip(80)],
+            PlannedService {
+                listener: "l7".into(),
+                cluster: String::new(),
+                backends: vec![backend("127.0.0.1:15001", 1)],
+                choice: BackendChoice::Random,
+                mode: ServiceMode::Redirect,
+            }
+        );
+        assert_eq!(plan.services[&vip(81)].mode, ServiceMode::SocketLb);
+    }
+
+    #[test]
+    fn http_listeners_with_several_chains_are_redirected_too() {
+        let two_chains = listener(&format!(
+            "name: l7\nbind_to_port: false\naddress: {{socket_address: {{address: 10.96.0.10, port_value: 80}}}}\nfilter_chains:\n- filters: [{HCM}]\n- filter_chain_match: {{destination_port: 80}}\n  filters: [{TCP}]"
+        ));
+        let plan = derive(&[two_chains], endpoints, redirect_to());
+        assert_eq!(plan.services[&vip(80)].mode, ServiceMode::Redirect);
+    }
+
+    #[test]
+    fn redirects_need_a_service_address_and_an_http_filter() {
+        let weighted = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, weighted_clusters: {clusters: [{name: backend, weight: 1}]}}}";
+        let plan = derive(
+            &[
+                virtual_listener("any", "0.0.0.0", 80, HCM),
+                virtual_listener("v6", "fd00::1", 80, HCM),
+                virtual_listener("weighted", "10.96.0.10", 81, weighted),
+            ],
+            endpoints,
+            redirect_to(),
+        );
+        assert!(plan.services.is_empty());
+        assert!(!plan.has_redirects());
+        let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
+        assert!(reasons["any"].contains("0.0.0.0"), "{}", reasons["any"]);
+        assert!(reasons["v6"].contains("IPv6"), "{}", reasons["v6"]);
+        assert!(reasons["weighted"].contains("weighted_clusters"));
+    }
+
+    #[test]
+    fn a_redirect_and_a_socket_lb_listener_on_one_address_keep_the_first() {
+        let plan = derive(
+            &[
+                virtual_listener("a_l7", "10.96.0.10", 80, HCM),
+                virtual_listener("b_tcp", "10.96.0.10", 80, TCP),
+            ],
+            endpoints,
+            redirect_to(),
+        );
+        assert_eq!(plan.services[&vip(80)].listener, "a_l7");
+        assert_eq!(plan.services[&vip(80)].mode, ServiceMode::Redirect);
+        assert!(plan.not_planned[0]
+            .1
+            .contains("already served by listener 'a_l7'"));
     }
 }

@@ -2,8 +2,9 @@
 //! them): the per-CPU connect counters of the socket-LB maps, summed and
 //! added to Envoy-style counters once per export.
 //!
-//! Names: `datapath.socket_lb.<listener>.connects` and `.no_backend` per
-//! service (the `bind_to_port: false` listener it comes from), and
+//! Names: `datapath.socket_lb.<listener>.connects`, `.no_backend` and
+//! `.redirects` (connects sent to Sluice's L7 listener) per service (the
+//! `bind_to_port: false` listener it comes from), and
 //! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend.
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ impl CounterExport {
                 let prefix = format!("datapath.socket_lb.{listener}");
                 self.add(store, format!("{prefix}.connects"), counters.connects);
                 self.add(store, format!("{prefix}.no_backend"), counters.no_backend);
+                self.add(store, format!("{prefix}.redirects"), counters.redirects);
             }
         }
         for (address, backend_id) in syncer.backends() {

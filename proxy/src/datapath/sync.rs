@@ -18,12 +18,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use sluice_ebpf::common::{
     Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, Lb6Backend, Lb6ServiceKey, MaglevKey,
-    MaglevTable, ServiceInfo, MAX_BACKEND_IDS, MAX_SERVICES, MODE_SOCKET_LB, PROTO_TCP,
-    SERVICE_FLAG_MAGLEV, SERVICE_FLAG_WEIGHTED,
+    MaglevTable, ServiceInfo, MAX_BACKEND_IDS, MAX_SERVICES, MODE_REDIRECT, MODE_SOCKET_LB,
+    PROTO_TCP, SERVICE_FLAG_MAGLEV, SERVICE_FLAG_REDIRECT, SERVICE_FLAG_WEIGHTED,
 };
 
 use super::maglev;
-use super::plan::{BackendChoice, Plan, PlannedBackend, ServiceAddress};
+use super::plan::{
+    BackendChoice, Plan, PlannedBackend, PlannedService, ServiceAddress, ServiceMode,
+};
 
 /// The map operations the syncer needs (the BPF maps, or a fake in tests).
 pub trait LbTable {
@@ -112,6 +114,7 @@ impl Slot {
 struct Installed {
     service_id: u32,
     listener: String,
+    mode: ServiceMode,
     active_slot: u32,
     /// Each slot's content (the inactive one is the previous list).
     slots: [Slot; 2],
@@ -300,10 +303,19 @@ impl Syncer {
                 choice: service.choice,
             };
             let (service_id, slot, previous) = match self.installed.get(address) {
-                Some(installed) if installed.slots[installed.active_slot as usize] == wanted => {
+                Some(installed)
+                    if installed.slots[installed.active_slot as usize] == wanted
+                        && installed.mode == service.mode
+                        && installed.listener == service.listener =>
+                {
                     continue
                 }
                 Some(installed) => {
+                    if installed.mode != service.mode || installed.listener != service.listener {
+                        table
+                            .put_service_info(installed.service_id, service_info(service))
+                            .map_err(fail(address))?;
+                    }
                     let slot = 1 - installed.active_slot;
                     (
                         installed.service_id,
@@ -318,7 +330,7 @@ impl Syncer {
                     })?;
                     table.reset_service_counters(id).map_err(fail(address))?;
                     table
-                        .put_service_info(id, ServiceInfo::new(MODE_SOCKET_LB, &service.listener))
+                        .put_service_info(id, service_info(service))
                         .map_err(fail(address))?;
                     (id, 0, Slot::EMPTY)
                 }
@@ -353,23 +365,31 @@ impl Syncer {
                     .delete_maglev(&maglev_key(service_id, slot))
                     .map_err(fail(address))?;
             }
+            let table_flags = if wanted.has_table() {
+                flags_of(service.choice)
+            } else {
+                0
+            };
+            let mode_flags = match service.mode {
+                ServiceMode::SocketLb => 0,
+                ServiceMode::Redirect => SERVICE_FLAG_REDIRECT,
+            };
             let value = Lb4Service {
                 service_id,
                 backend_count: service.backends.len() as u32,
                 slot,
-                flags: if wanted.has_table() {
-                    flags_of(service.choice)
-                } else {
-                    0
-                },
+                flags: table_flags | mode_flags,
             };
             put_service(table, service_key(address), value).map_err(fail(address))?;
             let installed = self.installed.entry(*address).or_insert(Installed {
                 service_id,
                 listener: service.listener.clone(),
+                mode: service.mode,
                 active_slot: slot,
                 slots: [Slot::EMPTY, Slot::EMPTY],
             });
+            installed.listener.clone_from(&service.listener);
+            installed.mode = service.mode;
             installed.active_slot = slot;
             installed.slots[slot as usize] = wanted;
         }
@@ -416,6 +436,14 @@ impl Syncer {
 
 fn maglev_key(service_id: u32, slot: u32) -> MaglevKey {
     MaglevKey { service_id, slot }
+}
+
+fn service_info(service: &PlannedService) -> ServiceInfo {
+    let mode = match service.mode {
+        ServiceMode::SocketLb => MODE_SOCKET_LB,
+        ServiceMode::Redirect => MODE_REDIRECT,
+    };
+    ServiceInfo::new(mode, &service.listener)
 }
 
 fn backend_key(service_id: u32, slot: u32, index: usize) -> Lb4BackendKey {

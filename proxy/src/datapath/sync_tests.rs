@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::*;
-use crate::datapath::plan::PlannedService;
+use crate::datapath::plan::{PlannedService, ServiceMode};
 
 #[derive(Default)]
 struct FakeTable {
@@ -18,6 +18,7 @@ struct FakeTable {
     writes: usize,
     reset_backend_ids: Vec<u32>,
     names: BTreeMap<u32, String>,
+    modes: BTreeMap<u32, u32>,
 }
 
 impl FakeTable {
@@ -151,6 +152,7 @@ impl LbTable for FakeTable {
     fn put_service_info(&mut self, service_id: u32, info: ServiceInfo) -> Result<(), String> {
         self.names
             .insert(service_id, info.listener_name().to_string());
+        self.modes.insert(service_id, info.mode);
         Ok(())
     }
     fn reset_service_counters(&mut self, _service_id: u32) -> Result<(), String> {
@@ -187,6 +189,7 @@ fn service(port: u16, backends: &[SocketAddr], choice: BackendChoice) -> Planned
             })
             .collect(),
         choice,
+        mode: ServiceMode::SocketLb,
     }
 }
 
@@ -446,4 +449,34 @@ fn maglev_and_weighted_services_get_a_table_per_slot_written_before_the_flip() {
     assert_eq!(table.services[&v4_key(&address(80))].flags, 0);
     syncer.apply(&plan(&[]), &mut table).unwrap();
     assert!(table.maglev.is_empty(), "{:?}", table.maglev.keys());
+}
+
+#[test]
+fn a_service_turning_into_a_redirect_flips_its_flag_and_mode_in_place() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let services = [(80, vec![backend(1, 8080)])];
+    syncer.apply(&plan(&services), &mut table).unwrap();
+    let key = v4_key(&address(80));
+    let id = table.services[&key].service_id;
+    assert_eq!(table.services[&key].flags, 0);
+    assert_eq!(table.modes[&id], MODE_SOCKET_LB);
+
+    // Same backends (the redirect address), new mode and listener.
+    let mut redirect = plan(&services);
+    let service = redirect.services.get_mut(&address(80)).unwrap();
+    service.mode = ServiceMode::Redirect;
+    service.listener = "l7".into();
+    syncer.apply(&redirect, &mut table).unwrap();
+    assert_eq!(table.services[&key].flags, SERVICE_FLAG_REDIRECT);
+    assert_eq!(table.services[&key].service_id, id);
+    assert_eq!(table.modes[&id], MODE_REDIRECT);
+    assert_eq!(table.names[&id], "l7");
+    assert_eq!(table.resolved(), expected(&services));
+    assert_eq!(syncer.services().collect::<Vec<_>>(), [("l7", id)]);
+
+    // And back.
+    syncer.apply(&plan(&services), &mut table).unwrap();
+    assert_eq!(table.services[&key].flags, 0);
+    assert_eq!(table.modes[&id], MODE_SOCKET_LB);
 }

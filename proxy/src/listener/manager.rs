@@ -8,7 +8,8 @@
 //! new config, and the old generation's connections drain. Removing a
 //! listener stops its accept loops and drains its connections. Listeners
 //! with `bind_to_port: false` have no sockets; they are kept for the
-//! kernel datapath and `/config_dump`.
+//! kernel datapath and `/config_dump`, and serve the connections the kernel
+//! redirects to Sluice's redirect address ([`ListenerManager::serve_redirect`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::bind::bind_listener_sockets;
 use super::config::ListenerConfig;
+use super::redirect::{OriginalDestinations, RedirectAcceptor, RedirectStats};
+use super::virtual_listeners::VirtualListeners;
 use crate::drain::{self, DrainControl};
 
 /// One compiled version of a listener and the connections it accepted.
@@ -47,10 +50,17 @@ impl ListenerSlot {
     }
 }
 
-/// Sent to a worker: serve this slot on this (already listening) socket.
+/// Sent to a worker: what to serve on this (already listening) socket.
 pub struct ServeCommand {
-    pub slot: Arc<ListenerSlot>,
     pub socket: std::net::TcpListener,
+    pub serve: Serve,
+}
+
+pub enum Serve {
+    /// A bound listener.
+    Listener(Arc<ListenerSlot>),
+    /// The redirect address: connections dispatched by original destination.
+    Redirect(RedirectAcceptor),
 }
 
 /// What [`ListenerManager::add_or_update`] did.
@@ -73,7 +83,11 @@ pub struct DrainSettings {
 pub struct ListenerManager {
     workers: Vec<mpsc::UnboundedSender<ServeCommand>>,
     slots: Mutex<BTreeMap<String, Arc<ListenerSlot>>>,
-    virtual_listeners: Mutex<BTreeMap<String, Arc<ListenerConfig>>>,
+    virtual_listeners: VirtualListeners,
+    /// Stops the redirect address's accept loops (shutdown).
+    redirect_stop: watch::Sender<bool>,
+    /// The redirect address, once served (no listener may bind over it).
+    redirect_address: Mutex<Option<SocketAddr>>,
     drain: DrainSettings,
     /// Bumped whenever a listener is added, replaced or removed.
     changes: watch::Sender<u64>,
@@ -85,7 +99,9 @@ impl ListenerManager {
         ListenerManager {
             workers,
             slots: Mutex::new(BTreeMap::new()),
-            virtual_listeners: Mutex::new(BTreeMap::new()),
+            virtual_listeners: VirtualListeners::default(),
+            redirect_stop: watch::Sender::new(false),
+            redirect_address: Mutex::new(None),
             drain,
             changes: watch::Sender::new(0),
         }
@@ -107,17 +123,11 @@ impl ListenerManager {
         let config = Arc::new(config);
         if !config.bind_to_port {
             self.remove_bound(&config.name);
-            self.virtual_listeners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(config.name.clone(), config);
+            self.virtual_listeners.insert(config, self.drain);
             self.changed();
             return Ok(ListenerChange::Virtual);
         }
-        self.virtual_listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&config.name);
+        self.virtual_listeners.remove(&config.name, self.drain);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = slots.get(&config.name) {
             let same_address = slot.address == config.address
@@ -135,6 +145,16 @@ impl ListenerManager {
             }
         }
         // A new address: bind first, so a failure changes nothing.
+        let redirect_address = *self
+            .redirect_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(redirect) = redirect_address.filter(|r| overlaps(*r, config.address)) {
+            return Err(format!(
+                "listener '{}': {} overlaps the datapath redirect address {redirect}",
+                config.name, config.address
+            ));
+        }
         let sockets = bind_listener_sockets(config.address, self.workers.len())
             .map_err(|error| format!("listener '{}': {error}", config.name))?;
         let address = sockets
@@ -156,8 +176,8 @@ impl ListenerManager {
         tracing::info!(target: "sluice::listener", name = %slot.name, %address, "listening");
         for (worker, socket) in self.workers.iter().zip(sockets) {
             let _ = worker.send(ServeCommand {
-                slot: slot.clone(),
                 socket,
+                serve: Serve::Listener(slot.clone()),
             });
         }
         slots.insert(slot.name.clone(), slot);
@@ -167,12 +187,7 @@ impl ListenerManager {
 
     /// Removes a listener: it stops accepting and its connections drain.
     pub fn remove(&self, name: &str) -> bool {
-        let was_virtual = self
-            .virtual_listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
-            .is_some();
+        let was_virtual = self.virtual_listeners.remove(name, self.drain);
         let removed = self.remove_bound(name) || was_virtual;
         if removed {
             self.changed();
@@ -213,6 +228,21 @@ impl ListenerManager {
             .values()
             .cloned()
             .collect();
+        for generation in self.virtual_listeners.generations() {
+            generation
+                .drain
+                .start(self.drain.period, self.drain.immediate);
+        }
+        if graceful {
+            let period = self.drain.period;
+            let stop = self.redirect_stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(period).await;
+                stop.send_replace(true);
+            });
+        } else {
+            self.redirect_stop.send_replace(true);
+        }
         for slot in slots {
             if graceful {
                 slot.current()
@@ -243,6 +273,10 @@ impl ListenerManager {
             slot.stop.send_replace(true);
             slot.current().drain.start(self.drain.period, true);
         }
+        self.redirect_stop.send_replace(true);
+        for generation in self.virtual_listeners.generations() {
+            generation.drain.start(self.drain.period, true);
+        }
     }
 
     /// (name, bound address) of every bound listener, for `/listeners`.
@@ -266,23 +300,90 @@ impl ListenerManager {
             .collect();
         configs.extend(
             self.virtual_listeners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned(),
+                .generations()
+                .into_iter()
+                .map(|generation| generation.config.clone()),
         );
         configs.sort_by(|a, b| a.name.cmp(&b.name));
         configs
     }
 
-    /// Connections still open on any bound listener (all generations share
-    /// their listener's stats).
+    /// Connections still open on any listener, bound or virtual (all
+    /// generations share their listener's stats).
     pub fn active_connections(&self) -> i64 {
-        self.slots
+        let bound: i64 = self
+            .slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|slot| slot.current().config.stats.downstream_cx_active.value())
-            .sum()
+            .sum();
+        let redirected: i64 = self
+            .virtual_listeners
+            .generations()
+            .iter()
+            .map(|generation| generation.config.stats.downstream_cx_active.value())
+            .sum();
+        bound + redirected
     }
+
+    /// The `bind_to_port: false` listener that serves a connection the
+    /// kernel redirected from `original_destination` (exact address first,
+    /// then the wildcard address on the same port), at its current generation.
+    pub fn virtual_listener_for(
+        &self,
+        original_destination: SocketAddr,
+    ) -> Option<Arc<Generation>> {
+        self.virtual_listeners.for_destination(original_destination)
+    }
+
+    /// Starts accepting redirected connections on `address`: one
+    /// `SO_REUSEPORT` socket per worker, each with its own lookup of
+    /// original destinations from `destinations()`. Fails, changing
+    /// nothing, if a bound listener has the address or it cannot be bound.
+    pub fn serve_redirect(
+        self: &Arc<Self>,
+        address: SocketAddr,
+        mut destinations: impl FnMut() -> Result<Box<dyn OriginalDestinations>, String>,
+        stats: RedirectStats,
+    ) -> Result<(), String> {
+        if let Some((name, _)) = self
+            .addresses()
+            .into_iter()
+            .find(|(_, bound)| overlaps(*bound, address))
+        {
+            return Err(format!(
+                "redirect address {address} overlaps listener '{name}'"
+            ));
+        }
+        let mut acceptors = Vec::with_capacity(self.workers.len());
+        for _ in 0..self.workers.len() {
+            acceptors.push(RedirectAcceptor {
+                destinations: destinations()?,
+                listeners: Arc::downgrade(self),
+                stats: stats.clone(),
+                stopped: self.redirect_stop.subscribe(),
+            });
+        }
+        let sockets = bind_listener_sockets(address, self.workers.len())
+            .map_err(|error| format!("redirect address: {error}"))?;
+        *self
+            .redirect_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(address);
+        tracing::info!(target: "sluice::listener", %address, "accepting redirected connections");
+        for ((worker, socket), acceptor) in self.workers.iter().zip(sockets).zip(acceptors) {
+            let _ = worker.send(ServeCommand {
+                socket,
+                serve: Serve::Redirect(acceptor),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether two listening addresses would take each other's connections:
+/// the same port on the same or a wildcard address.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

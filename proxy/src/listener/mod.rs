@@ -1,12 +1,15 @@
 //! Listeners: compiling `envoy.config.listener.v3.Listener`, the set of
 //! live listeners (changeable by LDS), binding one `SO_REUSEPORT` socket per
-//! worker, accepting connections, and choosing the filter chain (by
-//! destination port) that handles each one.
+//! worker, accepting connections (and connections the kernel redirected
+//! to Sluice, by their original destination), and choosing the filter chain
+//! (by destination port) that handles each one.
 
 mod accept;
 mod bind;
 mod config;
 mod manager;
+mod redirect;
+mod virtual_listeners;
 
 pub use accept::accept_loop;
 pub use bind::bind_listener_sockets;
@@ -14,5 +17,6 @@ pub use config::{
     socket_address as socket_address_of, stat_address, FilterChain, ListenerConfig, NetworkFilter,
 };
 pub use manager::{
-    DrainSettings, Generation, ListenerChange, ListenerManager, ListenerSlot, ServeCommand,
+    DrainSettings, Generation, ListenerChange, ListenerManager, ListenerSlot, Serve, ServeCommand,
 };
+pub use redirect::{redirect_accept_loop, OriginalDestinations, RedirectStats};

@@ -1,11 +1,12 @@
 //! Worker threads: each runs a single-threaded runtime and serves the
 //! listener sockets the listener manager sends it (one `SO_REUSEPORT`
-//! socket per listener per worker), so connections are spread by the kernel
-//! and served without cross-thread handoff.
+//! socket per listener per worker, and one for the redirect address), so
+//! connections are spread by the kernel and served without cross-thread
+//! handoff.
 
 use tokio::sync::mpsc;
 
-use crate::listener::ServeCommand;
+use crate::listener::{Serve, ServeCommand};
 
 /// Starts `count` workers; returns the channel to each. Workers run until
 /// the process exits (their connections outlive closed listeners).
@@ -29,9 +30,16 @@ pub fn start(count: usize) -> std::io::Result<Vec<mpsc::UnboundedSender<ServeCom
                 runtime.block_on(async move {
                     while let Some(command) = commands.recv().await {
                         match tokio::net::TcpListener::from_std(command.socket) {
-                            Ok(listener) => {
-                                tokio::spawn(crate::listener::accept_loop(listener, command.slot));
-                            }
+                            Ok(listener) => match command.serve {
+                                Serve::Listener(slot) => {
+                                    tokio::spawn(crate::listener::accept_loop(listener, slot));
+                                }
+                                Serve::Redirect(acceptor) => {
+                                    tokio::spawn(crate::listener::redirect_accept_loop(
+                                        listener, acceptor,
+                                    ));
+                                }
+                            },
                             Err(error) => {
                                 tracing::error!(target: "sluice::listener", %error, "cannot register listener socket");
                             }
