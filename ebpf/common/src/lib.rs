@@ -24,8 +24,10 @@ pub mod map_names {
     pub const LB4_SERVICE_INFO: &str = "LB4_SERVICE_INFO";
     pub const XDP_DENY4: &str = "XDP_DENY4";
     pub const XDP_COUNTERS: &str = "XDP_COUNTERS";
+    pub const XDP_DENY6: &str = "XDP_DENY6";
+    pub const XDP_SERVICE_COUNTERS: &str = "XDP_SERVICE_COUNTERS";
     /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_SERVICE_COUNTERS,
@@ -34,6 +36,8 @@ pub mod map_names {
         LB4_SERVICE_INFO,
         XDP_DENY4,
         XDP_COUNTERS,
+        XDP_DENY6,
+        XDP_SERVICE_COUNTERS,
     ];
 }
 
@@ -151,9 +155,23 @@ pub struct XdpCounters {
     /// Packets seen (passed and dropped).
     pub packets: u64,
     pub bytes: u64,
-    /// Packets dropped because their IPv4 source is in `XDP_DENY4`.
+    /// Packets dropped because their source is in `XDP_DENY4` or `XDP_DENY6`.
     pub dropped: u64,
 }
+
+/// Per-CPU value of `XDP_SERVICE_COUNTERS` (indexed by service id, like
+/// `LB4_SERVICE_COUNTERS`): IPv4 TCP/UDP packets arriving on an XDP
+/// interface whose destination ip:port is a service in `LB4_SERVICES`
+/// (e.g. clients elsewhere reaching a VIP routed to this node).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpServiceCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key data of `XDP_DENY6`: an IPv6 source prefix, network byte order.
+pub type Ipv6Prefix = [u8; 16];
 
 /// Longest listener name kept in [`ServiceInfo`] (longer names are cut).
 pub const SERVICE_NAME_LEN: usize = 112;
@@ -238,6 +256,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lb4ReverseValue {}
     unsafe impl aya::Pod for super::ServiceInfo {}
     unsafe impl aya::Pod for super::XdpCounters {}
+    unsafe impl aya::Pod for super::XdpServiceCounters {}
 }
 
 #[cfg(test)]
@@ -257,6 +276,7 @@ mod tests {
         assert_eq!(size_of::<Lb4ReverseValue>(), 8);
         assert_eq!(size_of::<ServiceInfo>(), 120);
         assert_eq!(size_of::<XdpCounters>(), 24);
+        assert_eq!(size_of::<XdpServiceCounters>(), 16);
     }
 
     #[test]

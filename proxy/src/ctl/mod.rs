@@ -3,6 +3,7 @@
 //! dispatches.
 
 pub mod bpf;
+pub mod bpf_xdp;
 pub mod xds;
 
 use clap::ValueEnum;
