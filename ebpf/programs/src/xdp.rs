@@ -119,7 +119,11 @@ fn ipv4(ctx: &XdpContext, ip: usize, end: usize, length: u64) -> u32 {
         )
     };
     if XDP_DENY4.get(Key::new(32, source)).is_some() {
-        trace!(ctx, "xdp: dropped a packet from denied {:i}", u32::from_be(source));
+        trace!(
+            ctx,
+            "xdp: dropped a packet from denied {:i}",
+            u32::from_be(source)
+        );
         return xdp_action::XDP_DROP;
     }
     let header_len = usize::from(version_ihl & 0x0f) * 4;
