@@ -1,10 +1,11 @@
-//! End-to-end tests of the datapath lifecycle across restarts and without
-//! privileges: with `--datapath-keep-pins` a clean shutdown leaves the kernel
-//! forwarding, and the next start takes the pins over without a gap (a client
-//! connecting to the VIP in a loop through both restarts never fails, sees
-//! the VIP as its peer, the deny lists survive); without root the daemon says
-//! once which hooks are off and why, and serves in userspace. Need root (the
-//! second drops it); skip with a reason otherwise, except under `CI=true`.
+//! End-to-end tests of the datapath lifecycle: with `--datapath-keep-pins` a
+//! clean shutdown leaves the kernel forwarding, and the next start takes the
+//! pins over without a gap (a client connecting to the VIP in a loop through
+//! the restart never fails, sees the VIP as its peer, the deny lists
+//! survive); without root the daemon says once which hooks are off and why,
+//! and serves in userspace; kernel `aya-log` records reach the daemon's log
+//! (logger `kernel`) only at the level asked for. Need root (one test drops
+//! it); skip with a reason otherwise, except under `CI=true`.
 
 #[path = "datapath_support.rs"]
 mod datapath_support;
@@ -293,4 +294,76 @@ static_resources:
     assert!(!sandbox.pin_dir.exists());
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `count` connects from the sandbox cgroup to VIP:80; how many were refused.
+fn refused_connects(sandbox: &Sandbox, count: u32) -> u32 {
+    let script = format!(
+        "import socket
+refused = 0
+for _ in range({count}):
+    try:
+        socket.create_connection(('{VIP}', 80), timeout=1).close()
+    except ConnectionRefusedError:
+        refused += 1
+print(refused)
+"
+    );
+    let output = Command::new("sh")
+        .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
+        .arg(sandbox.cgroup.join("cgroup.procs"))
+        .arg(&script)
+        .output()
+        .expect("run client");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+const NO_BACKEND_RECORD: &str =
+    "[kernel] connect to service 0 (127.96.0.10:80) left unchanged: no backend";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_log_records_reach_the_log_only_at_the_level_asked_for() {
+    if skip() {
+        return;
+    }
+    let sandbox = Sandbox::new("kernel-log");
+    let hosts = sandbox.dir.path().join("hosts");
+    write_hosts(&hosts, &[]); // the cluster resolves to nothing: no backend
+    let config = config(9, true);
+    let wait_synced = |daemon: &Daemon| {
+        wait_until("never synced", daemon, || {
+            sluicectl(&sandbox, &["bpf", "services"]).status.success()
+                && daemon.log().contains("server is live")
+        })
+    };
+
+    // At the default level (info) the kernel filters the debug record out.
+    let mut quiet = Daemon::start(&sandbox, &config, &hosts, "info");
+    wait_synced(&quiet);
+    assert_eq!(refused_connects(&sandbox, 3), 3);
+    let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);
+    assert_eq!(
+        counters[format!("datapath.lb4.service.{VIP}:80/tcp.no_backend")],
+        3
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!quiet.log().contains("[kernel]"), "{}", quiet.log());
+    quiet.signal(libc::SIGTERM);
+    assert!(quiet.wait_exit().success(), "{}", quiet.log());
+
+    // At debug, each such connect is one record, forwarded as logger `kernel`.
+    let mut verbose = Daemon::start_with(&sandbox, &config, &hosts, "debug", &["-l", "debug"]);
+    wait_synced(&verbose);
+    assert_eq!(refused_connects(&sandbox, 3), 3);
+    wait_until("kernel records never arrived", &verbose, || {
+        verbose.log().matches(NO_BACKEND_RECORD).count() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let log = verbose.log();
+    assert_eq!(log.matches(NO_BACKEND_RECORD).count(), 3, "{log}");
+    verbose.signal(libc::SIGTERM);
+    assert!(verbose.wait_exit().success(), "{}", verbose.log());
 }
