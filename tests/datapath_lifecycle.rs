@@ -178,9 +178,12 @@ async fn keep_pins_restart_serves_without_a_gap_and_keeps_the_deny_lists() {
         .args(["cgroup", "show"])
         .arg(&sandbox.cgroup)
         .output();
-    if let Ok(output) = attached {
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(text.matches("sluice_connect4").count(), 1, "{text}");
+    match attached {
+        Ok(output) => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            assert_eq!(text.matches("sluice_connect4").count(), 1, "{text}");
+        }
+        Err(_) => eprintln!("bpftool not installed: attached programs not counted"),
     }
     assert!(!sandbox.pin_dir.join("incoming/LB4_SERVICES").exists());
 
