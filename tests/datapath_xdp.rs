@@ -2,8 +2,9 @@
 //! one end of a veth pair whose peer lives in a network namespace the test
 //! creates; per-interface and per-service counters count the peer's packets
 //! (in `sluicectl bpf counters`, `/stats` and `/stats/prometheus`),
-//! `/server_info` states the XDP mode, and the IPv4 and IPv6 deny lists
-//! (`sluicectl bpf denylist`) drop them. Needs root; skips with a reason
+//! `/server_info` states the XDP mode, the IPv4 and IPv6 deny lists
+//! (`sluicectl bpf denylist`) drop them, and with `--datapath-keep-pins` XDP
+//! keeps dropping across a restart whose start updates the link in place. Needs root; skips with a reason
 //! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
@@ -194,7 +195,7 @@ async fn xdp_counts_per_interface_and_service_states_its_mode_and_drops_denied_s
         &xdp_config(admin_port, port),
         &hosts,
         "xdp",
-        &["--datapath-xdp-iface", &veth.host],
+        &["--datapath-xdp-iface", &veth.host, "--datapath-keep-pins"],
     );
     // Ready when the XDP link is pinned.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -331,7 +332,48 @@ async fn xdp_counts_per_interface_and_service_states_its_mode_and_drops_denied_s
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not in the deny list"));
 
+    // --datapath-keep-pins: XDP keeps dropping with no daemon running...
+    sluicectl_json(&sandbox, &["bpf", "denylist", "add", "fd00:5c:1::/64"]);
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 2));
+    assert_eq!(passed, 0, "XDP detached with the daemon");
+    // ...and the next start updates the XDP link in place (same mode), with
+    // the deny list carried over.
+    let admin_port = unused_port();
+    let mut daemon = Daemon::start_with(
+        &sandbox,
+        &xdp_config(admin_port, port),
+        &hosts,
+        "xdp-second",
+        &["--datapath-xdp-iface", &veth.host],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !daemon.log().contains("all listeners started") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&admin_body(admin_port, "/server_info")).unwrap();
+    assert_eq!(
+        info["datapath"]["xdp_interfaces"],
+        json!([{"interface": veth.host, "mode": "native", "adopted": true}])
+    );
+    assert_eq!(info["datapath"]["took_over_pins"], true);
+    assert_eq!(
+        sluicectl_json(&sandbox, &["bpf", "denylist", "list"]),
+        json!(["fd00:5c:1::/64"])
+    );
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 2));
+    assert_eq!(passed, 0, "deny list lost in the take-over");
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V4, port, 2));
+    assert_eq!(passed, 2);
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    assert!(
+        !sandbox.pin_dir.exists(),
+        "pins left after a clean shutdown"
+    );
     accept.abort();
 }
