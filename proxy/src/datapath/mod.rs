@@ -222,7 +222,15 @@ fn start_recording(
     };
     let mut datapath = match Datapath::load(&cgroup, &flags.pin_dir, options) {
         Ok(datapath) => datapath,
-        Err(error) => return off(status, &error),
+        Err(error) => {
+            // Nothing was touched: a previous daemon's pinned programs keep
+            // forwarding with their last maps, which nobody keeps in sync.
+            let previous = sluice_ebpf::pinned_hooks(&flags.pin_dir).len();
+            if previous > 0 {
+                tracing::warn!(target: "sluice::datapath", pin_dir = %flags.pin_dir.display(), "{previous} hooks of a previous daemon stay attached with their last maps, not kept in sync; remove the pins to detach them");
+            }
+            return off(status, &error);
+        }
     };
     status.took_over_pins = datapath.took_over();
     // Maps are complete before any hook sees them.
