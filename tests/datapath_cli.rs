@@ -202,12 +202,12 @@ fn sluicectl_rejects_bad_usage() {
 #[test]
 fn sluicectl_rejects_a_bad_cidr_before_looking_for_the_daemon() {
     for (cidr, message) in [
-        ("300.1.1.1/8", "'300.1.1.1/8' is not an IPv4 CIDR"),
+        ("300.1.1.1/8", "'300.1.1.1/8' is not an IPv4 or IPv6 CIDR"),
         ("10.0.0.0/40", "'10.0.0.0/40': prefix length must be 0..=32"),
-        (
-            "fd00::/8",
-            "is not an IPv4 CIDR (IPv6 is not supported yet)",
-        ),
+        ("10.0.0.0/x", "'10.0.0.0/x': prefix length must be 0..=32"),
+        ("fd00::/129", "'fd00::/129': prefix length must be 0..=128"),
+        ("fd00::gg/64", "'fd00::gg/64' is not an IPv4 or IPv6 CIDR"),
+        ("fd00::/", "'fd00::/': prefix length must be 0..=128"),
     ] {
         let output = sluicectl(&[
             "bpf",

@@ -33,7 +33,7 @@ pub fn missing_privileges() -> Option<String> {
     if !Path::new(CGROUP_ROOT).join("cgroup.procs").exists() {
         return Some(format!("no cgroup v2 at {CGROUP_ROOT}"));
     }
-    for tool in ["unshare", "python3", "mount", "ip", "nsenter"] {
+    for tool in ["unshare", "python3", "mount", "ip", "nsenter", "setpriv"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())

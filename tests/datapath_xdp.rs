@@ -1,8 +1,11 @@
 //! End-to-end test of XDP: the real `sluice` with `--datapath-xdp-iface` on
 //! one end of a veth pair whose peer lives in a network namespace the test
-//! creates; per-interface counters count the peer's packets and the deny
-//! list (`sluicectl bpf denylist`) drops them. Needs root; skips with a
-//! reason otherwise, except under `CI=true` where it must run.
+//! creates; per-interface and per-service counters count the peer's packets
+//! (in `sluicectl bpf counters`, `/stats` and `/stats/prometheus`),
+//! `/server_info` states the XDP mode, the IPv4 and IPv6 deny lists
+//! (`sluicectl bpf denylist`) drop them, and with `--datapath-keep-pins` XDP
+//! keeps dropping across a restart whose start updates the link in place. Needs root; skips with a reason
+//! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
 mod datapath_support;
@@ -14,8 +17,9 @@ use datapath_support::*;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// A veth pair: `host` in this namespace (192.168.250.1/30), its peer in a
-/// network namespace of its own (192.168.250.2/30). Removed on drop.
+/// A veth pair: `host` in this namespace (192.168.250.1/30, fd00:5c:1::1/64),
+/// its peer in a network namespace of its own (192.168.250.2/30,
+/// fd00:5c:1::2/64). Removed on drop.
 struct VethPair {
     namespace: String,
     host: String,
@@ -50,6 +54,10 @@ impl VethPair {
             "ip",
             &["addr", "add", "192.168.250.1/30", "dev", &pair.host],
         );
+        run_ok(
+            "ip",
+            &["addr", "add", "fd00:5c:1::1/64", "dev", &pair.host, "nodad"],
+        );
         run_ok("ip", &["link", "set", &pair.host, "up"]);
         let inside = |args: &[&str]| {
             let mut all = vec![
@@ -61,20 +69,21 @@ impl VethPair {
             run_ok("nsenter", &all);
         };
         inside(&["addr", "add", "192.168.250.2/30", "dev", &peer]);
+        inside(&["addr", "add", "fd00:5c:1::2/64", "dev", &peer, "nodad"]);
         inside(&["link", "set", &peer, "up"]);
         inside(&["link", "set", "lo", "up"]);
         pair
     }
 
-    /// TCP connects from inside the namespace to 192.168.250.1:`port`;
-    /// how many succeeded.
-    fn connects_from_namespace(&self, port: u16, count: u32) -> u32 {
+    /// TCP connects from inside the namespace to `host`:`port`; how many
+    /// succeeded.
+    fn connects_from_namespace(&self, host: &str, port: u16, count: u32) -> u32 {
         let script = format!(
             "import socket
 ok = 0
 for _ in range({count}):
     try:
-        socket.create_connection(('192.168.250.1', {port}), timeout=0.5).close(); ok += 1
+        socket.create_connection(('{host}', {port}), timeout=0.5).close(); ok += 1
     except Exception:
         pass
 print(ok)
@@ -103,28 +112,90 @@ impl Drop for VethPair {
     }
 }
 
+const HOST_V4: &str = "192.168.250.1";
+const HOST_V6: &str = "fd00:5c:1::1";
+
+/// A service on the host end of the veth (`xdp_vip`, 192.168.250.1:`port`,
+/// as a node address clients elsewhere reach) and the admin listener.
+fn xdp_config(admin_port: u16, port: u16) -> String {
+    format!(
+        "admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin_port}}}}}
+static_resources:
+  listeners:
+  - name: xdp_vip
+    bind_to_port: false
+    address: {{socket_address: {{address: {HOST_V4}, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: vip, cluster: backends}}
+  clusters:
+  - name: backends
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backends
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.2, port_value: 9}}}}}}
+"
+    )
+}
+
+/// The body of an admin GET.
+fn admin_body(admin_port: u16, path: &str) -> String {
+    let response = admin_get(admin_port, path);
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the stat `name` in `/stats` (bounded wait until it reaches
+/// `at_least`, since counters are exported once a second).
+fn wait_for_stat(admin_port: u16, name: &str, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = admin_body(admin_port, &format!("/stats?filter=^{name}$"));
+        let value = stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if value >= at_least || Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xdp_counts_packets_and_drops_denied_sources() {
+async fn xdp_counts_per_interface_and_service_states_its_mode_and_drops_denied_sources() {
     if skip() {
         return;
     }
     let sandbox = Sandbox::new("xdp");
     let veth = VethPair::new();
-    let listener = TcpListener::bind("192.168.250.1:0").await.unwrap();
+    let listener = TcpListener::bind((HOST_V4, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let listener6 = TcpListener::bind((HOST_V6, port)).await.unwrap();
     let accept = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            drop(stream);
+        loop {
+            tokio::select! {
+                Ok((stream, _)) = listener.accept() => drop(stream),
+                Ok((stream, _)) = listener6.accept() => drop(stream),
+            }
         }
     });
     let hosts = sandbox.dir.path().join("hosts");
     write_hosts(&hosts, &["127.0.0.2"]);
+    let admin_port = unused_port();
     let mut daemon = Daemon::start_with(
         &sandbox,
-        &config(port, false),
+        &xdp_config(admin_port, port),
         &hosts,
         "xdp",
-        &["--datapath-xdp-iface", &veth.host],
+        &["--datapath-xdp-iface", &veth.host, "--datapath-keep-pins"],
     );
     // Ready when the XDP link is pinned.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -141,11 +212,39 @@ async fn xdp_counts_packets_and_drops_denied_sources() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(daemon.log().contains("xdp attached"), "{}", daemon.log());
+    // veth has native XDP: the log, /server_info and sluicectl say so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !daemon.log().contains("all listeners started") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        daemon.log().contains("xdp attached (native mode)"),
+        "{}",
+        daemon.log()
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&admin_body(admin_port, "/server_info")).unwrap();
+    let datapath = &info["datapath"];
+    assert_eq!(datapath["active"], true, "{datapath}");
+    assert_eq!(
+        datapath["xdp_interfaces"],
+        json!([{"interface": veth.host, "mode": "native", "adopted": false}])
+    );
+    assert_eq!(datapath["hooks_attached"].as_array().unwrap().len(), 9);
+    assert_eq!(datapath["hooks_off"], json!([]));
+    assert_eq!(
+        datapath["pin_dir"],
+        json!(sandbox.pin_dir.display().to_string())
+    );
     let status = sluicectl_json(&sandbox, &["bpf", "status"]);
     assert_eq!(status["xdp_interfaces"], json!([veth.host]));
+    assert_eq!(
+        status["xdp"],
+        json!([{"interface": veth.host, "mode": "native"}])
+    );
 
-    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(port, 5));
+    // 5 connects to the service address: counted per interface and per service.
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V4, port, 5));
     assert_eq!(passed, 5);
     let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);
     let packets = counters[format!("datapath.xdp.{}.packets", veth.host)]
@@ -159,29 +258,122 @@ async fn xdp_counts_packets_and_drops_denied_sources() {
             > packets * 40
     );
     assert_eq!(counters[format!("datapath.xdp.{}.dropped", veth.host)], 0);
+    let service = format!("datapath.xdp.service.{HOST_V4}:{port}/tcp");
+    let service_packets = counters[format!("{service}.packets")].as_u64().unwrap();
+    assert!(
+        (10..=packets).contains(&service_packets),
+        "per-service packets: {counters}"
+    );
+    assert!(counters[format!("{service}.bytes")].as_u64().unwrap() >= service_packets * 54);
+    // Packets to another port of the same address are not the service's.
+    let other = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V4, 9, 1));
+    assert_eq!(other, 0);
+    let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);
+    assert_eq!(counters[format!("{service}.packets")], service_packets);
+
+    // The same counters in /stats and, as labels, in /stats/prometheus.
+    let interface_stat = format!("datapath.xdp.interface.{}.packets", veth.host);
+    assert!(wait_for_stat(admin_port, &interface_stat, packets) >= packets);
+    let service_stat = "datapath.xdp.service.xdp_vip.packets";
+    assert_eq!(
+        wait_for_stat(admin_port, service_stat, service_packets),
+        service_packets
+    );
+    let prometheus = admin_body(admin_port, "/stats/prometheus");
+    assert!(
+        prometheus.contains(&format!(
+            "envoy_datapath_xdp_service_packets{{sluice_service=\"xdp_vip\"}} {service_packets}"
+        )),
+        "{prometheus}"
+    );
+    assert!(
+        prometheus.contains(&format!(
+            "envoy_datapath_xdp_interface_dropped{{sluice_xdp_interface=\"{}\"}} 0",
+            veth.host
+        )),
+        "{prometheus}"
+    );
 
     // Deny the namespace's /30: every packet from it is dropped by XDP.
     let list = sluicectl_json(&sandbox, &["bpf", "denylist", "add", "192.168.250.2/30"]);
     assert_eq!(list, json!(["192.168.250.0/30"]));
-    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(port, 3));
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V4, port, 3));
     assert_eq!(passed, 0, "denied source got through");
+    let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);
+    let dropped = counters[format!("datapath.xdp.{}.dropped", veth.host)]
+        .as_u64()
+        .unwrap();
+    assert!(dropped >= 3);
+    // IPv6 is not covered by an IPv4 entry...
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 2));
+    assert_eq!(passed, 2);
+    // ...but by an IPv6 one.
+    let list = sluicectl_json(&sandbox, &["bpf", "denylist", "add", "fd00:5c:1::2/64"]);
+    assert_eq!(list, json!(["192.168.250.0/30", "fd00:5c:1::/64"]));
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 3));
+    assert_eq!(passed, 0, "denied IPv6 source got through");
     let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);
     assert!(
         counters[format!("datapath.xdp.{}.dropped", veth.host)]
             .as_u64()
             .unwrap()
-            >= 3
+            >= dropped + 3
     );
 
     let list = sluicectl_json(&sandbox, &["bpf", "denylist", "del", "192.168.250.0/30"]);
+    assert_eq!(list, json!(["fd00:5c:1::/64"]));
+    let list = sluicectl_json(&sandbox, &["bpf", "denylist", "del", "fd00:5c:1::/64"]);
     assert_eq!(list, json!([]));
-    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(port, 2));
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V4, port, 2));
+    assert_eq!(passed, 2);
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 2));
     assert_eq!(passed, 2);
     let output = sluicectl(&sandbox, &["bpf", "denylist", "del", "192.168.250.0/30"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not in the deny list"));
 
+    // --datapath-keep-pins: XDP keeps dropping with no daemon running...
+    sluicectl_json(&sandbox, &["bpf", "denylist", "add", "fd00:5c:1::/64"]);
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 2));
+    assert_eq!(passed, 0, "XDP detached with the daemon");
+    // ...and the next start updates the XDP link in place (same mode), with
+    // the deny list carried over.
+    let admin_port = unused_port();
+    let mut daemon = Daemon::start_with(
+        &sandbox,
+        &xdp_config(admin_port, port),
+        &hosts,
+        "xdp-second",
+        &["--datapath-xdp-iface", &veth.host],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !daemon.log().contains("all listeners started") {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let info: serde_json::Value =
+        serde_json::from_str(&admin_body(admin_port, "/server_info")).unwrap();
+    assert_eq!(
+        info["datapath"]["xdp_interfaces"],
+        json!([{"interface": veth.host, "mode": "native", "adopted": true}])
+    );
+    assert_eq!(info["datapath"]["took_over_pins"], true);
+    assert_eq!(
+        sluicectl_json(&sandbox, &["bpf", "denylist", "list"]),
+        json!(["fd00:5c:1::/64"])
+    );
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 2));
+    assert_eq!(passed, 0, "deny list lost in the take-over");
+    let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V4, port, 2));
+    assert_eq!(passed, 2);
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success(), "{}", daemon.log());
+    assert!(
+        !sandbox.pin_dir.exists(),
+        "pins left after a clean shutdown"
+    );
     accept.abort();
 }

@@ -30,8 +30,10 @@ pub mod map_names {
     pub const LB6_REVERSE_SK: &str = "LB6_REVERSE_SK";
     pub const REDIRECT_BY_COOKIE: &str = "REDIRECT_BY_COOKIE";
     pub const REDIRECT_ORIGINAL_DST: &str = "REDIRECT_ORIGINAL_DST";
+    pub const XDP_DENY6: &str = "XDP_DENY6";
+    pub const XDP_SERVICE_COUNTERS: &str = "XDP_SERVICE_COUNTERS";
     /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 16] = [
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_SERVICE_COUNTERS,
@@ -46,6 +48,8 @@ pub mod map_names {
         LB6_REVERSE_SK,
         REDIRECT_BY_COOKIE,
         REDIRECT_ORIGINAL_DST,
+        XDP_DENY6,
+        XDP_SERVICE_COUNTERS,
     ];
 }
 
@@ -202,9 +206,23 @@ pub struct XdpCounters {
     /// Packets seen (passed and dropped).
     pub packets: u64,
     pub bytes: u64,
-    /// Packets dropped because their IPv4 source is in `XDP_DENY4`.
+    /// Packets dropped because their source is in `XDP_DENY4` or `XDP_DENY6`.
     pub dropped: u64,
 }
+
+/// Per-CPU value of `XDP_SERVICE_COUNTERS` (indexed by service id, like
+/// `LB4_SERVICE_COUNTERS`): IPv4 TCP/UDP packets arriving on an XDP
+/// interface whose destination ip:port is a service in `LB4_SERVICES`
+/// (e.g. clients elsewhere reaching a VIP routed to this node).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpServiceCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key data of `XDP_DENY6`: an IPv6 source prefix, network byte order.
+pub type Ipv6Prefix = [u8; 16];
 
 /// Longest listener name kept in [`ServiceInfo`] (longer names are cut).
 pub const SERVICE_NAME_LEN: usize = 112;
@@ -364,6 +382,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lb6ReverseKey {}
     unsafe impl aya::Pod for super::Lb6ReverseValue {}
     unsafe impl aya::Pod for super::RedirectKey {}
+    unsafe impl aya::Pod for super::XdpServiceCounters {}
 }
 
 #[cfg(test)]
@@ -390,6 +409,7 @@ mod tests {
         assert_eq!(size_of::<Lb6ReverseKey>(), 32);
         assert_eq!(size_of::<Lb6ReverseValue>(), 20);
         assert_eq!(size_of::<RedirectKey>(), 8);
+        assert_eq!(size_of::<XdpServiceCounters>(), 16);
     }
 
     #[test]

@@ -6,20 +6,34 @@
 //! Pins: maps at `<pin-dir>/<MAP_NAME>` (what `bpftool map dump pinned` and
 //! `sluicectl bpf` read) and links at `<pin-dir>/links/<program>`. A pinned
 //! link keeps its program attached if the daemon crashes, so the kernel keeps
-//! forwarding with the last maps. A start replaces whatever a previous daemon
-//! left there; dropping [`Datapath`] (clean shutdown) unpins everything, which
-//! detaches the programs.
+//! forwarding with the last maps. A start takes over whatever a previous
+//! daemon left there without a gap ([`handover`]): [`Datapath::load`] loads
+//! fresh maps (pinned under `<pin-dir>/incoming/` until they are live), the
+//! caller fills them, [`Datapath::attach_hooks`] attaches next to the previous
+//! programs and publishes the maps, [`Datapath::finish_handover`] lets the
+//! previous links go. Dropping [`Datapath`] (clean shutdown) unpins
+//! everything, which detaches the programs — unless `keep_pins` is set, in
+//! which case the kernel keeps forwarding until the next start takes over.
 
+pub mod handover;
+pub mod kernel_log;
 pub mod maps;
+mod pins;
+pub mod privileges;
+pub mod xdp_mode;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::links::FdLink;
+use aya::programs::xdp::XdpLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
+use pins::{clear_dir, ensure_bpffs};
+pub use pins::{pinned_hooks, pinned_xdp_interfaces, PinnedHookStatus};
 pub use sluice_ebpf_common as common;
 use sluice_ebpf_common::{map_names, program_names};
+pub use xdp_mode::XdpAttachMode;
 
 /// The kernel programs, built by `cargo xtask build-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../sluice.bpf.o");
@@ -130,35 +144,95 @@ pub enum DatapathError {
     },
     #[error("map {map}: {reason}")]
     Map { map: &'static str, reason: String },
+    #[error("missing {} (not root? grant CAP_BPF and CAP_NET_ADMIN)", missing.join(" and "))]
+    Privileges { missing: Vec<&'static str> },
 }
 
-/// The loaded, attached and pinned datapath. Dropping it detaches and unpins.
+/// How [`Datapath::load`] loads the object and what a clean shutdown does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Leave links and maps pinned on drop (the kernel keeps forwarding
+    /// until the next start takes over).
+    pub keep_pins: bool,
+    /// `AYA_LOG_LEVEL` for the programs' `aya-log` records (0: none; see
+    /// [`kernel_log::kernel_level`]).
+    pub kernel_log_level: u8,
+}
+
+/// An XDP attachment: the interface and the mode the kernel reports.
+#[derive(Debug, Clone)]
+pub struct XdpAttachment {
+    pub interface: String,
+    pub mode: XdpAttachMode,
+    /// Updated in place from the previous daemon's link (no gap).
+    pub adopted: bool,
+}
+
+/// Subdirectory of the pin directory where a starting daemon pins its maps
+/// and links until they are live.
+const INCOMING: &str = "incoming";
+
+/// The loaded, attached and pinned datapath. Dropping it detaches and unpins
+/// (unless [`LoadOptions::keep_pins`]).
 pub struct Datapath {
     pin_dir: PathBuf,
-    links: Vec<(Hook, PinnedLink)>,
-    /// XDP links by interface name.
-    xdp_links: Vec<(String, PinnedLink)>,
+    cgroup_dir: File,
+    options: LoadOptions,
+    links: Vec<(Hook, FdLink)>,
+    /// XDP links by interface.
+    xdp_links: Vec<(XdpAttachment, FdLink)>,
     maps: Option<maps::LbMaps>,
+    /// What a previous daemon left pinned, until [`Datapath::finish_handover`].
+    previous: Option<handover::Previous>,
+    /// Our maps and links are at the canonical pin paths.
+    published: bool,
     // Keeps the programs' fds; declared last so it drops after the links.
     _ebpf: Ebpf,
 }
 
 impl Datapath {
-    /// Loads the embedded object, pins its maps under `pin_dir` (replacing
-    /// what a previous daemon left) and attaches every [`Hook`] to `cgroup`.
+    /// Loads the embedded object, attaches every [`Hook`] to `cgroup` and
+    /// pins under `pin_dir`, taking over from a previous daemon's pins.
+    /// (Maps are empty when the hooks attach; the daemon uses
+    /// [`Datapath::load`] and fills them first.)
     pub fn start(cgroup: &Path, pin_dir: &Path) -> Result<Self, DatapathError> {
+        let mut datapath = Self::load(cgroup, pin_dir, LoadOptions::default())?;
+        datapath.attach_hooks()?;
+        datapath.finish_handover();
+        Ok(datapath)
+    }
+
+    /// Loads the embedded object with fresh maps, pinned under
+    /// `<pin_dir>/incoming/` and not attached yet; a previous daemon's pins
+    /// stay in force (its programs keep forwarding) until
+    /// [`Datapath::attach_hooks`].
+    pub fn load(
+        cgroup: &Path,
+        pin_dir: &Path,
+        options: LoadOptions,
+    ) -> Result<Self, DatapathError> {
+        let missing = privileges::missing_capabilities();
+        if !missing.is_empty() {
+            return Err(DatapathError::Privileges { missing });
+        }
         let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_path_buf(),
             source,
         })?;
         ensure_bpffs(pin_dir)?;
-        remove_pins(pin_dir)?;
         let links_dir = pin_dir.join("links");
-        std::fs::create_dir_all(&links_dir).map_err(|source| DatapathError::PinDir {
-            path: links_dir.clone(),
-            source,
-        })?;
-        let ebpf = EbpfLoader::new()
+        let incoming = pin_dir.join(INCOMING);
+        for dir in [&links_dir, &incoming] {
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        // A start that died half-way left its incoming pins: never live.
+        clear_dir(&incoming)?;
+        let previous = handover::Previous::open(&links_dir);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
             .load(OBJECT)
             .map_err(DatapathError::Load)?;
         for name in map_names::ALL {
@@ -166,25 +240,107 @@ impl Datapath {
                 map: name,
                 reason: "missing from the object".into(),
             })?;
-            map.pin(pin_dir.join(name))
+            map.pin(incoming.join(name))
                 .map_err(|e| DatapathError::Map {
                     map: name,
-                    reason: format!("pinning under {} failed: {e}", pin_dir.display()),
+                    reason: format!("pinning under {} failed: {e}", incoming.display()),
                 })?;
         }
-        let mut datapath = Datapath {
+        let maps = maps::LbMaps::from_loaded(&mut ebpf)?;
+        Ok(Datapath {
             pin_dir: pin_dir.to_path_buf(),
+            cgroup_dir,
+            options,
             links: Vec::new(),
             xdp_links: Vec::new(),
-            maps: None,
+            maps: Some(maps),
+            previous: (!previous.is_empty()).then_some(previous),
+            published: false,
             _ebpf: ebpf,
-        };
+        })
+    }
+
+    /// Attaches every [`Hook`] (next to a previous daemon's programs, if
+    /// any), carries the previous deny lists and reverse entries over, and
+    /// publishes this daemon's maps and links at the canonical pin paths.
+    pub fn attach_hooks(&mut self) -> Result<(), DatapathError> {
         for hook in Hook::ALL {
-            let link = attach(&mut datapath._ebpf, hook, &cgroup_dir, &links_dir)?;
-            datapath.links.push((hook, link));
+            let link = attach(&mut self._ebpf, hook, &self.cgroup_dir)?;
+            let link = self.publish_link(hook.attach_point(), hook.program_name(), link)?;
+            self.links.push((hook, link));
         }
-        datapath.maps = Some(maps::LbMaps::from_loaded(&mut datapath._ebpf)?);
-        Ok(datapath)
+        if self.previous.is_some() {
+            let carried = handover::carry_over(&self.pin_dir, &mut self._ebpf);
+            tracing::info!(
+                target: "sluice::datapath",
+                deny4 = carried.deny4,
+                deny6 = carried.deny6,
+                reverse = carried.reverse,
+                "taking over from the previous daemon's pins"
+            );
+        }
+        let incoming = self.pin_dir.join(INCOMING);
+        for name in map_names::ALL {
+            let (from, to) = (incoming.join(name), self.pin_dir.join(name));
+            std::fs::rename(&from, &to).map_err(|e| DatapathError::Map {
+                map: name,
+                reason: format!("publishing its pin at {} failed: {e}", to.display()),
+            })?;
+        }
+        self.published = true;
+        Ok(())
+    }
+
+    /// Lets a previous daemon's links go (its programs detach; ours are
+    /// attached already). Call after [`Datapath::attach_xdp`] so XDP links
+    /// are updated in place rather than detached and re-attached.
+    pub fn finish_handover(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        let replaced: Vec<String> = self
+            .links
+            .iter()
+            .map(|(hook, _)| hook.program_name().to_string())
+            .chain(
+                self.xdp_links
+                    .iter()
+                    .map(|(xdp, _)| format!("xdp-{}", xdp.interface)),
+            )
+            .collect();
+        let retired: Vec<String> = previous.link_names().map(str::to_string).collect();
+        previous.retire(&self.pin_dir.join("links"), &replaced);
+        tracing::info!(target: "sluice::datapath", links = ?retired, "previous daemon's links replaced");
+    }
+
+    /// Whether a previous daemon's pinned links were found at load.
+    pub fn took_over(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// Pins `link` under `incoming/` and renames it over `links/<name>`
+    /// (replacing a previous daemon's pin in one step); returns the link.
+    fn publish_link(
+        &self,
+        hook: &'static str,
+        name: &str,
+        link: FdLink,
+    ) -> Result<FdLink, DatapathError> {
+        let incoming = self.pin_dir.join(INCOMING).join(name);
+        let path = self.pin_dir.join("links").join(name);
+        let pinned = link
+            .pin(&incoming)
+            .map_err(|source| DatapathError::PinLink {
+                hook,
+                path: incoming.clone(),
+                source,
+            })?;
+        std::fs::rename(&incoming, &path).map_err(|source| DatapathError::PinDir {
+            path: path.clone(),
+            source,
+        })?;
+        // The pin now lives at `path`; the fd keeps the link for us.
+        Ok(FdLink::from(pinned))
     }
 
     /// The hooks attached, in attach order.
@@ -203,13 +359,21 @@ impl Datapath {
 
     /// A handle on `REDIRECT_ORIGINAL_DST` of its own (one per accepting
     /// worker, so lookups need no lock).
+    /// Before [`Datapath::attach_hooks`] publishes the maps, this opens the
+    /// one being filled under `incoming/` (not a previous daemon's).
     pub fn redirect_map(&self) -> Result<maps::RedirectMap, DatapathError> {
-        maps::RedirectMap::open_pinned(&self.pin_dir)
+        if self.published {
+            maps::RedirectMap::open_pinned(&self.pin_dir)
+        } else {
+            maps::RedirectMap::open_pinned(&self.pin_dir.join(INCOMING))
+        }
     }
 
     /// Attaches the XDP program to `interface`: native (driver) mode where
-    /// the driver has it, generic otherwise; returns the mode used.
-    pub fn attach_xdp(&mut self, interface: &str) -> Result<&'static str, DatapathError> {
+    /// the driver has it, generic otherwise. A previous daemon's XDP link on
+    /// the interface is updated in place instead (no gap, same mode). The
+    /// mode returned is what the kernel reports for the interface.
+    pub fn attach_xdp(&mut self, interface: &str) -> Result<XdpAttachment, DatapathError> {
         const HOOK: &str = "xdp";
         let program_error = |action| {
             move |source| DatapathError::Program {
@@ -230,62 +394,121 @@ impl Datapath {
         if program.fd().is_err() {
             program.load().map_err(program_error("load (verifier)"))?;
         }
-        let (link_id, mode) = match program.attach(interface, XdpMode::Driver) {
-            Ok(link_id) => (link_id, "native"),
-            Err(_) => (
-                program
-                    .attach(interface, XdpMode::Skb)
-                    .map_err(|source| DatapathError::Xdp {
+        let previous = self
+            .previous
+            .as_mut()
+            .and_then(|previous| previous.take_xdp_link(interface));
+        let mut adopted = false;
+        let mut link_id = None;
+        if let Some(previous) = previous {
+            match XdpLink::try_from(previous).map(|link| program.attach_to_link(link)) {
+                Ok(Ok(id)) => {
+                    adopted = true;
+                    link_id = Some(id);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(target: "sluice::datapath", %interface, %error, "cannot update the previous xdp link in place; attaching anew")
+                }
+                Err(error) => {
+                    tracing::warn!(target: "sluice::datapath", %interface, %error, "previous xdp pin is not an xdp link; attaching anew")
+                }
+            }
+            if !adopted {
+                // Its pin would keep the old program attached (EBUSY).
+                let _ = std::fs::remove_file(
+                    self.pin_dir.join("links").join(format!("xdp-{interface}")),
+                );
+            }
+        }
+        let link_id = match link_id {
+            Some(id) => id,
+            None => match program.attach(interface, XdpMode::Driver) {
+                Ok(id) => id,
+                Err(_) => program.attach(interface, XdpMode::Skb).map_err(|source| {
+                    DatapathError::Xdp {
                         interface: interface.to_string(),
                         source,
-                    })?,
-                "generic",
-            ),
+                    }
+                })?,
+            },
         };
         let link = program
             .take_link(link_id)
             .map_err(program_error("take link"))?;
         let fd_link = FdLink::try_from(link)
             .map_err(|source| DatapathError::NotALink { hook: HOOK, source })?;
-        let path = self.pin_dir.join("links").join(format!("xdp-{interface}"));
-        let pinned = fd_link
-            .pin(&path)
-            .map_err(|source| DatapathError::PinLink {
-                hook: HOOK,
-                path,
-                source,
+        let fd_link = self.publish_link(HOOK, &format!("xdp-{interface}"), fd_link)?;
+        let mode = interface_index(interface)
+            .and_then(|ifindex| xdp_mode::attached_mode(ifindex).ok().flatten())
+            .ok_or_else(|| DatapathError::Xdp {
+                interface: interface.to_string(),
+                source: aya::programs::ProgramError::IOError(std::io::Error::other(
+                    "attached, but the kernel reports no XDP program on the interface",
+                )),
             })?;
-        self.xdp_links.push((interface.to_string(), pinned));
-        Ok(mode)
+        let attachment = XdpAttachment {
+            interface: interface.to_string(),
+            mode,
+            adopted,
+        };
+        self.xdp_links.push((attachment.clone(), fd_link));
+        Ok(attachment)
     }
+
+    /// The XDP attachments made by this daemon.
+    pub fn xdp_attachments(&self) -> impl Iterator<Item = &XdpAttachment> + '_ {
+        self.xdp_links.iter().map(|(attachment, _)| attachment)
+    }
+
+    /// Whether a clean shutdown leaves the pins (and the programs attached).
+    pub fn keeps_pins(&self) -> bool {
+        self.options.keep_pins
+    }
+
+    /// Starts reading the programs' `aya-log` records; they go to `tracing`
+    /// under [`kernel_log::TARGET`] each time the logger is flushed (when its
+    /// fd is readable). Fails when the object has no log map.
+    pub fn take_kernel_logger(&mut self) -> Result<kernel_log::KernelLogger, aya_log::Error> {
+        aya_log::EbpfLogger::init_with_logger(&mut self._ebpf, kernel_log::TracingBridge)
+    }
+}
+
+/// The ifindex of `interface` (`None` when there is no such interface).
+pub fn interface_index(interface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (ifindex != 0).then_some(ifindex)
 }
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        for (interface, link) in self.xdp_links.drain(..) {
-            if let Err(error) = link.unpin() {
-                tracing::warn!(%interface, %error, "cannot unpin xdp link");
-            }
+        if self.options.keep_pins && self.published {
+            tracing::info!(
+                target: "sluice::datapath",
+                pin_dir = %self.pin_dir.display(),
+                "--datapath-keep-pins: programs stay attached and maps pinned for the next start"
+            );
+            return; // our fds close; the pins keep links and maps alive
         }
-        for (hook, link) in self.links.drain(..) {
-            if let Err(error) = link.unpin() {
-                tracing::warn!(hook = hook.attach_point(), %error, "cannot unpin link");
-            }
-        }
+        // Unpinning the links detaches the programs once our fds close.
+        let _ = clear_dir(&self.pin_dir.join("links"));
+        let _ = clear_dir(&self.pin_dir.join(INCOMING));
         for name in map_names::ALL {
             let _ = std::fs::remove_file(self.pin_dir.join(name));
         }
-        let _ = std::fs::remove_dir(self.pin_dir.join("links"));
-        let _ = std::fs::remove_dir(&self.pin_dir);
+        for dir in ["links", INCOMING] {
+            let _ = std::fs::remove_dir(self.pin_dir.join(dir));
+        }
+        if let Err(error) = std::fs::remove_dir(&self.pin_dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(target: "sluice::datapath", pin_dir = %self.pin_dir.display(), %error, "pin directory not removed");
+            }
+        }
     }
 }
 
-fn attach(
-    ebpf: &mut Ebpf,
-    hook: Hook,
-    cgroup: &File,
-    links_dir: &Path,
-) -> Result<PinnedLink, DatapathError> {
+fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<FdLink, DatapathError> {
     let point = hook.attach_point();
     let program_error = |action| {
         move |source| DatapathError::Program {
@@ -300,7 +523,7 @@ fn attach(
             hook: point,
             program: hook.program_name(),
         })?;
-    let link: FdLink = if hook == Hook::SockopsRedirect {
+    let link = if hook == Hook::SockopsRedirect {
         let program: &mut SockOps = program.try_into().map_err(program_error("type check"))?;
         program.load().map_err(program_error("load (verifier)"))?;
         let link_id = program
@@ -321,141 +544,9 @@ fn attach(
             .take_link(link_id)
             .map_err(program_error("take link"))?;
         FdLink::try_from(link)
-    }
-    .map_err(|source| DatapathError::NotALink {
+    };
+    link.map_err(|source| DatapathError::NotALink {
         hook: point,
-        source,
-    })?;
-    let path = links_dir.join(hook.program_name());
-    link.pin(&path).map_err(|source| DatapathError::PinLink {
-        hook: point,
-        path,
         source,
     })
-}
-
-/// Where bpffs is conventionally mounted; mounted here if it is not yet
-/// (as Cilium does) when the pin directory is below it.
-const BPFFS_MOUNT: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-
-fn is_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
-    rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
-}
-
-/// Makes sure the pin directory can live on a bpf filesystem.
-fn ensure_bpffs(pin_dir: &Path) -> Result<(), DatapathError> {
-    let mount_point = Path::new(BPFFS_MOUNT);
-    let mut existing = pin_dir;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(parent) => existing = parent,
-            None => break,
-        }
-    }
-    if is_bpffs(existing) {
-        return Ok(());
-    }
-    let not_bpffs = |reason: String| DatapathError::PinDir {
-        path: pin_dir.to_path_buf(),
-        source: std::io::Error::other(reason),
-    };
-    if existing != mount_point || !pin_dir.starts_with(mount_point) {
-        return Err(not_bpffs(format!(
-            "{} is not on a bpf filesystem",
-            existing.display()
-        )));
-    }
-    // SAFETY: constant NUL-terminated strings.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            c"/sys/fs/bpf".as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(not_bpffs(format!(
-            "mounting bpffs at {BPFFS_MOUNT} failed: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    tracing::info!("mounted bpffs at {BPFFS_MOUNT}");
-    Ok(())
-}
-
-/// Removes a previous daemon's pins: unpinning its links detaches its
-/// programs; its maps go with them (a new start fills fresh maps).
-fn remove_pins(pin_dir: &Path) -> Result<(), DatapathError> {
-    let links_dir = pin_dir.join("links");
-    if let Ok(entries) = std::fs::read_dir(&links_dir) {
-        for entry in entries.flatten() {
-            std::fs::remove_file(entry.path()).map_err(|source| DatapathError::PinDir {
-                path: entry.path(),
-                source,
-            })?;
-        }
-    }
-    for name in map_names::ALL {
-        let path = pin_dir.join(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(DatapathError::PinDir { path, source }),
-        }
-    }
-    Ok(())
-}
-
-/// A pinned link as `sluicectl bpf status` reports it.
-#[derive(Debug, Clone)]
-pub struct PinnedHookStatus {
-    pub hook: Hook,
-    pub link_id: u32,
-    pub program_id: u32,
-}
-
-/// Interfaces with a pinned XDP link under `pin_dir`.
-pub fn pinned_xdp_interfaces(pin_dir: &Path) -> Vec<String> {
-    let mut interfaces: Vec<String> = std::fs::read_dir(pin_dir.join("links"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            name.strip_prefix("xdp-").map(str::to_string)
-        })
-        .collect();
-    interfaces.sort();
-    interfaces
-}
-
-/// The hooks whose links are pinned under `pin_dir` (attached and kept
-/// attached by the pin, whether or not the daemon still runs).
-pub fn pinned_hooks(pin_dir: &Path) -> Vec<PinnedHookStatus> {
-    let mut found = Vec::new();
-    for hook in Hook::ALL {
-        let path = pin_dir.join("links").join(hook.program_name());
-        let Ok(pinned) = PinnedLink::from_pin(&path) else {
-            continue;
-        };
-        let link = FdLink::from(pinned);
-        if let Ok(info) = link.info() {
-            found.push(PinnedHookStatus {
-                hook,
-                link_id: info.id(),
-                program_id: info.program_id(),
-            });
-        }
-    }
-    found
 }

@@ -2,16 +2,16 @@
 //! from a freshly loaded object (the daemon) or opened from their pins
 //! (`sluicectl bpf`, which works while pins remain, daemon or not).
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use aya::Ebpf;
 use sluice_ebpf_common::{
-    map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, Lb6Backend,
-    Lb6ServiceKey, MaglevKey, MaglevTable, RedirectKey, RedirectOriginalDst, ServiceCounters,
-    ServiceInfo, XdpCounters,
+    map_names, BackendCounters, Ipv6Prefix, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey,
+    Lb6Backend, Lb6ServiceKey, MaglevKey, MaglevTable, RedirectKey, RedirectOriginalDst,
+    ServiceCounters, ServiceInfo, XdpCounters, XdpServiceCounters,
 };
 
 use crate::DatapathError;
@@ -27,6 +27,9 @@ pub struct LbMaps {
     pub services6: HashMap<MapData, Lb6ServiceKey, Lb4Service>,
     pub backends6: HashMap<MapData, Lb4BackendKey, Lb6Backend>,
     pub maglev: HashMap<MapData, MaglevKey, MaglevTable>,
+    /// `XDP_SERVICE_COUNTERS`, indexed by the same service ids (zeroed with
+    /// the socket-LB counters when an id is reused).
+    pub xdp_service_counters: PerCpuArray<MapData, XdpServiceCounters>,
 }
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
@@ -75,6 +78,8 @@ impl LbMaps {
             services6: HashMap::try_from(open(LB6_SERVICES)?).map_err(map_error(LB6_SERVICES))?,
             backends6: HashMap::try_from(open(LB6_BACKENDS)?).map_err(map_error(LB6_BACKENDS))?,
             maglev: HashMap::try_from(open(LB_MAGLEV)?).map_err(map_error(LB_MAGLEV))?,
+            xdp_service_counters: PerCpuArray::try_from(open(XDP_SERVICE_COUNTERS)?)
+                .map_err(map_error(XDP_SERVICE_COUNTERS))?,
         })
     }
 
@@ -126,12 +131,35 @@ impl LbMaps {
         })
     }
 
-    /// Zeroes a service's counters on every CPU (before its id is reused).
+    /// Zeroes a service's counters (socket-LB and XDP) on every CPU
+    /// (before its id is reused).
     pub fn zero_service_counters(&mut self, service_id: u32) -> Result<(), DatapathError> {
         let zeros = per_cpu_zeros().map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?;
         self.service_counters
             .set(service_id, zeros, 0)
-            .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))
+            .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?;
+        let zeros = per_cpu_zeros().map_err(map_error(map_names::XDP_SERVICE_COUNTERS))?;
+        self.xdp_service_counters
+            .set(service_id, zeros, 0)
+            .map_err(map_error(map_names::XDP_SERVICE_COUNTERS))
+    }
+
+    /// A service's XDP counters (packets to its ip:port on XDP interfaces)
+    /// summed over CPUs.
+    pub fn xdp_service_counters(
+        &self,
+        service_id: u32,
+    ) -> Result<XdpServiceCounters, DatapathError> {
+        let per_cpu = self
+            .xdp_service_counters
+            .get(&service_id, 0)
+            .map_err(map_error(map_names::XDP_SERVICE_COUNTERS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(XdpServiceCounters::default(), |sum, c| XdpServiceCounters {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+            }))
     }
 
     /// Zeroes a backend's counters on every CPU (before its id is reused).
@@ -337,9 +365,11 @@ impl RedirectMap {
     }
 }
 
-/// The XDP maps: the source deny list and per-interface counters.
+/// The XDP maps: the source deny lists and the per-interface counters (the
+/// per-service ones are in [`LbMaps`], indexed by service id).
 pub struct XdpMaps {
     pub deny4: LpmTrie<MapData, u32, u8>,
+    pub deny6: LpmTrie<MapData, Ipv6Prefix, u8>,
     pub counters: PerCpuArray<MapData, XdpCounters>,
 }
 
@@ -358,42 +388,52 @@ impl XdpMaps {
         Ok(XdpMaps {
             deny4: LpmTrie::try_from(open(map_names::XDP_DENY4)?)
                 .map_err(map_error(map_names::XDP_DENY4))?,
+            deny6: LpmTrie::try_from(open(map_names::XDP_DENY6)?)
+                .map_err(map_error(map_names::XDP_DENY6))?,
             counters: PerCpuArray::try_from(open(map_names::XDP_COUNTERS)?)
                 .map_err(map_error(map_names::XDP_COUNTERS))?,
         })
     }
 
-    /// Adds `address/prefix_len` (IPv4) to the deny list.
-    pub fn deny(
-        &mut self,
-        address: std::net::Ipv4Addr,
-        prefix_len: u32,
-    ) -> Result<(), DatapathError> {
-        self.deny4
-            .insert(&Key::new(prefix_len, u32::from(address).to_be()), 1, 0)
-            .map_err(map_error(map_names::XDP_DENY4))
+    /// Adds `address/prefix_len` to the deny list of its family.
+    pub fn deny(&mut self, address: IpAddr, prefix_len: u32) -> Result<(), DatapathError> {
+        match address {
+            IpAddr::V4(v4) => self
+                .deny4
+                .insert(&Key::new(prefix_len, u32::from(v4).to_be()), 1, 0)
+                .map_err(map_error(map_names::XDP_DENY4)),
+            IpAddr::V6(v6) => self
+                .deny6
+                .insert(&Key::new(prefix_len, v6.octets()), 1, 0)
+                .map_err(map_error(map_names::XDP_DENY6)),
+        }
     }
 
-    /// Removes exactly `address/prefix_len` from the deny list.
-    pub fn allow(
-        &mut self,
-        address: std::net::Ipv4Addr,
-        prefix_len: u32,
-    ) -> Result<(), DatapathError> {
-        self.deny4
-            .remove(&Key::new(prefix_len, u32::from(address).to_be()))
-            .map_err(map_error(map_names::XDP_DENY4))
+    /// Removes exactly `address/prefix_len` from the deny list of its family.
+    pub fn allow(&mut self, address: IpAddr, prefix_len: u32) -> Result<(), DatapathError> {
+        match address {
+            IpAddr::V4(v4) => self
+                .deny4
+                .remove(&Key::new(prefix_len, u32::from(v4).to_be()))
+                .map_err(map_error(map_names::XDP_DENY4)),
+            IpAddr::V6(v6) => self
+                .deny6
+                .remove(&Key::new(prefix_len, v6.octets()))
+                .map_err(map_error(map_names::XDP_DENY6)),
+        }
     }
 
-    /// The deny list as (network address, prefix length), sorted.
-    pub fn denied(&self) -> Result<Vec<(std::net::Ipv4Addr, u32)>, DatapathError> {
+    /// Both deny lists as (network address, prefix length), IPv4 first, sorted.
+    pub fn denied(&self) -> Result<Vec<(IpAddr, u32)>, DatapathError> {
         let mut list = Vec::new();
         for key in self.deny4.keys() {
             let key = key.map_err(map_error(map_names::XDP_DENY4))?;
-            list.push((
-                std::net::Ipv4Addr::from(u32::from_be(key.data())),
-                key.prefix_len(),
-            ));
+            let address = Ipv4Addr::from(u32::from_be(key.data()));
+            list.push((IpAddr::V4(address), key.prefix_len()));
+        }
+        for key in self.deny6.keys() {
+            let key = key.map_err(map_error(map_names::XDP_DENY6))?;
+            list.push((IpAddr::V6(Ipv6Addr::from(key.data())), key.prefix_len()));
         }
         list.sort();
         Ok(list)

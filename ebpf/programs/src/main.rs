@@ -10,27 +10,32 @@
 //! flagged as a redirect to Sluice's L7 listener also has its original
 //! destination recorded (`redirect`). Per-CPU counters count connects per
 //! service and per backend. Map layouts come from `sluice-ebpf-common`.
+//! The XDP program lives in [`xdp`]. Rare events (a connect to a service
+//! without backends, an inconsistent backend slot, XDP deny drops at trace)
+//! are logged through `aya-log-ebpf`; the daemon forwards them to `tracing`
+//! under `sluice::kernel` and sets the kernel-side level at load, so
+//! disabled levels cost one load and a branch.
 #![no_std]
 #![no_main]
 
 mod choice;
 mod lb6;
 mod redirect;
+mod xdp;
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    bindings::xdp_action,
     helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie},
-    macros::{cgroup_sock_addr, map, xdp},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
-    programs::{SockAddrContext, XdpContext},
+    macros::{cgroup_sock_addr, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::SockAddrContext,
     EbpfContext,
 };
+use aya_log_ebpf::{debug, warn};
 use sluice_ebpf_common::{
     BackendCounters, Lb4Backend, Lb4BackendKey, Lb4ReverseKey, Lb4ReverseValue, Lb4Service,
-    Lb4ServiceKey, ServiceCounters, ServiceInfo, XdpCounters, MAX_BACKEND_ENTRIES, MAX_BACKEND_IDS,
-    MAX_DENY_ENTRIES, MAX_IFINDEX, MAX_REVERSE_SK, MAX_SERVICES, PROTO_TCP, PROTO_UDP,
-    SERVICE_FLAG_REDIRECT,
+    Lb4ServiceKey, ServiceCounters, ServiceInfo, MAX_BACKEND_ENTRIES, MAX_BACKEND_IDS,
+    MAX_REVERSE_SK, MAX_SERVICES, PROTO_TCP, PROTO_UDP, SERVICE_FLAG_REDIRECT,
 };
 
 /// Allow the syscall to proceed (with the possibly rewritten address).
@@ -130,54 +135,6 @@ pub fn sluice_recvmsg6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Source CIDRs (IPv4, network order) that XDP drops before the stack.
-#[map(name = "XDP_DENY4")]
-static XDP_DENY4: LpmTrie<u32, u8> = LpmTrie::with_max_entries(MAX_DENY_ENTRIES, 1); // BPF_F_NO_PREALLOC
-
-#[map(name = "XDP_COUNTERS")]
-static XDP_COUNTERS: PerCpuArray<XdpCounters> = PerCpuArray::with_max_entries(MAX_IFINDEX, 0);
-
-const ETH_HEADER_LEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPV4_SOURCE_OFFSET: usize = 12;
-
-/// Counts every packet per interface and drops IPv4 packets whose source
-/// is in `XDP_DENY4`.
-#[xdp]
-pub fn sluice_xdp(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    // SAFETY: the kernel hands XDP programs a valid xdp_md.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let counters = XDP_COUNTERS.get_ptr_mut(ifindex);
-    if let Some(counters) = counters {
-        // SAFETY: per-CPU slot, this program is its only writer on this CPU.
-        unsafe {
-            (*counters).packets += 1;
-            (*counters).bytes += (end - start) as u64;
-        }
-    }
-    if start + ETH_HEADER_LEN + IPV4_SOURCE_OFFSET + 4 > end {
-        return xdp_action::XDP_PASS;
-    }
-    // SAFETY: bounds checked against data_end just above.
-    let ethertype = u16::from_be(unsafe { core::ptr::read_unaligned((start + 12) as *const u16) });
-    if ethertype != ETH_P_IP {
-        return xdp_action::XDP_PASS;
-    }
-    // SAFETY: bounds checked against data_end above.
-    let source = unsafe {
-        core::ptr::read_unaligned((start + ETH_HEADER_LEN + IPV4_SOURCE_OFFSET) as *const u32)
-    };
-    if XDP_DENY4.get(Key::new(32, source)).is_some() {
-        if let Some(counters) = counters {
-            // SAFETY: as above.
-            unsafe { (*counters).dropped += 1 };
-        }
-        return xdp_action::XDP_DROP;
-    }
-    xdp_action::XDP_PASS
-}
-
 /// Where the IPv4 address sits in `bpf_sock_addr`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Family {
@@ -250,6 +207,15 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
     };
     if service.backend_count == 0 {
         count_service(service.service_id, |c| c.no_backend += 1);
+        // Debug, and filtered in the kernel unless `sluice::kernel` is at
+        // debug: an app retrying a dead VIP must not flood the log.
+        debug!(
+            ctx,
+            "connect to service {} ({:i}:{}) left unchanged: no backend",
+            service.service_id,
+            u32::from_be(key.address),
+            u16::from_be(key.port)
+        );
         return;
     }
     let Some(index) = choice::backend_index(ctx.as_ptr(), &service, draw) else {
@@ -264,6 +230,15 @@ fn forward(ctx: &SockAddrContext, family: Family, draw: u32) {
     // SAFETY: copied out immediately.
     let Some(backend) = (unsafe { LB4_BACKENDS.get(&backend_key) }).copied() else {
         count_service(service.service_id, |c| c.no_backend += 1);
+        // The service entry names a backend slot userspace did not fill:
+        // a sync bug, never expected.
+        warn!(
+            ctx,
+            "service {} slot {} has no backend at index {}",
+            service.service_id,
+            service.slot,
+            backend_key.index
+        );
         return;
     };
     set_destination(sock_addr, family, backend.address, backend.port);

@@ -12,9 +12,10 @@ use sluice_ebpf::common::{
     map_names, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, MODE_REDIRECT, MODE_SOCKET_LB,
     PROTO_TCP, PROTO_UDP,
 };
-use sluice_ebpf::maps::{LbMaps, XdpMaps};
+use sluice_ebpf::maps::LbMaps;
 use sluice_ebpf::Hook;
 
+use super::bpf_xdp::{self, DenylistAction};
 use super::Output;
 
 #[derive(Debug, Clone, Subcommand)]
@@ -39,112 +40,13 @@ pub enum BpfCommand {
     },
 }
 
-#[derive(Debug, Clone, Subcommand)]
-pub enum DenylistAction {
-    /// Drop packets from this IPv4 CIDR (e.g. 192.0.2.0/24).
-    Add { cidr: String },
-    /// Stop dropping exactly this CIDR.
-    Del { cidr: String },
-    /// The CIDRs dropped.
-    List,
-}
-
-/// Parses `a.b.c.d/len` (or a bare address, /32), masking host bits.
-pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u32), String> {
-    let (address, prefix_len) = match text.split_once('/') {
-        Some((address, len)) => (
-            address,
-            len.parse::<u32>()
-                .ok()
-                .filter(|len| *len <= 32)
-                .ok_or_else(|| format!("'{text}': prefix length must be 0..=32"))?,
-        ),
-        None => (text, 32),
-    };
-    let address: Ipv4Addr = address
-        .parse()
-        .map_err(|_| format!("'{text}' is not an IPv4 CIDR (IPv6 is not supported yet)"))?;
-    let mask = if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix_len)
-    };
-    Ok((Ipv4Addr::from(u32::from(address) & mask), prefix_len))
-}
-
-fn denylist(action: &DenylistAction, pin_dir: &Path) -> Result<Value, String> {
-    // Bad input is reported before looking for the daemon's maps.
-    let cidr = match action {
-        DenylistAction::Add { cidr } | DenylistAction::Del { cidr } => Some(parse_cidr(cidr)?),
-        DenylistAction::List => None,
-    };
-    let mut maps = XdpMaps::open_pinned(pin_dir).map_err(|e| e.to_string())?;
-    match (action, cidr) {
-        (DenylistAction::Add { .. }, Some((address, len))) => {
-            maps.deny(address, len).map_err(|e| e.to_string())?;
-        }
-        (DenylistAction::Del { .. }, Some((address, len))) => {
-            maps.allow(address, len)
-                .map_err(|e| format!("{address}/{len} is not in the deny list ({e})"))?;
-        }
-        _ => {}
-    }
-    let list = maps.denied().map_err(|e| e.to_string())?;
-    Ok(Value::Array(
-        list.iter()
-            .map(|(address, len)| json!(format!("{address}/{len}")))
-            .collect(),
-    ))
-}
-
-fn xdp_counters(
-    pin_dir: &Path,
-    counters: &mut serde_json::Map<String, Value>,
-) -> Result<(), String> {
-    let interfaces = sluice_ebpf::pinned_xdp_interfaces(pin_dir);
-    if interfaces.is_empty() {
-        return Ok(());
-    }
-    let maps = XdpMaps::open_pinned(pin_dir).map_err(|e| e.to_string())?;
-    for interface in interfaces {
-        let Ok(name) = std::ffi::CString::new(interface.clone()) else {
-            continue;
-        };
-        // SAFETY: NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            continue; // the interface is gone
-        }
-        let c = maps
-            .interface_counters(ifindex)
-            .map_err(|e| e.to_string())?;
-        let prefix = format!("datapath.xdp.{interface}");
-        counters.insert(format!("{prefix}.packets"), json!(c.packets));
-        counters.insert(format!("{prefix}.bytes"), json!(c.bytes));
-        counters.insert(format!("{prefix}.dropped"), json!(c.dropped));
-    }
-    Ok(())
-}
-
 pub fn run(command: &BpfCommand, pin_dir: &Path, output: Output) -> Result<String, String> {
     if let BpfCommand::Status = command {
         return Ok(render(output, status(pin_dir), status_text));
     }
     if let BpfCommand::Denylist { action } = command {
-        let value = denylist(action, pin_dir)?;
-        return Ok(render(output, value, |v| {
-            let lines: String = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|cidr| format!("{}\n", cidr.as_str().unwrap_or("")))
-                .collect();
-            if lines.is_empty() {
-                "deny list is empty\n".into()
-            } else {
-                lines
-            }
-        }));
+        let value = bpf_xdp::denylist(action, pin_dir)?;
+        return Ok(render(output, value, bpf_xdp::denylist_text));
     }
     let maps = LbMaps::open_pinned(pin_dir).map_err(|e| {
         format!(
@@ -159,7 +61,7 @@ pub fn run(command: &BpfCommand, pin_dir: &Path, output: Output) -> Result<Strin
         BpfCommand::Counters => {
             let mut value = counters(&maps)?;
             if let Value::Object(counters) = &mut value {
-                xdp_counters(pin_dir, counters)?;
+                bpf_xdp::interface_counters(pin_dir, counters)?;
             }
             value
         }
@@ -201,7 +103,7 @@ fn status(pin_dir: &Path) -> Value {
         .map(|name| json!({"map": name, "pinned": pin_dir.join(name).exists()}))
         .collect();
     let xdp = sluice_ebpf::pinned_xdp_interfaces(pin_dir);
-    json!({"pin_dir": pin_dir.display().to_string(), "hooks": hooks, "xdp_interfaces": xdp, "maps": maps})
+    json!({"pin_dir": pin_dir.display().to_string(), "hooks": hooks, "xdp_interfaces": xdp, "xdp": bpf_xdp::status(pin_dir), "maps": maps})
 }
 
 fn status_text(value: &Value) -> String {
@@ -218,10 +120,11 @@ fn status_text(value: &Value) -> String {
             text += &format!("{:<22} not attached\n", hook["hook"].as_str().unwrap_or(""));
         }
     }
-    for interface in value["xdp_interfaces"].as_array().into_iter().flatten() {
+    for xdp in value["xdp"].as_array().into_iter().flatten() {
         text += &format!(
-            "xdp                    attached to {}\n",
-            interface.as_str().unwrap_or("")
+            "xdp                    attached to {} ({})\n",
+            xdp["interface"].as_str().unwrap_or(""),
+            xdp["mode"].as_str().unwrap_or("")
         );
     }
     for map in value["maps"].as_array().into_iter().flatten() {
@@ -369,8 +272,9 @@ fn backends_text(value: &Value) -> String {
     text
 }
 
-/// Named counters: `datapath.lb4.service.<vip>:<port>/<proto>.connects|no_backend|redirects`
-/// and `datapath.lb4.backend.<address>:<port>.connects`.
+/// Named counters: `datapath.lb4.service.<vip>:<port>/<proto>.connects|no_backend|redirects`,
+/// `datapath.xdp.service.<vip>:<port>/<proto>.packets|bytes` (XDP) and
+/// `datapath.lb4.backend.<address>:<port>.connects`.
 fn counters(maps: &LbMaps) -> Result<Value, String> {
     let mut counters = serde_json::Map::new();
     for (key, service) in maps.service_entries().map_err(|e| e.to_string())? {
@@ -386,6 +290,12 @@ fn counters(maps: &LbMaps) -> Result<Value, String> {
         counters.insert(format!("{name}.connects"), json!(c.connects));
         counters.insert(format!("{name}.no_backend"), json!(c.no_backend));
         counters.insert(format!("{name}.redirects"), json!(c.redirects));
+        let xdp = maps
+            .xdp_service_counters(service.service_id)
+            .map_err(|e| e.to_string())?;
+        let name = name.replacen("datapath.lb4.service.", "datapath.xdp.service.", 1);
+        counters.insert(format!("{name}.packets"), json!(xdp.packets));
+        counters.insert(format!("{name}.bytes"), json!(xdp.bytes));
     }
     for (_, backend) in maps.backend_entries().map_err(|e| e.to_string())? {
         let name = format!(
@@ -492,31 +402,5 @@ fn generic_text(value: &Value) -> String {
             .map(|entry| format!("{} => {}\n", entry["key"], entry["value"]))
             .collect(),
         other => format!("{other}\n"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_cidr;
-
-    #[test]
-    fn cidrs_are_parsed_and_masked() {
-        assert_eq!(
-            parse_cidr("192.0.2.77/24"),
-            Ok(("192.0.2.0".parse().unwrap(), 24))
-        );
-        assert_eq!(
-            parse_cidr("192.0.2.7"),
-            Ok(("192.0.2.7".parse().unwrap(), 32))
-        );
-        assert_eq!(
-            parse_cidr("10.1.2.3/0"),
-            Ok(("0.0.0.0".parse().unwrap(), 0))
-        );
-        assert!(parse_cidr("192.0.2.0/33").unwrap_err().contains("0..=32"));
-        assert!(parse_cidr("fd00::/8")
-            .unwrap_err()
-            .contains("not an IPv4 CIDR"));
-        assert!(parse_cidr("nonsense").is_err());
     }
 }

@@ -13,11 +13,20 @@
 //! redirected by the kernel to the daemon's `--datapath-redirect-to`
 //! address ([`redirect`]), bound before the first such service reaches the
 //! kernel.
+//!
+//! Start order (no gap when a previous daemon's pins are taken over): load
+//! fresh maps, fill them from the plan, attach the hooks next to the
+//! previous ones, update XDP links in place, then retire the previous links.
+//! `--datapath-keep-pins` leaves everything attached and pinned on a clean
+//! shutdown, so the kernel keeps forwarding across a restart. What is
+//! attached (or why not) is in `/server_info` ([`status`]).
 
+pub mod kernel_log;
 pub mod maglev;
 pub mod plan;
 pub mod redirect;
 pub mod stats;
+pub mod status;
 pub mod sync;
 
 use std::net::SocketAddrV4;
@@ -26,7 +35,9 @@ use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use futures_util::FutureExt;
-use sluice_ebpf::{Datapath, Hook};
+use sluice_ebpf::maps::XdpMaps;
+use sluice_ebpf::{Datapath, Hook, LoadOptions};
+use status::{DatapathStatus, StatusCell, XdpInterfaceStatus};
 
 use crate::listener::ListenerManager;
 use crate::stats::Store;
@@ -64,8 +75,9 @@ pub struct DatapathFlags {
     #[arg(long = "datapath-pin-dir", value_name = "PATH", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
 
-    /// Interface to attach XDP to (per-interface counters, source CIDR deny
-    /// list); repeatable.
+    /// Interface to attach XDP to (per-interface and per-service counters,
+    /// IPv4/IPv6 source CIDR deny lists); native (driver) mode where the
+    /// driver has it, generic otherwise; repeatable.
     #[arg(long = "datapath-xdp-iface", value_name = "NAME")]
     pub xdp_interfaces: Vec<String>,
 
@@ -80,6 +92,13 @@ pub struct DatapathFlags {
         value_parser = redirect::parse_redirect_to
     )]
     pub redirect_to: SocketAddrV4,
+
+    /// On a clean shutdown, leave the programs attached and maps and links
+    /// pinned, so the kernel keeps forwarding (with the last maps) until the
+    /// next start, which takes them over without a gap. Without it, a clean
+    /// shutdown detaches and unpins everything.
+    #[arg(long = "datapath-keep-pins")]
+    pub keep_pins: bool,
 }
 
 impl DatapathFlags {
@@ -101,11 +120,15 @@ impl DatapathFlags {
 pub struct DatapathHandle {
     datapath: Arc<Mutex<Option<Datapath>>>,
     sync_task: tokio::task::JoinHandle<()>,
+    kernel_log_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for DatapathHandle {
     fn drop(&mut self) {
         self.sync_task.abort();
+        if let Some(task) = &self.kernel_log_task {
+            task.abort();
+        }
         let datapath = self
             .datapath
             .lock()
@@ -171,16 +194,46 @@ fn plan_with_redirects(
     }
 }
 
-/// Starts the datapath for this configuration. `Err(exit code)` when
-/// `--datapath required` cannot be honoured.
+impl DatapathMode {
+    fn name(self) -> &'static str {
+        match self {
+            DatapathMode::Off => "off",
+            DatapathMode::Auto => "auto",
+            DatapathMode::Required => "required",
+        }
+    }
+}
+
+/// Starts the datapath for this configuration and records what it did in
+/// `status_cell`. `Err(exit code)` when `--datapath required` cannot be
+/// honoured.
 pub fn start(
     flags: &DatapathFlags,
     listeners: Arc<ListenerManager>,
     clusters: Arc<ClusterManager>,
     store: &Store,
+    status_cell: &StatusCell,
+) -> Result<Option<DatapathHandle>, i32> {
+    let mut status = DatapathStatus::new(
+        flags.datapath_mode.name(),
+        flags.pin_dir.display().to_string(),
+        flags.keep_pins,
+    );
+    let result = start_recording(flags, listeners, clusters, store, &mut status);
+    status_cell.set(status);
+    result
+}
+
+fn start_recording(
+    flags: &DatapathFlags,
+    listeners: Arc<ListenerManager>,
+    clusters: Arc<ClusterManager>,
+    store: &Store,
+    status: &mut DatapathStatus,
 ) -> Result<Option<DatapathHandle>, i32> {
     let store = store.clone();
     if flags.datapath_mode == DatapathMode::Off {
+        status.reason = Some("--datapath off".into());
         return Ok(None);
     }
     let initial = derive_plan(
@@ -196,20 +249,41 @@ pub fn start(
         && flags.xdp_interfaces.is_empty()
     {
         tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration and no --datapath-xdp-iface; kernel hooks not attached");
+        status.reason =
+            Some("no socket-LB service in the configuration and no --datapath-xdp-iface".into());
         return Ok(None);
     }
     let cgroup = flags.cgroup();
-    let mut datapath = match Datapath::start(&cgroup, &flags.pin_dir) {
-        Ok(datapath) => datapath,
-        Err(error) if flags.datapath_mode == DatapathMode::Required => {
+    status.cgroup = Some(cgroup.display().to_string());
+    // Every failure below leaves the whole kernel datapath off: `auto`
+    // says so once and serves in userspace, `required` exits.
+    let off = |status: &mut DatapathStatus, error: &dyn std::fmt::Display| {
+        status.reason = Some(error.to_string());
+        if flags.datapath_mode == DatapathMode::Required {
             eprintln!("--datapath required: {error}");
             return Err(1);
         }
+        tracing::warn!(target: "sluice::datapath", "kernel datapath off ({} not attached): {error}; serving in userspace", hooks_list());
+        Ok(None)
+    };
+    let options = LoadOptions {
+        keep_pins: flags.keep_pins,
+        kernel_log_level: sluice_ebpf::kernel_log::kernel_level(),
+    };
+    let mut datapath = match Datapath::load(&cgroup, &flags.pin_dir, options) {
+        Ok(datapath) => datapath,
         Err(error) => {
-            tracing::warn!(target: "sluice::datapath", "kernel datapath off ({} not attached): {error}; serving in userspace", hooks_list());
-            return Ok(None);
+            // Nothing was touched: a previous daemon's pinned programs keep
+            // forwarding with their last maps, which nobody keeps in sync.
+            let previous = sluice_ebpf::pinned_hooks(&flags.pin_dir).len();
+            if previous > 0 {
+                tracing::warn!(target: "sluice::datapath", pin_dir = %flags.pin_dir.display(), "{previous} hooks of a previous daemon stay attached with their last maps, not kept in sync; remove the pins to detach them");
+            }
+            return off(status, &error);
         }
     };
+    status.took_over_pins = datapath.took_over();
+    // The redirect address is served before the kernel redirects to it.
     let mut redirect = redirect::RedirectListener::new(flags.redirect_to, &store);
     let initial = match plan_with_redirects(&listeners, &clusters, &mut redirect, &datapath) {
         Ok(plan) => plan,
@@ -222,37 +296,71 @@ pub fn start(
             plan
         }
     };
+    // Maps are complete before any hook sees them.
     let mut syncer = sync::Syncer::default();
     if let Err(error) = syncer.apply(&initial, datapath.maps()) {
-        if flags.datapath_mode == DatapathMode::Required {
-            eprintln!("--datapath required: {error}");
-            return Err(1);
-        }
-        tracing::warn!(target: "sluice::datapath", "kernel datapath off: {error}; serving in userspace");
-        return Ok(None);
+        return off(status, &error);
+    }
+    if let Err(error) = datapath.attach_hooks() {
+        return off(status, &error);
     }
     for interface in &flags.xdp_interfaces {
         match datapath.attach_xdp(interface) {
-            Ok(mode) => {
-                tracing::info!(target: "sluice::datapath", %interface, mode, "xdp attached ({mode} mode)")
+            Ok(attached) => {
+                let mode = attached.mode.as_str();
+                tracing::info!(target: "sluice::datapath", %interface, mode, adopted = attached.adopted, "xdp attached ({mode} mode)");
+                status.xdp_interfaces.push(XdpInterfaceStatus {
+                    interface: interface.clone(),
+                    mode: mode.into(),
+                    adopted: attached.adopted,
+                    error: None,
+                });
             }
             Err(error) if flags.datapath_mode == DatapathMode::Required => {
                 eprintln!("--datapath required: {error}");
                 return Err(1);
             }
             Err(error) => {
-                tracing::warn!(target: "sluice::datapath", "{error}; no XDP on {interface}")
+                tracing::warn!(target: "sluice::datapath", "{error}; no XDP on {interface}");
+                status.xdp_interfaces.push(XdpInterfaceStatus {
+                    interface: interface.clone(),
+                    mode: "off".into(),
+                    adopted: false,
+                    error: Some(error.to_string()),
+                });
             }
         }
     }
+    datapath.finish_handover();
+    let xdp_maps = match XdpMaps::open_pinned(&flags.pin_dir) {
+        Ok(maps) => Some(maps),
+        Err(error) => {
+            tracing::warn!(target: "sluice::datapath", %error, "xdp counters not exported");
+            None
+        }
+    };
+    let kernel_log_task = match datapath.take_kernel_logger() {
+        Ok(logger) => kernel_log::spawn(logger),
+        Err(error) => {
+            tracing::warn!(target: "sluice::datapath", %error, "kernel log records not forwarded");
+            None
+        }
+    };
     tracing::info!(
         target: "sluice::datapath",
         cgroup = %cgroup.display(),
         pin_dir = %flags.pin_dir.display(),
         services = initial.services.len(),
+        keep_pins = flags.keep_pins,
+        took_over = status.took_over_pins,
         "socket load balancing attached ({})",
         hooks_list()
     );
+    status.active = true;
+    status.hooks_attached = datapath.hooks().map(|hook| hook.attach_point()).collect();
+    status
+        .hooks_off
+        .retain(|point| !status.hooks_attached.contains(point));
     let datapath = Arc::new(Mutex::new(Some(datapath)));
     let sync_task = tokio::spawn(keep_in_sync(
         listeners,
@@ -261,10 +369,12 @@ pub fn start(
         redirect,
         datapath.clone(),
         store,
+        stats::XdpExport::new(xdp_maps, &status.xdp_interfaces),
     ));
     Ok(Some(DatapathHandle {
         datapath,
         sync_task,
+        kernel_log_task,
     }))
 }
 
@@ -279,6 +389,7 @@ async fn keep_in_sync(
     mut redirect: redirect::RedirectListener,
     datapath: Arc<Mutex<Option<Datapath>>>,
     store: Store,
+    mut xdp_export: stats::XdpExport,
 ) {
     let mut listener_changes = listeners.subscribe();
     let mut cluster_set_changes = clusters.subscribe();
@@ -340,6 +451,7 @@ async fn keep_in_sync(
             }
         } else {
             export.export(&store, &syncer, datapath.maps());
+            xdp_export.export(&mut export, &store, &syncer, datapath.maps());
         }
     }
 }

@@ -5,11 +5,15 @@
 //! Names: `datapath.socket_lb.<listener>.connects`, `.no_backend` and
 //! `.redirects` (connects sent to Sluice's L7 listener) per service (the
 //! `bind_to_port: false` listener it comes from), and
-//! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend.
+//! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend. XDP
+//! ([`XdpExport`]): `datapath.xdp.interface.<iface>.packets|bytes|dropped`
+//! and `datapath.xdp.service.<listener>.packets|bytes` (packets arriving on
+//! an XDP interface for the service's ip:port); `/stats/prometheus` turns
+//! the interface and service into labels (`stats::tags`).
 
 use std::collections::HashMap;
 
-use sluice_ebpf::maps::LbMaps;
+use sluice_ebpf::maps::{LbMaps, XdpMaps};
 
 use super::sync::Syncer;
 use crate::stats::Store;
@@ -56,6 +60,57 @@ impl CounterExport {
         let counter = store.counter(&name);
         if increase > 0 {
             counter.add(increase);
+        }
+    }
+}
+
+/// Exports the XDP counters (per attached interface and per service).
+pub struct XdpExport {
+    maps: Option<XdpMaps>,
+    /// Attached interfaces and their ifindex.
+    interfaces: Vec<(String, u32)>,
+}
+
+impl XdpExport {
+    pub fn new(maps: Option<XdpMaps>, attached: &[super::status::XdpInterfaceStatus]) -> Self {
+        let interfaces = attached
+            .iter()
+            .filter(|xdp| xdp.error.is_none())
+            .filter_map(|xdp| {
+                let ifindex = sluice_ebpf::interface_index(&xdp.interface)?;
+                Some((xdp.interface.clone(), ifindex))
+            })
+            .collect();
+        XdpExport { maps, interfaces }
+    }
+
+    /// Adds what XDP counted since the last export.
+    pub fn export(
+        &mut self,
+        counters: &mut CounterExport,
+        store: &Store,
+        syncer: &Syncer,
+        lb: &LbMaps,
+    ) {
+        if self.interfaces.is_empty() {
+            return;
+        }
+        if let Some(maps) = &self.maps {
+            for (interface, ifindex) in &self.interfaces {
+                if let Ok(c) = maps.interface_counters(*ifindex) {
+                    let prefix = format!("datapath.xdp.interface.{interface}");
+                    counters.add(store, format!("{prefix}.packets"), c.packets);
+                    counters.add(store, format!("{prefix}.bytes"), c.bytes);
+                    counters.add(store, format!("{prefix}.dropped"), c.dropped);
+                }
+            }
+        }
+        for (listener, service_id) in syncer.services() {
+            if let Ok(c) = lb.xdp_service_counters(service_id) {
+                let prefix = format!("datapath.xdp.service.{listener}");
+                counters.add(store, format!("{prefix}.packets"), c.packets);
+                counters.add(store, format!("{prefix}.bytes"), c.bytes);
+            }
         }
     }
 }

@@ -71,6 +71,9 @@ impl AdminContext for ServerAdmin {
             "node": node,
             "uptime_current_epoch": uptime,
             "uptime_all_epochs": uptime,
+            // Not in Envoy: the kernel datapath (hooks, cgroup, pins, XDP
+            // interfaces and their mode).
+            "datapath": server.datapath_status.to_json(),
         })
     }
 

@@ -68,6 +68,8 @@ pub struct Server {
     pub live: AtomicBool,
     pub shutting_down: AtomicBool,
     pub runtime: crate::admin::Runtime,
+    /// What the kernel datapath attached (the `datapath` of `/server_info`).
+    pub datapath_status: crate::datapath::status::StatusCell,
     pub quit: Notify,
     state_gauge: Gauge,
     live_gauge: Gauge,
@@ -150,6 +152,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
         live: AtomicBool::new(false),
         shutting_down: AtomicBool::new(false),
         runtime,
+        datapath_status: Default::default(),
         quit: Notify::new(),
     });
     server.state_gauge.set(2); // PRE_INITIALIZING
@@ -198,6 +201,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
         server.listeners.clone(),
         server.snapshot.clusters.clone(),
         &store,
+        &server.datapath_status,
     ) {
         Ok(datapath) => datapath,
         Err(exit_code) => return exit_code,

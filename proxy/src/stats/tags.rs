@@ -71,6 +71,13 @@ const DEFAULT_EXTRACTORS: &[(&str, &str)] = &[
     ("envoy.rds_route_config", r"^http\..*?\.rds\.((.*?)\.)\w+?$"),
     // listener_manager.(worker_<id>.)*
     ("envoy.worker_id", r"^listener_manager\.((worker_\d+)\.)"),
+    // Sluice's kernel counters: datapath.xdp.interface.(<iface>.)<stat>
+    // and datapath.xdp.service.(<listener>.)<stat>.
+    (
+        "sluice.xdp_interface",
+        r"^datapath\.xdp\.interface\.((.*)\.)\w+$",
+    ),
+    ("sluice.service", r"^datapath\.xdp\.service\.((.*)\.)\w+$"),
 ];
 
 static EXTRACTORS: LazyLock<Vec<Extractor>> = LazyLock::new(|| {
@@ -231,6 +238,20 @@ mod tests {
                 ("envoy.virtual_cluster", "other"),
                 ("envoy.virtual_host", "api"),
             ],
+        );
+    }
+
+    #[test]
+    fn xdp_interface_and_service_become_tags() {
+        check(
+            "datapath.xdp.interface.eth0.100.packets",
+            "datapath.xdp.interface.packets",
+            &[("sluice.xdp_interface", "eth0.100")],
+        );
+        check(
+            "datapath.xdp.service.kube_dns_vip.bytes",
+            "datapath.xdp.service.bytes",
+            &[("sluice.service", "kube_dns_vip")],
         );
     }
 }
