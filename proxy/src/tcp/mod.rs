@@ -1,5 +1,6 @@
 //! L4 proxying: the `envoy.filters.network.tcp_proxy` network filter.
 
 pub mod proxy;
+mod relay;
 
 pub use proxy::TcpProxy;

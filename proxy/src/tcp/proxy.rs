@@ -3,6 +3,7 @@
 //! idle timeout, counting `tcp.<stat_prefix>.*` stats and writing access logs.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use tokio::net::TcpStream;
 
+use super::relay::{relay_both, ByteCounts};
 use crate::access_log::AccessLogs;
-use crate::activity::{Activity, Tracked};
+use crate::activity::Activity;
 use crate::config::context::CompileContext;
 use crate::config::proto::timeout_or;
 use crate::config::{ConfigError, ConfigErrors};
@@ -172,18 +174,17 @@ impl TcpProxy {
 
         let activity = Activity::default();
         activity.touch();
-        let mut down = Tracked::new(downstream, activity.clone());
-        let mut up = Tracked::new(upstream, activity.clone());
+        let counts = ByteCounts::default();
         {
-            let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
-            tokio::pin!(copy);
+            let relay = relay_both(&downstream, upstream.get_ref(), &activity, &counts);
+            tokio::pin!(relay);
             loop {
                 let wait = match self.idle_timeout {
                     Some(idle) => idle.saturating_sub(activity.idle_for()),
                     None => Duration::from_secs(86400),
                 };
                 tokio::select! {
-                    result = &mut copy => {
+                    result = &mut relay => {
                         if result.is_err() {
                             info.add_flag(ResponseFlag::UpstreamConnectionTermination);
                         }
@@ -200,12 +201,12 @@ impl TcpProxy {
                 }
             }
         }
-        info.bytes_received = down.bytes_read;
-        info.bytes_sent = down.bytes_written;
-        self.stats.downstream_cx_rx_bytes_total.add(down.bytes_read);
-        self.stats
-            .downstream_cx_tx_bytes_total
-            .add(down.bytes_written);
+        let received = counts.downstream_rx.load(Ordering::Relaxed);
+        let sent = counts.downstream_tx.load(Ordering::Relaxed);
+        info.bytes_received = received;
+        info.bytes_sent = sent;
+        self.stats.downstream_cx_rx_bytes_total.add(received);
+        self.stats.downstream_cx_tx_bytes_total.add(sent);
         self.finish(info);
     }
 

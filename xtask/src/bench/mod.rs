@@ -41,7 +41,11 @@ options:
   --profile P         Sluice build profile: release (default) or dev (reuses the
                       debug binary the tests build; numbers then mean little)
   --no-doc            do not update BENCHMARKS.md (full runs update it by default)
-  --no-pin            do not pin with taskset";
+  --no-pin            do not pin with taskset
+
+environment:
+  SLUICE_BENCH_BINARY  bench this Sluice binary instead of building one (e.g. the
+                       build before a change, for a before/after pair)";
 
 /// The marked section of BENCHMARKS.md the harness rewrites.
 const DOC_BEGIN: &str = "<!-- cargo xtask bench: results begin -->";
@@ -282,8 +286,8 @@ fn print_progress(run: &Run, scenario: Scenario) {
     );
 }
 
-/// Builds Sluice, installs Envoy (the test suite's venv), checks pinning.
-fn prepare_tools(root: &Path, options: &Options) -> Result<Tools, String> {
+/// Builds Sluice and returns its binary.
+fn build_sluice(root: &Path, options: &Options) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -302,10 +306,22 @@ fn prepare_tools(root: &Path, options: &Options) -> Result<Tools, String> {
     if !status.success() {
         return Err(format!("cargo build of Sluice failed ({status})"));
     }
-    let sluice = root
+    Ok(root
         .join("target")
         .join(if options.release { "release" } else { "debug" })
-        .join("sluice");
+        .join("sluice"))
+}
+
+/// Builds Sluice (or takes SLUICE_BENCH_BINARY), installs Envoy (the test suite's venv), checks pinning.
+fn prepare_tools(root: &Path, options: &Options) -> Result<Tools, String> {
+    let sluice = match std::env::var_os("SLUICE_BENCH_BINARY") {
+        // A prebuilt binary (e.g. the build before a change), used as is.
+        Some(binary) => {
+            println!("bench: Sluice binary from SLUICE_BENCH_BINARY: {binary:?}");
+            PathBuf::from(binary)
+        }
+        None => build_sluice(root, options)?,
+    };
     let entry =
         crate::test_suite::ensure_envoy(root).map_err(|e| format!("cannot install Envoy: {e}"))?;
     let envoy = peers::real_envoy_binary(Path::new(&entry));

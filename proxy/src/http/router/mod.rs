@@ -25,6 +25,7 @@ mod header_mutation;
 mod redirect;
 mod request;
 mod rewrite;
+mod route_index;
 mod route_match;
 mod string_match;
 mod table;

@@ -16,6 +16,7 @@ use super::forward::{ClusterSpecifier, ForwardAction, WeightedClusterEntry};
 use super::header_mutation::HeaderMutations;
 use super::redirect::{DirectResponse, RedirectAction, DEFAULT_MAX_DIRECT_RESPONSE_BODY_BYTES};
 use super::request;
+use super::route_index::{RouteIndex, INDEX_MIN_ROUTES};
 use super::route_match::RouteMatcher;
 use crate::config::{ConfigError, ConfigErrors};
 use crate::stream_info::StreamInfo;
@@ -43,6 +44,9 @@ pub struct Route {
 pub struct VirtualHost {
     pub name: String,
     pub routes: Vec<Route>,
+    /// Candidate routes by literal path prefix; `None` for short route lists,
+    /// which are scanned in order.
+    route_index: Option<RouteIndex>,
     /// `require_tls`: requests that do not meet it get [`Self::tls_redirect`].
     pub require_tls: TlsRequirementType,
     /// The route [`RouteTable::find`] returns when `require_tls` is not met:
@@ -259,10 +263,7 @@ impl RouteTable {
         if self.ignore_path_parameters_in_path_matching {
             path = path.split(';').next().unwrap_or(path);
         }
-        let route = virtual_host
-            .routes
-            .iter()
-            .find(|route| route.matcher.matches(req, path, random))?;
+        let route = virtual_host.first_match(req, path, random)?;
         Some(RouteMatch {
             virtual_host,
             route,
@@ -341,6 +342,40 @@ fn needs_tls_redirect(requirement: TlsRequirementType, req: &Parts) -> bool {
                 .is_some_and(|v| v.as_bytes() == b"true");
             !secure && !internal
         }
+    }
+}
+
+impl VirtualHost {
+    /// The first route, in configuration order, that matches the request
+    /// (`path` without query, as [`RouteMatcher::matches`] takes it).
+    fn first_match(&self, req: &Parts, path: &str, random: u64) -> Option<&Route> {
+        let matches = |route: &Route| route.matcher.matches(req, path, random);
+        match &self.route_index {
+            Some(index) => index
+                .first_match(path, |i| matches(&self.routes[i]))
+                .map(|i| &self.routes[i]),
+            None => self.routes.iter().find(|route| matches(route)),
+        }
+    }
+
+    /// [`Self::first_match`] by trying every route in order, without the
+    /// index: the reference the index must agree with.
+    #[cfg(test)]
+    pub(super) fn first_match_linear(
+        &self,
+        req: &Parts,
+        path: &str,
+        random: u64,
+    ) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|route| route.matcher.matches(req, path, random))
+    }
+
+    /// True when lookups go through the prefix index.
+    #[cfg(test)]
+    pub(super) fn is_indexed(&self) -> bool {
+        self.route_index.is_some()
     }
 }
 
@@ -446,9 +481,12 @@ fn compile_virtual_host(
         request_headers: HeaderMutations::default(),
         response_headers: HeaderMutations::default(),
     });
+    let route_index = (routes.len() >= INDEX_MIN_ROUTES)
+        .then(|| RouteIndex::build(routes.iter().map(|route| &route.matcher.path)));
     errors.into_result(VirtualHost {
         name: config.name.clone(),
         routes,
+        route_index,
         require_tls,
         tls_redirect,
         request_headers,

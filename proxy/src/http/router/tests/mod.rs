@@ -112,4 +112,5 @@ pub(super) fn weighted(clusters: &[(&str, u32)], total: Option<u32>) -> RouteAct
 
 mod actions;
 mod headers_and_errors;
+mod route_index;
 mod selection;
