@@ -36,7 +36,11 @@ options:
   --pushes N         pushes per case (default 10)
   --case SxE         only this case, e.g. 1x10 or 100x100 (repeatable)
   --profile dev      use the debug build instead of release
-  -h, --help         this text";
+  --no-build         use target/<profile>/sluice and sluicectl as they are
+  --sluice-arg ARG   pass ARG to sluice (repeatable), e.g. --sluice-arg
+                     --component-log-level --sluice-arg xds:debug,datapath:debug
+
+The daemon's log of each case is kept in target/xds-kernel/.  -h, --help         this text";
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 const BPFFS: &str = "/sys/fs/bpf";
@@ -47,6 +51,8 @@ struct Options {
     pushes: usize,
     cases: Vec<(usize, usize)>,
     release: bool,
+    build: bool,
+    sluice_args: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
@@ -54,6 +60,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         pushes: 10,
         cases: Vec::new(),
         release: true,
+        build: true,
+        sluice_args: Vec::new(),
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -84,6 +92,8 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
                     })?;
                 options.cases.push(case);
             }
+            "--no-build" => options.build = false,
+            "--sluice-arg" => options.sluice_args.push(value("--sluice-arg")?),
             "--profile" => match value("--profile")?.as_str() {
                 "dev" => options.release = false,
                 "release" => options.release = true,
@@ -128,7 +138,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let root = crate::workspace_root();
-    let binaries = build(&root, options.release)?;
+    let mut binaries = build(&root, options.release, options.build)?;
+    binaries.sluice_args = options.sluice_args.clone();
     let mut table = Vec::new();
     for &(services, endpoints) in &options.cases {
         for api_type in ["GRPC", "DELTA_GRPC"] {
@@ -155,9 +166,30 @@ pub fn run(args: &[String]) -> Result<(), String> {
 struct Binaries {
     sluice: PathBuf,
     sluicectl: PathBuf,
+    /// Extra arguments for sluice.
+    sluice_args: Vec<String>,
+    /// Where each case's daemon log is kept.
+    log_dir: PathBuf,
 }
 
-fn build(root: &Path, release: bool) -> Result<Binaries, String> {
+fn build(root: &Path, release: bool, run_cargo: bool) -> Result<Binaries, String> {
+    let dir = root
+        .join("target")
+        .join(if release { "release" } else { "debug" });
+    let binaries = Binaries {
+        sluice: dir.join("sluice"),
+        sluicectl: dir.join("sluicectl"),
+        sluice_args: Vec::new(),
+        log_dir: root.join("target").join("xds-kernel"),
+    };
+    if !run_cargo {
+        for binary in [&binaries.sluice, &binaries.sluicectl] {
+            if !binary.is_file() {
+                return Err(format!("--no-build: {} does not exist", binary.display()));
+            }
+        }
+        return Ok(binaries);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(root).args([
@@ -178,13 +210,7 @@ fn build(root: &Path, release: bool) -> Result<Binaries, String> {
     if !status.success() {
         return Err(format!("cargo build of Sluice failed ({status})"));
     }
-    let dir = root
-        .join("target")
-        .join(if release { "release" } else { "debug" });
-    Ok(Binaries {
-        sluice: dir.join("sluice"),
-        sluicectl: dir.join("sluicectl"),
-    })
+    Ok(binaries)
 }
 
 struct Summary {
@@ -306,6 +332,8 @@ struct Rig {
     dir: PathBuf,
     cgroup: PathBuf,
     pin_dir: PathBuf,
+    /// Where the daemon's log is copied when the case ends.
+    keep_log: PathBuf,
 }
 
 impl Drop for Rig {
@@ -317,6 +345,10 @@ impl Drop for Rig {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(parent) = self.keep_log.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::copy(self.dir.join("sluice.log"), &self.keep_log);
         let _ = std::fs::remove_dir(&self.cgroup);
         let _ = std::fs::remove_dir_all(&self.pin_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -385,6 +417,10 @@ fn start(
         dir: dir.clone(),
         cgroup: cgroup.clone(),
         pin_dir: pin_dir.clone(),
+        keep_log: binaries.log_dir.join(format!(
+            "{services}x{endpoints}-{}.log",
+            api_type.to_lowercase()
+        )),
     };
     let port: u16 = first
         .split(" on 127.0.0.1:")
@@ -411,6 +447,7 @@ fn start(
             .arg(&cgroup)
             .arg("--datapath-pin-dir")
             .arg(&pin_dir)
+            .args(&binaries.sluice_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
