@@ -329,3 +329,48 @@ async fn initial_fetch_timeout_zero_waits_for_the_control_plane() {
     })
     .await;
 }
+
+/// The front listener with its RDS `initial_fetch_timeout` set to `timeout`.
+fn listener_with_rds_fetch_timeout(port: u16, timeout: &str) -> String {
+    http_listener_yaml("front", port, "never-served").replace(
+        "config_source: { ads: {}, resource_api_version: V3 }",
+        &format!("config_source: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: {timeout} }}"),
+    )
+}
+
+#[tokio::test]
+async fn a_listener_stops_warming_after_its_rds_initial_fetch_timeout() {
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("front.yaml", &listener_with_rds_fetch_timeout(port, "1s"));
+    let server = DemoServer::start(dir.path(), 0);
+    let started = Instant::now();
+    let sluice = Sluice::start(&bootstrap(server.port, "GRPC"), &[]).await;
+    // The routes never come: after 1 s (not Envoy's default 15 s) the
+    // listener starts anyway and answers 404 (no route), as Envoy's does.
+    let reply = eventually(port, "the listener serves without its routes", |r| {
+        r.status == 404
+    })
+    .await;
+    assert_eq!(reply.status, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the listener warmed for {:?}, not about 1 s",
+        started.elapsed()
+    );
+    let _ = sluice;
+}
+
+#[tokio::test]
+async fn a_negative_rds_initial_fetch_timeout_is_rejected() {
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("front.yaml", &listener_with_rds_fetch_timeout(port, "-1s"));
+    let server = DemoServer::start(dir.path(), 0);
+    let _sluice = Sluice::start(&bootstrap(server.port, "GRPC"), &[]).await;
+    let nack = server.wait_log(&["NACK", "Listener"]);
+    assert!(
+        nack.contains("initial_fetch_timeout") && nack.contains("front"),
+        "{nack}"
+    );
+}
