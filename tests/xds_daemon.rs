@@ -374,3 +374,56 @@ async fn a_negative_rds_initial_fetch_timeout_is_rejected() {
         "{nack}"
     );
 }
+
+#[tokio::test]
+async fn a_warming_cds_cluster_is_not_found_until_its_eds_initial_fetch_timeout() {
+    let w = world("GRPC").await;
+    eventually(w.port, "serving", |r| r.status == 200).await;
+    // Routes to a cluster CDS has not sent: 503, no cluster (NC).
+    w.dir.write(
+        "front-routes.yaml",
+        &routes_yaml("front-routes", "web2", "two"),
+    );
+    eventually(w.port, "the route names an unknown cluster", |r| {
+        r.status == 503 && r.text().is_empty()
+    })
+    .await;
+    // The cluster arrives but its endpoints never do: while it warms it is
+    // still not found (Envoy: NC, `no_cluster`); after its EDS
+    // initial_fetch_timeout it serves without hosts (UH).
+    let no_cluster = |stats: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("http.front.no_cluster: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = no_cluster(&w.sluice.admin_get("/stats").await.text());
+    w.dir.write(
+        "web2.yaml",
+        &cluster_yaml("web2", "1s", true).replace(
+            "eds_config: {ads: {}, resource_api_version: V3}",
+            "eds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 3s}",
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !w
+        .sluice
+        .admin_get("/clusters")
+        .await
+        .text()
+        .contains("web2")
+    {
+        assert!(Instant::now() < deadline, "CDS never delivered web2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = get(w.sluice.addr_of(w.port), "x", "/").await;
+    assert_eq!((reply.status, reply.text().as_str()), (503, ""));
+    let after = no_cluster(&w.sluice.admin_get("/stats").await.text());
+    assert!(after > before, "no_cluster {before} → {after}");
+    eventually(w.port, "the cluster stops warming without hosts", |r| {
+        r.status == 503 && r.text() == "no healthy upstream"
+    })
+    .await;
+    let _ = (&w.blue, &w.green, &w.server);
+}
