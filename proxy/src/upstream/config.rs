@@ -134,6 +134,17 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
             "healthy_panic_threshold must be between 0 and 100",
         ));
     }
+    if discovery == Discovery::Eds {
+        if let Err(error) = crate::xds::config::require_ads_source(
+            cluster
+                .eds_cluster_config
+                .as_ref()
+                .and_then(|eds| eds.eds_config.as_ref()),
+            "eds_cluster_config.eds_config",
+        ) {
+            errors.push(error);
+        }
+    }
     let eds_initial_fetch_timeout = crate::config::proto::timeout_or(
         &cluster
             .eds_cluster_config
