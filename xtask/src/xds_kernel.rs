@@ -47,6 +47,7 @@ const BPFFS: &str = "/sys/fs/bpf";
 /// Pause between two polls of the pinned map.
 const POLL_PAUSE: Duration = Duration::from_micros(200);
 
+#[derive(Debug)]
 struct Options {
     pushes: usize,
     cases: Vec<(usize, usize)>,
