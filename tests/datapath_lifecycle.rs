@@ -293,7 +293,11 @@ static_resources:
         datapath["reason"].as_str().unwrap().contains("CAP_BPF"),
         "{datapath}"
     );
-    assert_eq!(datapath["hooks_off"].as_array().unwrap().len(), 9, "every hook is listed as off");
+    assert_eq!(
+        datapath["hooks_off"].as_array().unwrap().len(),
+        9,
+        "every hook is listed as off"
+    );
     assert!(!sandbox.pin_dir.exists());
     let _ = child.kill();
     let _ = child.wait();

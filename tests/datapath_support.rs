@@ -265,3 +265,36 @@ pub fn write_hosts(path: &Path, addresses: &[&str]) {
         writeln!(file, "{address} backends.sluice.test").unwrap();
     }
 }
+
+/// Connects `count` times to `vip:port` from a process inside the sandbox's
+/// cgroup (where the socket-LB hooks apply) and reads up to 16 bytes each
+/// time: the greetings received, or `err <exception>` per failed attempt.
+pub fn greetings_from_cgroup(sandbox: &Sandbox, vip: &str, port: u16, count: u32) -> Vec<String> {
+    let script = format!(
+        "import socket, sys
+for _ in range({count}):
+    try:
+        s = socket.create_connection(('{vip}', {port}), timeout=1)
+        print(s.recv(16).decode() or 'empty')
+        s.close()
+    except Exception as e:
+        print('err', type(e).__name__)
+    sys.stdout.flush()
+"
+    );
+    let output = Command::new("sh")
+        .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
+        .arg(sandbox.cgroup.join("cgroup.procs"))
+        .arg(&script)
+        .output()
+        .expect("run client");
+    assert!(
+        output.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

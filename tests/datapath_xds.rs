@@ -1,13 +1,18 @@
-//! xDS down to the kernel: listeners and clusters that arrive by xDS
-//! (file-based LDS/CDS, the same sink and compile path as ADS) become,
-//! change and leave kernel socket-LB entries. A `bind_to_port: false`
-//! listener on the VIP with a `tcp_proxy` to a cluster is a service; a new
-//! cluster version moves its backend in the maps; removing the listener
+//! xDS down to the kernel: listeners, clusters and endpoints that arrive by
+//! xDS become, change and leave kernel socket-LB entries. A
+//! `bind_to_port: false` listener on the VIP with a `tcp_proxy` to a cluster
+//! is a service. File-based LDS/CDS: a new cluster version moves its backend
+//! in the maps. ADS from the real `sluicectl xds serve` (state of the world
+//! and delta): an EDS cluster's new ClusterLoadAssignment moves the
+//! service's backends, seen both in the pinned maps and by a client in the
+//! test cgroup whose connects the kernel rewrites. Removing the listener
 //! removes the service. Needs root, bpffs and cgroup v2; skips with a reason
 //! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
 mod datapath_support;
+#[path = "xds/harness.rs"]
+mod harness;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -101,12 +106,20 @@ fn wait_for_services(sandbox: &Sandbox, daemon: &Daemon, expected: &Value) -> Du
 }
 
 fn service(backend: &str, port: u16) -> Value {
+    service_with(&[(backend, port)])
+}
+
+fn service_with(backends: &[(&str, u16)]) -> Value {
+    let backends: Vec<Value> = backends
+        .iter()
+        .map(|(address, port)| json!({"address": address, "port": port}))
+        .collect();
     json!([{
         "vip": VIP,
         "port": 80,
         "protocol": "tcp",
         "mode": "socket-lb",
-        "backends": [{"address": backend, "port": port}],
+        "backends": backends,
         "listener": "svc_vip",
     }])
 }
@@ -137,4 +150,172 @@ fn xds_listeners_and_clusters_drive_the_kernel_maps() {
     // LDS: removing the listener removes the service.
     write_listeners(&dir, "2", false);
     wait_for_services(&sandbox, &daemon, &json!([]));
+}
+
+/// The daemon's bootstrap for ADS: only the control plane's static cluster.
+fn ads_bootstrap(admin: u16, xds_port: u16, api_type: &str) -> String {
+    format!(
+        r#"
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
+node: {{ id: kernel-test, cluster: test }}
+dynamic_resources:
+  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }} }}] }}]
+"#
+    )
+}
+
+/// The VIP listener as an ADS resource file.
+fn vip_listener_yaml() -> String {
+    format!(
+        r#""@type": type.googleapis.com/envoy.config.listener.v3.Listener
+name: svc_vip
+address: {{ socket_address: {{ address: {VIP}, port_value: 80 }} }}
+bind_to_port: false
+filter_chains:
+- filters:
+  - name: envoy.filters.network.tcp_proxy
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+      stat_prefix: svc
+      cluster: svc
+"#
+    )
+}
+
+/// A loopback TCP server that greets every connection with its name and
+/// closes it; stops (bounded by a minute) when dropped.
+struct Greeter {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Greeter {
+    fn start(name: &'static str) -> Greeter {
+        use std::io::Write as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.write_all(name.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Greeter {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Greeter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Greetings from `count` connects to the VIP from the test cgroup.
+fn greetings(sandbox: &Sandbox, count: u32) -> Vec<String> {
+    greetings_from_cgroup(sandbox, VIP, 80, count)
+}
+
+/// ADS → kernel: `sluicectl xds serve` serves a VIP listener, an EDS
+/// cluster and its endpoints; EDS pushes move the kernel service's
+/// backends, and removing the listener removes the service.
+fn ads_drives_the_kernel_maps(api_type: &str) {
+    if skip() {
+        return;
+    }
+    let sandbox = Sandbox::new(&format!("ads-{}", api_type.to_lowercase()));
+    let (a, b, c) = (
+        Greeter::start("A"),
+        Greeter::start("B"),
+        Greeter::start("C"),
+    );
+    let dir = harness::ResourceDir::new();
+    dir.write("svc.yaml", &harness::cluster_yaml("svc", "1s", true));
+    dir.write(
+        "svc-endpoints.yaml",
+        &harness::endpoints_yaml("svc", &[a.port]),
+    );
+    dir.write("vip.yaml", &vip_listener_yaml());
+    let server = harness::DemoServer::start(dir.path(), 0);
+    let hosts = sandbox.dir.path().join("hosts");
+    write_hosts(&hosts, &["127.0.0.1"]);
+    let daemon = Daemon::start(
+        &sandbox,
+        &ads_bootstrap(unused_port(), server.port, api_type),
+        &hosts,
+        "ads",
+    );
+
+    wait_for_services(&sandbox, &daemon, &service("127.0.0.1", a.port));
+    assert_eq!(greetings(&sandbox, 3), ["A", "A", "A"]);
+
+    // EDS: the assignment moves to B, then spreads over B and C.
+    dir.write(
+        "svc-endpoints.yaml",
+        &harness::endpoints_yaml("svc", &[b.port]),
+    );
+    wait_for_services(&sandbox, &daemon, &service("127.0.0.1", b.port));
+    assert_eq!(greetings(&sandbox, 3), ["B", "B", "B"]);
+    dir.write(
+        "svc-endpoints.yaml",
+        &harness::endpoints_yaml("svc", &[b.port, c.port]),
+    );
+    let mut both = [("127.0.0.1", b.port), ("127.0.0.1", c.port)];
+    both.sort_by_key(|(_, port)| *port);
+    wait_for_services(&sandbox, &daemon, &service_with(&both));
+    let seen = greetings(&sandbox, 40);
+    assert!(
+        seen.iter().all(|g| g == "B" || g == "C")
+            && seen.contains(&"B".into())
+            && seen.contains(&"C".into()),
+        "40 connects over B and C reached {seen:?}"
+    );
+
+    // LDS: the listener's removal removes the kernel service.
+    dir.remove("vip.yaml");
+    wait_for_services(&sandbox, &daemon, &json!([]));
+    let acks = server.lines_with(&["ACK", "ClusterLoadAssignment"]);
+    assert!(acks.len() >= 2, "EDS pushes ACKed:\n{}", server.full_log());
+}
+
+#[test]
+fn ads_state_of_the_world_drives_the_kernel_maps() {
+    ads_drives_the_kernel_maps("GRPC");
+}
+
+#[test]
+fn ads_delta_drives_the_kernel_maps() {
+    ads_drives_the_kernel_maps("DELTA_GRPC");
 }

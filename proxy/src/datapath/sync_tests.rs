@@ -269,6 +269,31 @@ fn installs_updates_and_removes_services() {
 }
 
 #[test]
+fn backend_ids_stay_unique_while_endpoints_churn() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    // Every push moves every endpoint (a new port): the previous slot keeps
+    // the old ids, the new slot gets fresh ones, freed ids come back later.
+    for generation in 0..5u16 {
+        let backends: Vec<SocketAddr> = (1..=200)
+            .map(|last| backend(last, 9000 + generation))
+            .collect();
+        syncer
+            .apply(&plan(&[(80, backends.clone())]), &mut table)
+            .unwrap();
+        let in_use: BTreeMap<SocketAddr, u32> = syncer.backends().collect();
+        let distinct: std::collections::BTreeSet<u32> = in_use.values().copied().collect();
+        assert_eq!(distinct.len(), in_use.len(), "an id was handed out twice");
+        assert_eq!(syncer.used_backend_ids, distinct);
+        for address in &backends {
+            assert!(in_use.contains_key(address));
+        }
+        // Two slots' worth at most: the current list and the previous one.
+        assert!(in_use.len() <= 400, "{} ids held", in_use.len());
+    }
+}
+
+#[test]
 fn an_unchanged_plan_writes_nothing() {
     let mut table = FakeTable::default();
     let mut syncer = Syncer::default();

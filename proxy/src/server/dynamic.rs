@@ -26,8 +26,9 @@ use crate::listener::{ListenerConfig, ListenerManager};
 use crate::upstream::Discovery;
 use crate::xds::{type_urls, Resource, ResourceSink, Subscription};
 
-/// How long a listener waits for its RDS routes before it starts anyway
-/// (Envoy's default `initial_fetch_timeout`).
+/// How long a listener waits for its RDS routes before it starts anyway,
+/// when the `rds.config_source` does not say (Envoy's default
+/// `initial_fetch_timeout`).
 const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One applied resource, as `/config_dump` shows it.
@@ -332,13 +333,29 @@ impl DynamicResources {
                 },
             );
         let myself = self.myself.clone();
+        let limits = rds_fetch_timeouts(&config.source);
         tokio::spawn(async move {
-            let ready = async {
-                for provider in &providers {
-                    let _ = provider.ready().wait_for(|ready| *ready).await;
+            // Each route configuration warms on its own clock, as Envoy's
+            // init targets do; the listener starts when all are done.
+            let waits = providers.iter().map(|provider| {
+                let limit = limits
+                    .get(provider.name())
+                    .copied()
+                    .unwrap_or(Some(WARMING_TIMEOUT));
+                let mut ready = provider.ready();
+                async move {
+                    let arrived = ready.wait_for(|ready| *ready);
+                    match limit {
+                        Some(limit) => {
+                            let _ = tokio::time::timeout(limit, arrived).await;
+                        }
+                        None => {
+                            let _ = arrived.await;
+                        }
+                    }
                 }
-            };
-            let _ = tokio::time::timeout(WARMING_TIMEOUT, ready).await;
+            });
+            futures_util::future::join_all(waits).await;
             let Some(this) = myself.upgrade() else { return };
             let still_wanted = {
                 let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -405,6 +422,43 @@ impl DynamicResources {
             }
         }
     }
+}
+
+/// The warming limit of each RDS route configuration a listener's
+/// connection managers name: `rds.config_source.initial_fetch_timeout`
+/// (15 s when unset, as Envoy; `None` for `0s`, which waits without limit).
+/// Negative durations never get here: validation rejects them.
+fn rds_fetch_timeouts(listener: &Listener) -> BTreeMap<String, Option<Duration>> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    };
+    let mut limits = BTreeMap::new();
+    let chains = listener
+        .filter_chains
+        .iter()
+        .chain(listener.default_filter_chain.as_ref());
+    for filter in chains.flat_map(|chain| &chain.filters) {
+        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+            continue;
+        };
+        let Ok(hcm) = crate::config::proto::unpack::<HttpConnectionManager>(any) else {
+            continue;
+        };
+        if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
+            let limit = rds
+                .config_source
+                .as_ref()
+                .map_or(Some(WARMING_TIMEOUT), |source| {
+                    crate::config::proto::timeout_or(
+                        &source.initial_fetch_timeout,
+                        Some(WARMING_TIMEOUT),
+                    )
+                });
+            limits.entry(rds.route_config_name.clone()).or_insert(limit);
+        }
+    }
+    limits
 }
 
 /// Decodes a resource and runs the same validation as the bootstrap.
@@ -474,5 +528,39 @@ impl ResourceSink for DynamicResources {
             }),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener_with_rds(config_source: &str) -> Listener {
+        crate::config::parse_message(&format!(
+            r#"name: l
+address: {{socket_address: {{address: 127.0.0.1, port_value: 1}}}}
+filter_chains:
+- filters:
+  - name: hcm
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: l
+      rds: {{route_config_name: r, config_source: {config_source}}}
+      http_filters: [{{name: router, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn rds_warming_follows_initial_fetch_timeout() {
+        let limit = |source: &str| rds_fetch_timeouts(&listener_with_rds(source))["r"];
+        assert_eq!(limit("{ads: {}}"), Some(WARMING_TIMEOUT));
+        assert_eq!(
+            limit("{ads: {}, initial_fetch_timeout: 2s}"),
+            Some(Duration::from_secs(2))
+        );
+        // 0s: wait for the routes without limit, as Envoy.
+        assert_eq!(limit("{ads: {}, initial_fetch_timeout: 0s}"), None);
     }
 }

@@ -140,7 +140,7 @@ impl TcpProxy {
     pub async fn serve(&self, downstream: TcpStream, remote: SocketAddr, local: SocketAddr) {
         let mut info = StreamInfo::new(Some(remote), Some(local));
         self.stats.downstream_cx_total.inc();
-        let Some(cluster) = self.clusters.get(&self.cluster) else {
+        let Some(cluster) = self.clusters.get(&self.cluster).filter(|c| c.is_warm()) else {
             self.stats.downstream_cx_no_route.inc();
             info.add_flag(ResponseFlag::NoClusterFound);
             self.finish(info);

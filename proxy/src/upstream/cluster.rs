@@ -57,6 +57,10 @@ pub struct UpstreamCluster {
     membership: ArcSwap<Membership>,
     version: watch::Sender<u64>,
     initialized: watch::Sender<bool>,
+    /// `initialized`, readable without a lock on the request path: until
+    /// it is true the cluster is warming and routes treat it as absent
+    /// (503 with NC, as Envoy does for a cluster that is still warming).
+    warm: std::sync::atomic::AtomicBool,
     /// Per configured endpoint, the addresses of its last good resolution.
     last_resolved: Mutex<Vec<Vec<SocketAddr>>>,
     /// Added by CDS rather than the bootstrap (`added_via_api` in /clusters).
@@ -91,6 +95,7 @@ impl UpstreamCluster {
             membership: ArcSwap::from_pointee(empty),
             version: watch::Sender::new(0),
             initialized: watch::Sender::new(false),
+            warm: std::sync::atomic::AtomicBool::new(false),
             last_resolved: Mutex::new(vec![Vec::new(); endpoint_count]),
             added_via_api,
         };
@@ -106,7 +111,7 @@ impl UpstreamCluster {
                 .map(|(address, endpoint)| resolved(address, endpoint))
                 .collect();
             cluster.update_hosts(endpoints);
-            cluster.initialized.send_replace(true);
+            cluster.mark_initialized();
         }
         cluster
     }
@@ -127,6 +132,11 @@ impl UpstreamCluster {
     /// For an EDS cluster, the `ClusterLoadAssignment` name it follows.
     pub fn eds_service_name(&self) -> Option<&str> {
         self.config.eds_service_name.as_deref()
+    }
+
+    /// EDS: how long it warms without an assignment (`None`: until one comes).
+    pub fn eds_initial_fetch_timeout(&self) -> Option<std::time::Duration> {
+        self.config.eds_initial_fetch_timeout
     }
 
     /// Whether CDS added it (as opposed to the bootstrap).
@@ -156,7 +166,7 @@ impl UpstreamCluster {
             .collect();
         self.update_hosts(endpoints);
         self.stats.update_success.inc();
-        self.initialized.send_replace(true);
+        self.mark_initialized();
         Ok(())
     }
 
@@ -182,7 +192,7 @@ impl UpstreamCluster {
             })
             .collect();
         self.update_hosts(endpoints);
-        self.initialized.send_replace(true);
+        self.mark_initialized();
     }
 
     pub fn lb_policy(&self) -> &LbPolicy {
@@ -210,6 +220,18 @@ impl UpstreamCluster {
 
     /// Whether the first resolution of a DNS cluster has finished (always
     /// true for STATIC clusters).
+    /// Ends warming: the first assignment or resolution arrived, or the
+    /// initial fetch timed out.
+    pub(crate) fn mark_initialized(&self) {
+        self.warm.store(true, std::sync::atomic::Ordering::Release);
+        self.initialized.send_replace(true);
+    }
+
+    /// Whether the cluster has finished warming (request-path check).
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn is_initialized(&self) -> bool {
         *self.initialized.borrow()
     }
@@ -412,7 +434,7 @@ impl UpstreamCluster {
             self.stats.update_success.inc();
         }
         self.update_hosts(endpoints);
-        self.initialized.send_replace(true);
+        self.mark_initialized();
     }
 }
 

@@ -63,6 +63,10 @@ pub(crate) struct ClusterConfig {
     /// For EDS clusters: the name of the `ClusterLoadAssignment` to follow
     /// (`eds_cluster_config.service_name`, else the cluster name).
     pub eds_service_name: Option<String>,
+    /// EDS: how long the cluster warms waiting for its first assignment
+    /// (`eds_config.initial_fetch_timeout`, 15 s when unset; `None` for
+    /// `0s`: until it comes).
+    pub eds_initial_fetch_timeout: Option<std::time::Duration>,
     pub endpoints: Vec<EndpointConfig>,
     pub lb_policy: LbPolicy,
     pub connect_timeout: Duration,
@@ -130,6 +134,25 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
             "healthy_panic_threshold must be between 0 and 100",
         ));
     }
+    if discovery == Discovery::Eds {
+        if let Err(error) = crate::xds::config::require_ads_source(
+            cluster
+                .eds_cluster_config
+                .as_ref()
+                .and_then(|eds| eds.eds_config.as_ref()),
+            "eds_cluster_config.eds_config",
+        ) {
+            errors.push(error);
+        }
+    }
+    let eds_initial_fetch_timeout = crate::config::proto::timeout_or(
+        &cluster
+            .eds_cluster_config
+            .as_ref()
+            .and_then(|eds| eds.eds_config.as_ref())
+            .and_then(|source| source.initial_fetch_timeout),
+        Some(std::time::Duration::from_secs(15)),
+    );
     let eds_service_name = (discovery == Discovery::Eds).then(|| {
         cluster
             .eds_cluster_config
@@ -174,6 +197,7 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
         stat_name,
         discovery,
         eds_service_name,
+        eds_initial_fetch_timeout,
         endpoints,
         lb_policy,
         connect_timeout,

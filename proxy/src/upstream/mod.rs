@@ -244,15 +244,32 @@ impl ClusterManager {
     }
 
     fn spawn_discovery(&self, cluster: &Arc<UpstreamCluster>) {
-        if matches!(
-            cluster.discovery(),
-            Discovery::StrictDns | Discovery::LogicalDns
-        ) {
-            let weak = Arc::downgrade(cluster);
-            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-            tasks.retain(|task| !task.is_finished());
-            tasks.push(tokio::spawn(cluster::refresh_dns(weak)));
-        }
+        let weak = Arc::downgrade(cluster);
+        let task = match cluster.discovery() {
+            Discovery::StrictDns | Discovery::LogicalDns => {
+                tokio::spawn(cluster::refresh_dns(weak))
+            }
+            // An EDS cluster warms until its first assignment, or until its
+            // `initial_fetch_timeout` passes (then it serves with no hosts).
+            Discovery::Eds if !cluster.is_initialized() => {
+                let Some(limit) = cluster.eds_initial_fetch_timeout() else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    if let Some(cluster) = weak.upgrade() {
+                        if !cluster.is_initialized() {
+                            tracing::warn!(target: "sluice::upstream", cluster = %cluster.name(), "no endpoints within initial_fetch_timeout ({limit:?}); the cluster serves without hosts");
+                            cluster.mark_initialized();
+                        }
+                    }
+                })
+            }
+            _ => return,
+        };
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
     }
 
     /// Waits until every current cluster finished its first resolution

@@ -182,7 +182,10 @@ where
         match responses.message().await {
             Ok(Some(response)) => {
                 *received = true;
-                for request in handle(response) {
+                let started = std::time::Instant::now();
+                let requests = handle(response);
+                tracing::debug!(target: "sluice::config", elapsed = ?started.elapsed(), "xDS: response decoded, validated and applied");
+                for request in requests {
                     if sender.send(request).await.is_err() {
                         return "request stream closed".into();
                     }

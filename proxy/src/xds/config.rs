@@ -112,6 +112,39 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
     errors.into_result(sources)
 }
 
+/// Checks the config source of a per-resource subscription (RDS in a
+/// connection manager, EDS in a cluster): Sluice delivers those over the
+/// ADS stream only, so any other source is an error rather than a
+/// subscription silently moved to ADS. `path` is the ConfigSource's own
+/// path (errors name it).
+pub fn require_ads_source(source: Option<&ConfigSource>, path: &str) -> Result<(), ConfigError> {
+    let Some(source) = source else {
+        return Err(ConfigError::new(
+            path,
+            "a config source is required (ads: {})",
+        ));
+    };
+    #[allow(deprecated)]
+    match &source.config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) => Ok(()),
+        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Err(ConfigError::new(
+            format!("{path}.api_config_source"),
+            "a separate (non-ADS) xDS stream is not supported by Sluice yet; use ads: {}",
+        )),
+        Some(ConfigSourceSpecifier::PathConfigSource(_) | ConfigSourceSpecifier::Path(_)) => {
+            Err(ConfigError::new(
+                format!("{path}.path_config_source"),
+                "file-based EDS/RDS is not supported by Sluice yet; use ads: {}",
+            ))
+        }
+        Some(ConfigSourceSpecifier::Self_(_)) => Err(ConfigError::new(
+            format!("{path}.self"),
+            "'self' config sources are not supported by Sluice",
+        )),
+        None => Err(ConfigError::new(path, "no config source given (ads: {})")),
+    }
+}
+
 enum SourceKind {
     Ads,
     File(PathBuf),

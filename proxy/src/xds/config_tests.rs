@@ -132,3 +132,48 @@ fn no_dynamic_resources_means_nothing_to_run() {
     let sources = dynamic_sources(&bootstrap("")).unwrap();
     assert!(sources.ads.is_none() && sources.files.is_empty());
 }
+
+#[test]
+fn eds_and_rds_sources_other_than_ads_are_rejected_by_path() {
+    let source = |yaml: &str| parse_message::<ConfigSource>(yaml).unwrap();
+    assert!(require_ads_source(Some(&source("ads: {}")), "rds.config_source").is_ok());
+    let cases = [
+        (
+            "api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}",
+            "rds.config_source.api_config_source: a separate (non-ADS) xDS stream is not supported",
+        ),
+        (
+            "path_config_source: {path: /tmp/eds.yaml}",
+            "rds.config_source.path_config_source: file-based EDS/RDS is not supported",
+        ),
+        ("initial_fetch_timeout: 1s", "rds.config_source: no config source given"),
+    ];
+    for (yaml, expected) in cases {
+        let error = require_ads_source(Some(&source(yaml)), "rds.config_source")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with(expected), "{yaml}: {error}");
+    }
+    let missing = require_ads_source(None, "eds_cluster_config.eds_config").unwrap_err();
+    assert!(
+        missing.to_string().contains("a config source is required"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn an_eds_cluster_with_its_own_stream_is_rejected() {
+    let cluster = parse_message::<Cluster>(
+        "name: web\ntype: EDS\neds_cluster_config: {eds_config: {api_config_source: {api_type: GRPC}}}",
+    )
+    .unwrap();
+    let errors = crate::upstream::ClusterManager::compile(&[], &crate::stats::Store::new())
+        .unwrap()
+        .add_or_update(&cluster)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("eds_cluster_config.eds_config.api_config_source"),
+        "{errors}"
+    );
+}

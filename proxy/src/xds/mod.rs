@@ -16,6 +16,17 @@
 //! - [`config`]: `dynamic_resources` in the bootstrap → [`AdsConfig`].
 //! - [`file_source`]: `path_config_source` files, polled for changes.
 //! - [`stats`]: Envoy's subscription stat names.
+//!
+//! Where updates are applied: [`ResourceSink::apply`] runs on the xDS task,
+//! on the daemon's main runtime, and the ACK or NACK for a response is sent
+//! only after it returns. That is deliberate and the same as Envoy (which
+//! applies on its main thread before acknowledging): an ACK must mean the
+//! resources were accepted and are in force, and the per-resource NACK can
+//! only name failures the apply found. A slow apply (a 10,000-endpoint EDS
+//! response, see BENCHMARKS.md) therefore delays the next ACK and the main
+//! runtime's other tasks (admin, the kernel map sync), but never a request:
+//! request workers run on their own runtimes and only read snapshots that
+//! the apply swaps in atomically (`ArcSwap`), so they never wait on it.
 
 pub mod ads;
 pub mod backoff;

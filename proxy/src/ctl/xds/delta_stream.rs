@@ -46,11 +46,11 @@ pub async fn serve(
             request = requests.message() => {
                 let request = match request {
                     Ok(Some(request)) => request,
-                    Ok(None) => { eprintln!("xds: {peer}: delta stream closed by the client"); return; }
-                    Err(status) => { eprintln!("xds: {peer}: delta stream error: {status}"); return; }
+                    Ok(None) => { xds_log!("xds: {peer}: delta stream closed by the client"); return; }
+                    Err(status) => { xds_log!("xds: {peer}: delta stream error: {status}"); return; }
                 };
                 if !type_urls::ALL.contains(&request.type_url.as_str()) {
-                    eprintln!("xds: {peer}: ignoring a delta request for unserved type {}", request.type_url);
+                    xds_log!("xds: {peer}: ignoring a delta request for unserved type {}", request.type_url);
                     continue;
                 }
                 on_request(&peer, &request, &mut types);
@@ -67,7 +67,7 @@ pub async fn serve(
             }
         }
         for response in to_send {
-            eprintln!(
+            xds_log!(
                 "xds: {peer}: sent delta {} nonce {} ({} updated, {} removed)",
                 type_urls::short(&response.type_url),
                 response.nonce,
@@ -91,19 +91,19 @@ fn on_request(
     let state = types.entry(request.type_url.clone()).or_default();
     if !request.response_nonce.is_empty() {
         match &request.error_detail {
-            Some(status) => eprintln!(
+            Some(status) => xds_log!(
                 "xds: {peer}: NACK delta {short} nonce {}: {}",
                 request.response_nonce,
                 status.message.replace('\n', " | ")
             ),
-            None => eprintln!(
+            None => xds_log!(
                 "xds: {peer}: ACK delta {short} nonce {}",
                 request.response_nonce
             ),
         }
     }
     if first {
-        eprintln!(
+        xds_log!(
             "xds: {peer}: delta subscribe {short} [{}] holding {} resources{}",
             request.resource_names_subscribe.join(", "),
             request.initial_resource_versions.len(),

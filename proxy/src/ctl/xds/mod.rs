@@ -5,6 +5,16 @@
 //!
 //! - [`snapshot`]: the folder → an immutable set of resources with versions.
 //! - [`sotw_stream`] / [`delta_stream`]: one client stream of each protocol.
+//!
+//! The protocol log (streams, subscriptions, every response sent, ACK and
+//! NACK) goes to stderr; `--timestamps` prefixes each line with the UNIX
+//! time in microseconds, so a push can be timed against its effect (the
+//! EDS-to-kernel measurement, `cargo xtask xds-kernel`, does).
+
+/// Writes one protocol log line (see [`log_line`]).
+macro_rules! xds_log {
+    ($($arg:tt)*) => { $crate::ctl::xds::log_line(format_args!($($arg)*)) };
+}
 
 pub mod delta_stream;
 pub mod snapshot;
@@ -13,8 +23,9 @@ pub mod sotw_stream;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -58,6 +69,26 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub address: IpAddr,
+    /// Prefix each log line on stderr with the UNIX time (seconds, to the
+    /// microsecond), e.g. to time a push against its effect.
+    #[arg(long)]
+    pub timestamps: bool,
+}
+
+/// `--timestamps` was given.
+static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
+
+/// Writes one protocol log line to stderr, prefixed with the UNIX time
+/// (`1764000000.123456 `) under `--timestamps`.
+pub fn log_line(line: std::fmt::Arguments<'_>) {
+    if TIMESTAMPS.load(Ordering::Relaxed) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!("{}.{:06} {line}", now.as_secs(), now.subsec_micros());
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 /// Runs a `sluicectl xds …` command.
@@ -74,6 +105,7 @@ pub fn run(command: XdsCommand) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
+    TIMESTAMPS.store(args.timestamps, Ordering::Relaxed);
     let initial = snapshot::load(&args.dir).map_err(|errors| {
         format!(
             "cannot serve {}:\n  {}",
@@ -157,7 +189,7 @@ fn reload(dir: &Path, publish: &watch::Sender<Arc<Snapshot>>) {
             print_summary(&snapshot);
             publish.send_replace(Arc::new(snapshot));
         }
-        Err(errors) => eprintln!(
+        Err(errors) => xds_log!(
             "xds: {} changed but does not load; still serving the previous resources:\n  {}",
             dir.display(),
             errors.join("\n  ")
@@ -186,7 +218,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = peer_of(&request);
-        eprintln!("xds: {peer}: state-of-the-world stream opened");
+        xds_log!("xds: {peer}: state-of-the-world stream opened");
         let (sender, receiver) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(sotw_stream::serve(
             peer,
@@ -202,7 +234,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let peer = peer_of(&request);
-        eprintln!("xds: {peer}: delta stream opened");
+        xds_log!("xds: {peer}: delta stream opened");
         let (sender, receiver) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(delta_stream::serve(
             peer,

@@ -39,11 +39,11 @@ pub async fn serve(
             request = requests.message() => {
                 let request = match request {
                     Ok(Some(request)) => request,
-                    Ok(None) => { eprintln!("xds: {peer}: stream closed by the client"); return; }
-                    Err(status) => { eprintln!("xds: {peer}: stream error: {status}"); return; }
+                    Ok(None) => { xds_log!("xds: {peer}: stream closed by the client"); return; }
+                    Err(status) => { xds_log!("xds: {peer}: stream error: {status}"); return; }
                 };
                 if !type_urls::ALL.contains(&request.type_url.as_str()) {
-                    eprintln!("xds: {peer}: ignoring a request for unserved type {}", request.type_url);
+                    xds_log!("xds: {peer}: ignoring a request for unserved type {}", request.type_url);
                     continue;
                 }
                 let snapshot = snapshots.borrow().clone();
@@ -62,7 +62,7 @@ pub async fn serve(
             }
         }
         for response in to_send {
-            eprintln!(
+            xds_log!(
                 "xds: {peer}: sent {} version {} nonce {} ({} resources)",
                 type_urls::short(&response.type_url),
                 response.version_info,
@@ -88,7 +88,7 @@ fn on_request(
     let first = !types.contains_key(&request.type_url);
     let state = types.entry(request.type_url.clone()).or_default();
     if first {
-        eprintln!(
+        xds_log!(
             "xds: {peer}: subscribe {short} [{}] from version_info \"{}\"{}",
             request.resource_names.join(", "),
             request.version_info,
@@ -110,28 +110,29 @@ fn on_request(
     };
     if !request.response_nonce.is_empty() {
         if request.response_nonce != state.sent_nonce {
-            eprintln!(
+            xds_log!(
                 "xds: {peer}: stale {short} request (nonce {}), ignored",
                 request.response_nonce
             );
             return None;
         }
         match &request.error_detail {
-            Some(status) => eprintln!(
+            Some(status) => xds_log!(
                 "xds: {peer}: NACK {short} version {} nonce {} (kept {}): {}",
                 state.sent_version.as_deref().unwrap_or(""),
                 request.response_nonce,
                 request.version_info,
                 status.message.replace('\n', " | ")
             ),
-            None if wanted != state.names => eprintln!(
+            None if wanted != state.names => xds_log!(
                 "xds: {peer}: resubscribe {short} [{}] at version {}",
                 request.resource_names.join(", "),
                 request.version_info
             ),
-            None => eprintln!(
+            None => xds_log!(
                 "xds: {peer}: ACK {short} version {} nonce {}",
-                request.version_info, request.response_nonce
+                request.version_info,
+                request.response_nonce
             ),
         }
     }

@@ -118,6 +118,12 @@ impl HttpConnectionManager {
                         "must not be empty",
                     ));
                     None
+                } else if let Err(error) = crate::xds::config::require_ads_source(
+                    rds.config_source.as_ref(),
+                    "rds.config_source",
+                ) {
+                    errors.push(error);
+                    None
                 } else {
                     Some(Routes::Rds(context.routes.provider(&rds.route_config_name)))
                 }

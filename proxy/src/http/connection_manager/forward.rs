@@ -42,7 +42,11 @@ pub(super) async fn forward<'a>(
     let hcm = &context.hcm;
     let choice = action.cluster_for(&parts, rand::random());
     let weighted = choice.weighted;
-    let cluster = choice.name.and_then(|name| hcm.clusters.get(name));
+    // A cluster still warming (no first assignment yet) is not found, as in Envoy.
+    let cluster = choice
+        .name
+        .and_then(|name| hcm.clusters.get(name))
+        .filter(|cluster| cluster.is_warm());
     let reply = |status: StatusCode, text: &str| Outcome {
         response: local_reply(status, text, grpc),
         deadline: None,
