@@ -15,7 +15,6 @@
 #[path = "datapath_support.rs"]
 mod datapath_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
@@ -118,20 +117,8 @@ for _ in range({count}):
     sys.stdout.flush()
 "
     );
-    let procs = sandbox.cgroup.join("cgroup.procs");
-    let output = Command::new("sh")
-        .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
-        .arg(&procs)
-        .arg(&script)
-        .output()
-        .expect("run client");
-    assert!(
-        output.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
+    python_in_cgroup(sandbox, &script, false)
+        .iter()
         .map(|line| {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {

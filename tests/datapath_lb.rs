@@ -20,7 +20,6 @@
 mod datapath_support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
@@ -129,27 +128,7 @@ for _ in range({connects}):
     sys.stdout.flush()
 "
     );
-    let procs = sandbox.cgroup.join("cgroup.procs");
-    let mut command = Command::new(if new_netns { "unshare" } else { "sh" });
-    if new_netns {
-        // A fresh netns per process, gone when it exits.
-        command.args(["--net", "sh"]);
-    }
-    let output = command
-        .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
-        .arg(&procs)
-        .arg(&script)
-        .output()
-        .expect("run client");
-    assert!(
-        output.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(String::from)
-        .collect()
+    python_in_cgroup(sandbox, &script, new_netns)
 }
 
 /// Waits (bounded) until the kernel has the service with `backends` backends.

@@ -16,7 +16,6 @@ mod datapath_support;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use datapath_support::*;
@@ -182,21 +181,7 @@ for path in {paths:?}:
     sys.stdout.flush()
 "
     );
-    let output = Command::new("sh")
-        .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
-        .arg(sandbox.cgroup.join("cgroup.procs"))
-        .arg(&script)
-        .output()
-        .expect("run client");
-    assert!(
-        output.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    python_in_cgroup(sandbox, &script, false)
 }
 
 fn stat(admin: u16, name: &str) -> Option<u64> {

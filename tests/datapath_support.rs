@@ -282,10 +282,21 @@ for _ in range({count}):
     sys.stdout.flush()
 "
     );
-    let output = Command::new("sh")
+    python_in_cgroup(sandbox, &script, false)
+}
+
+/// Runs a Python `script` in a process inside the test's cgroup (where the
+/// socket hooks apply), in a fresh network namespace of its own with
+/// `new_netns` (gone when it exits); returns its stdout lines.
+pub fn python_in_cgroup(sandbox: &Sandbox, script: &str, new_netns: bool) -> Vec<String> {
+    let mut command = Command::new(if new_netns { "unshare" } else { "sh" });
+    if new_netns {
+        command.args(["--net", "sh"]);
+    }
+    let output = command
         .args(["-c", "echo $$ > \"$0\" && exec python3 -c \"$1\""])
         .arg(sandbox.cgroup.join("cgroup.procs"))
-        .arg(&script)
+        .arg(script)
         .output()
         .expect("run client");
     assert!(
