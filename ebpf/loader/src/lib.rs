@@ -11,6 +11,7 @@
 //! detaches the programs.
 
 pub mod maps;
+pub mod sockmap;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,8 @@ pub struct Datapath {
     /// XDP links by interface name.
     xdp_links: Vec<(String, PinnedLink)>,
     maps: Option<maps::LbMaps>,
+    /// Local acceleration, when attached ([`Datapath::attach_sockmap`]).
+    sockmap: Option<sockmap::Attached>,
     // Keeps the programs' fds; declared last so it drops after the links.
     _ebpf: Ebpf,
 }
@@ -171,6 +174,7 @@ impl Datapath {
             links: Vec::new(),
             xdp_links: Vec::new(),
             maps: None,
+            sockmap: None,
             _ebpf: ebpf,
         };
         for hook in Hook::ALL {
@@ -254,6 +258,9 @@ impl Drop for Datapath {
             if let Err(error) = link.unpin() {
                 tracing::warn!(%interface, %error, "cannot unpin xdp link");
             }
+        }
+        if let Some(attached) = self.sockmap.take() {
+            attached.unpin(&self.pin_dir);
         }
         for (hook, link) in self.links.drain(..) {
             if let Err(error) = link.unpin() {
@@ -388,6 +395,7 @@ fn remove_pins(pin_dir: &Path) -> Result<(), DatapathError> {
             Err(source) => return Err(DatapathError::PinDir { path, source }),
         }
     }
+    sockmap::remove_map_pins(pin_dir);
     Ok(())
 }
 

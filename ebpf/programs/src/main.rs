@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+mod sockmap;
+
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     bindings::xdp_action,

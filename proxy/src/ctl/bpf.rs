@@ -25,7 +25,7 @@ pub enum BpfCommand {
     Services,
     /// Every backend the services use, with its counter id.
     Backends,
-    /// Kernel counters (connects per service and per backend).
+    /// Kernel counters (connects per service and per backend, XDP, sockmap).
     Counters,
     /// The XDP source deny list (CIDRs dropped before the stack).
     Denylist {
@@ -160,6 +160,7 @@ pub fn run(command: &BpfCommand, pin_dir: &Path, output: Output) -> Result<Strin
             let mut value = counters(&maps)?;
             if let Value::Object(counters) = &mut value {
                 xdp_counters(pin_dir, counters)?;
+                super::bpf_sockmap::counters(pin_dir, counters)?;
             }
             value
         }
@@ -201,7 +202,7 @@ fn status(pin_dir: &Path) -> Value {
         .map(|name| json!({"map": name, "pinned": pin_dir.join(name).exists()}))
         .collect();
     let xdp = sluice_ebpf::pinned_xdp_interfaces(pin_dir);
-    json!({"pin_dir": pin_dir.display().to_string(), "hooks": hooks, "xdp_interfaces": xdp, "maps": maps})
+    json!({"pin_dir": pin_dir.display().to_string(), "hooks": hooks, "xdp_interfaces": xdp, "sockmap": super::bpf_sockmap::status(pin_dir), "maps": maps})
 }
 
 fn status_text(value: &Value) -> String {
@@ -224,6 +225,7 @@ fn status_text(value: &Value) -> String {
             interface.as_str().unwrap_or("")
         );
     }
+    text += &super::bpf_sockmap::status_text(&value["sockmap"]);
     for map in value["maps"].as_array().into_iter().flatten() {
         let state = if map["pinned"] == true {
             "pinned"

@@ -3,6 +3,7 @@
 //! dispatches.
 
 pub mod bpf;
+mod bpf_sockmap;
 pub mod xds;
 
 use clap::ValueEnum;

@@ -8,8 +8,10 @@
 //! or CAP_BPF, no cgroup v2, no hook), logs once which hooks are off and why
 //! and serves in userspace. `--datapath required` attaches them regardless
 //! and makes start-up fail, naming the hook, when it cannot.
+//! `--datapath-sockmap on` ([`sockmap`]) is a reason to attach as well.
 
 pub mod plan;
+pub mod sockmap;
 pub mod stats;
 pub mod sync;
 
@@ -61,6 +63,11 @@ pub struct DatapathFlags {
     /// list); repeatable.
     #[arg(long = "datapath-xdp-iface", value_name = "NAME")]
     pub xdp_interfaces: Vec<String>,
+
+    /// Local acceleration (sockops + sk_msg) for TCP connections with both
+    /// ends on this node: on or off (default off: see BENCHMARKS.md).
+    #[arg(long = "datapath-sockmap", value_enum, default_value = "off")]
+    pub sockmap: sockmap::SockmapSwitch,
 }
 
 impl DatapathFlags {
@@ -134,9 +141,14 @@ pub fn start(
     store: &Store,
 ) -> Result<Option<DatapathHandle>, i32> {
     let store = store.clone();
+    if let Err(error) = sockmap::check_flags(flags) {
+        eprintln!("{error}");
+        return Err(1);
+    }
     if flags.datapath_mode == DatapathMode::Off {
         return Ok(None);
     }
+    let sockmap_wanted = sockmap::wanted(flags)?;
     let initial = derive_plan(&listener_protos(&listeners), &clusters);
     for (listener, reason) in &initial.not_planned {
         tracing::info!(target: "sluice::datapath", %listener, "stays in userspace: {reason}");
@@ -144,8 +156,9 @@ pub fn start(
     if flags.datapath_mode == DatapathMode::Auto
         && initial.services.is_empty()
         && flags.xdp_interfaces.is_empty()
+        && !sockmap_wanted
     {
-        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration and no --datapath-xdp-iface; kernel hooks not attached");
+        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration, no --datapath-xdp-iface, no sockmap; kernel hooks not attached");
         return Ok(None);
     }
     let cgroup = flags.cgroup();
@@ -182,6 +195,9 @@ pub fn start(
                 tracing::warn!(target: "sluice::datapath", "{error}; no XDP on {interface}")
             }
         }
+    }
+    if sockmap_wanted {
+        sockmap::attach(flags, &cgroup, &mut datapath)?;
     }
     tracing::info!(
         target: "sluice::datapath",
@@ -270,6 +286,9 @@ async fn keep_in_sync(
             }
         } else {
             export.export(&store, &syncer, datapath.maps());
+            if let Some(maps) = datapath.sockmap_maps() {
+                export.export_sockmap(&store, maps);
+            }
         }
     }
 }

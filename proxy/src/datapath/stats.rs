@@ -4,7 +4,9 @@
 //!
 //! Names: `datapath.socket_lb.<listener>.connects` and `.no_backend` per
 //! service (the `bind_to_port: false` listener it comes from), and
-//! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend.
+//! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend;
+//! `datapath.sockmap.<counter>` for local acceleration (`redirected_bytes`,
+//! `redirected_messages`, `missed_*`, `sockets_*`) when it is on.
 
 use std::collections::HashMap;
 
@@ -37,6 +39,15 @@ impl CounterExport {
                     address.port()
                 );
                 self.add(store, name, counters.connects);
+            }
+        }
+    }
+
+    /// Adds what local acceleration counted since the last export.
+    pub fn export_sockmap(&mut self, store: &Store, maps: &sluice_ebpf::sockmap::SockmapMaps) {
+        if let Ok(counters) = maps.counters() {
+            for (name, value) in counters.named() {
+                self.add(store, format!("datapath.sockmap.{name}"), value);
             }
         }
     }
