@@ -155,7 +155,6 @@ fn run_loads(
     ]))
 }
 
-
 /// The kernel, not something else, served the kernel variant's connects.
 fn check_kernel_counted() -> Result<(), String> {
     // Kernel counters reach /stats once a second.
