@@ -222,3 +222,37 @@ fn sluicectl_rejects_a_bad_cidr_before_looking_for_the_daemon() {
         assert!(stderr.contains(message), "{stderr}");
     }
 }
+
+#[test]
+fn a_bad_sockmap_value_is_rejected() {
+    let exited = run_until_exit(
+        &CONFIG.replace("${ADMIN}", "0"),
+        &["--datapath-sockmap", "maybe"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(exited.status.code(), Some(2), "{}", exited.stderr);
+    assert!(
+        exited
+            .stderr
+            .contains("invalid value 'maybe' for '--datapath-sockmap"),
+        "{}",
+        exited.stderr
+    );
+}
+
+#[test]
+fn sockmap_on_with_the_datapath_off_is_refused() {
+    let exited = run_until_exit(
+        &CONFIG.replace("${ADMIN}", "0"),
+        &["--datapath", "off", "--datapath-sockmap", "on"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(exited.status.code(), Some(1), "{}", exited.stderr);
+    assert!(
+        exited
+            .stderr
+            .contains("--datapath-sockmap on needs the kernel datapath"),
+        "{}",
+        exited.stderr
+    );
+}

@@ -13,6 +13,8 @@
 //! service.
 #![no_std]
 
+pub mod sockmap;
+
 /// Names of the maps in the object, as pinned under the pin directory and as
 /// `bpftool map dump pinned <pin-dir>/<name>` shows them.
 pub mod map_names {

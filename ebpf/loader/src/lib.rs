@@ -20,6 +20,7 @@ pub mod kernel_log;
 pub mod maps;
 mod pins;
 pub mod privileges;
+pub mod sockmap;
 pub mod xdp_mode;
 
 use std::fs::File;
@@ -186,6 +187,8 @@ pub struct Datapath {
     previous: Option<handover::Previous>,
     /// Our maps and links are at the canonical pin paths.
     published: bool,
+    /// Local acceleration, when attached ([`Datapath::attach_sockmap`]).
+    sockmap: Option<sockmap::Attached>,
     // Keeps the programs' fds; declared last so it drops after the links.
     _ebpf: Ebpf,
 }
@@ -256,6 +259,7 @@ impl Datapath {
             maps: Some(maps),
             previous: (!previous.is_empty()).then_some(previous),
             published: false,
+            sockmap: None,
             _ebpf: ebpf,
         })
     }
@@ -490,6 +494,9 @@ impl Drop for Datapath {
                 "--datapath-keep-pins: programs stay attached and maps pinned for the next start"
             );
             return; // our fds close; the pins keep links and maps alive
+        }
+        if let Some(attached) = self.sockmap.take() {
+            attached.unpin(&self.pin_dir);
         }
         // Unpinning the links detaches the programs once our fds close.
         let _ = clear_dir(&self.pin_dir.join("links"));

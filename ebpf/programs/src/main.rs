@@ -22,6 +22,7 @@ mod choice;
 mod lb6;
 mod redirect;
 mod xdp;
+mod sockmap;
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,

@@ -26,7 +26,7 @@ pub enum BpfCommand {
     Services,
     /// Every backend the services use, with its counter id.
     Backends,
-    /// Kernel counters (connects per service and per backend).
+    /// Kernel counters (connects per service and per backend, XDP, sockmap).
     Counters,
     /// The XDP source deny list (CIDRs dropped before the stack).
     Denylist {
@@ -62,6 +62,7 @@ pub fn run(command: &BpfCommand, pin_dir: &Path, output: Output) -> Result<Strin
             let mut value = counters(&maps)?;
             if let Value::Object(counters) = &mut value {
                 bpf_xdp::interface_counters(pin_dir, counters)?;
+                super::bpf_sockmap::counters(pin_dir, counters)?;
             }
             value
         }
@@ -103,7 +104,7 @@ fn status(pin_dir: &Path) -> Value {
         .map(|name| json!({"map": name, "pinned": pin_dir.join(name).exists()}))
         .collect();
     let xdp = sluice_ebpf::pinned_xdp_interfaces(pin_dir);
-    json!({"pin_dir": pin_dir.display().to_string(), "hooks": hooks, "xdp_interfaces": xdp, "xdp": bpf_xdp::status(pin_dir), "maps": maps})
+    json!({"pin_dir": pin_dir.display().to_string(), "hooks": hooks, "xdp_interfaces": xdp, "xdp": bpf_xdp::status(pin_dir), "sockmap": super::bpf_sockmap::status(pin_dir), "maps": maps})
 }
 
 fn status_text(value: &Value) -> String {
@@ -127,6 +128,7 @@ fn status_text(value: &Value) -> String {
             xdp["mode"].as_str().unwrap_or("")
         );
     }
+    text += &super::bpf_sockmap::status_text(&value["sockmap"]);
     for map in value["maps"].as_array().into_iter().flatten() {
         let state = if map["pinned"] == true {
             "pinned"

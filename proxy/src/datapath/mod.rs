@@ -12,7 +12,8 @@
 //! L7 services (virtual listeners with `http_connection_manager`) are
 //! redirected by the kernel to the daemon's `--datapath-redirect-to`
 //! address ([`redirect`]), bound before the first such service reaches the
-//! kernel.
+//! kernel. `--datapath-sockmap on` ([`sockmap`]) is a reason to attach as
+//! well.
 //!
 //! Start order (no gap when a previous daemon's pins are taken over): load
 //! fresh maps, fill them from the plan, attach the hooks next to the
@@ -25,6 +26,7 @@ pub mod kernel_log;
 pub mod maglev;
 pub mod plan;
 pub mod redirect;
+pub mod sockmap;
 pub mod stats;
 pub mod status;
 pub mod sync;
@@ -99,6 +101,11 @@ pub struct DatapathFlags {
     /// shutdown detaches and unpins everything.
     #[arg(long = "datapath-keep-pins")]
     pub keep_pins: bool,
+
+    /// Local acceleration (sockops + sk_msg) for TCP connections with both
+    /// ends on this node: on or off (default off: see BENCHMARKS.md).
+    #[arg(long = "datapath-sockmap", value_enum, default_value = "off")]
+    pub sockmap: sockmap::SockmapSwitch,
 }
 
 impl DatapathFlags {
@@ -232,10 +239,15 @@ fn start_recording(
     status: &mut DatapathStatus,
 ) -> Result<Option<DatapathHandle>, i32> {
     let store = store.clone();
+    if let Err(error) = sockmap::check_flags(flags) {
+        eprintln!("{error}");
+        return Err(1);
+    }
     if flags.datapath_mode == DatapathMode::Off {
         status.reason = Some("--datapath off".into());
         return Ok(None);
     }
+    let sockmap_wanted = sockmap::wanted(flags)?;
     let initial = derive_plan(
         &listener_protos(&listeners),
         &clusters,
@@ -247,10 +259,12 @@ fn start_recording(
     if flags.datapath_mode == DatapathMode::Auto
         && initial.services.is_empty()
         && flags.xdp_interfaces.is_empty()
+        && !sockmap_wanted
     {
-        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration and no --datapath-xdp-iface; kernel hooks not attached");
-        status.reason =
-            Some("no socket-LB service in the configuration and no --datapath-xdp-iface".into());
+        tracing::info!(target: "sluice::datapath", "no socket-LB service in the configuration, no --datapath-xdp-iface, no sockmap; kernel hooks not attached");
+        status.reason = Some(
+            "no socket-LB service in the configuration, no --datapath-xdp-iface, no sockmap".into(),
+        );
         return Ok(None);
     }
     let cgroup = flags.cgroup();
@@ -332,6 +346,9 @@ fn start_recording(
         }
     }
     datapath.finish_handover();
+    if sockmap_wanted {
+        sockmap::attach(flags, &cgroup, &mut datapath)?;
+    }
     let xdp_maps = match XdpMaps::open_pinned(&flags.pin_dir) {
         Ok(maps) => Some(maps),
         Err(error) => {
@@ -461,6 +478,9 @@ async fn keep_in_sync(
         } else {
             export.export(&store, &syncer, datapath.maps());
             xdp_export.export(&mut export, &store, &syncer, datapath.maps());
+            if let Some(maps) = datapath.sockmap_maps() {
+                export.export_sockmap(&store, maps);
+            }
         }
     }
 }

@@ -5,7 +5,9 @@
 //! Names: `datapath.socket_lb.<listener>.connects`, `.no_backend` and
 //! `.redirects` (connects sent to Sluice's L7 listener) per service (the
 //! `bind_to_port: false` listener it comes from), and
-//! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend. XDP
+//! `datapath.socket_lb.backend.<ip>_<port>.connects` per backend;
+//! `datapath.sockmap.<counter>` for local acceleration (`redirected_bytes`,
+//! `redirected_messages`, `missed_*`, `sockets_*`) when it is on. XDP
 //! ([`XdpExport`]): `datapath.xdp.interface.<iface>.packets|bytes|dropped`
 //! and `datapath.xdp.service.<listener>.packets|bytes` (packets arriving on
 //! an XDP interface for the service's ip:port); `/stats/prometheus` turns
@@ -43,6 +45,15 @@ impl CounterExport {
                     address.port()
                 );
                 self.add(store, name, counters.connects);
+            }
+        }
+    }
+
+    /// Adds what local acceleration counted since the last export.
+    pub fn export_sockmap(&mut self, store: &Store, maps: &sluice_ebpf::sockmap::SockmapMaps) {
+        if let Ok(counters) = maps.counters() {
+            for (name, value) in counters.named() {
+                self.add(store, format!("datapath.sockmap.{name}"), value);
             }
         }
     }

@@ -9,6 +9,7 @@
 mod chart;
 mod configs;
 mod instructions;
+mod kernel;
 mod load;
 mod machine;
 mod peers;
@@ -31,7 +32,8 @@ use crate::workspace_root;
 const USAGE: &str = "usage: cargo xtask bench [SCENARIO…] [options]
 
 scenarios (default: all): http1 http1-newconn h2c tcp routes-1k clusters-10k instructions
-  (grpc, tls, tcp-kernel are reserved for features still to come)
+  tcp-kernel sockmap (these two need root and cgroup v2, else they are skipped)
+  (grpc, tls are reserved for features still to come)
 
 options:
   --quick             one round, 1 s runs, no instruction count, BENCHMARKS.md untouched
@@ -198,6 +200,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for &scenario in &options.scenarios {
         if scenario == Scenario::Instructions {
             instruction_counts = count_instructions(&settings)?;
+            continue;
+        }
+        if scenario.is_kernel() {
+            kernel::run(scenario, &settings, options.rounds, options.update_doc)?;
             continue;
         }
         println!("\nbench: {} — {}", scenario.name(), scenario.describe());
@@ -582,8 +588,14 @@ mod tests {
         ] {
             assert!(parse_options(&args(bad)).is_err(), "{bad:?}");
         }
-        assert!(parse_options(&args(&["tcp-kernel"]))
+        assert!(parse_options(&args(&["tls"]))
             .unwrap_err()
             .contains("not available yet"));
+        assert_eq!(
+            parse_options(&args(&["tcp-kernel", "sockmap"]))
+                .unwrap()
+                .scenarios,
+            vec![Scenario::TcpKernel, Scenario::Sockmap]
+        );
     }
 }

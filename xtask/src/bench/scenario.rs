@@ -20,17 +20,21 @@ pub enum Scenario {
     Clusters10k,
     /// Instructions per request on `http1` under callgrind (deterministic).
     Instructions,
+    /// An L4 service through the kernel socket-LB beside direct and the
+    /// userspace proxies (root and cgroup v2; `kernel` module).
+    TcpKernel,
+    /// A local pair with and without sockmap acceleration (root and cgroup v2).
+    Sockmap,
 }
 
 /// Names reserved by the benchmark issue for features still to come.
 const NOT_YET: &[(&str, &str)] = &[
     ("grpc", "gRPC unary through h2 with a gRPC load generator (ghz or h2load with gRPC framing) in the harness"),
     ("tls", "TLS termination in Sluice (DownstreamTlsContext)"),
-    ("tcp-kernel", "the kernel socket-LB fast path (eBPF)"),
 ];
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Http1,
         Scenario::Http1NewConn,
         Scenario::H2c,
@@ -38,6 +42,8 @@ impl Scenario {
         Scenario::Routes1k,
         Scenario::Clusters10k,
         Scenario::Instructions,
+        Scenario::TcpKernel,
+        Scenario::Sockmap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +55,8 @@ impl Scenario {
             Scenario::Routes1k => "routes-1k",
             Scenario::Clusters10k => "clusters-10k",
             Scenario::Instructions => "instructions",
+            Scenario::TcpKernel => "tcp-kernel",
+            Scenario::Sockmap => "sockmap",
         }
     }
 
@@ -64,6 +72,12 @@ impl Scenario {
             Scenario::Clusters10k => "10,000 clusters: peak RSS and start-to-ready",
             Scenario::Instructions => {
                 "instructions per http1 request under callgrind, fixed request count"
+            }
+            Scenario::TcpKernel => {
+                "L4 service via the kernel socket-LB vs direct vs userspace tcp_proxy (Sluice, Envoy): iperf3, new connection per request"
+            }
+            Scenario::Sockmap => {
+                "local client/server pair with and without sockmap acceleration: iperf3, request/response over one connection"
             }
         }
     }
@@ -101,12 +115,19 @@ impl Scenario {
             Scenario::Routes1k | Scenario::Clusters10k | Scenario::Instructions => {
                 vec![Peer::Sluice, Peer::Envoy]
             }
+            // Their own variants (kernel/sockmap on, …): see bench::kernel.
+            Scenario::TcpKernel | Scenario::Sockmap => Vec::new(),
         }
     }
 
     /// Whether the scenario's throughput is bytes (tcp) rather than requests.
     pub fn is_bulk(self) -> bool {
         self == Scenario::Tcp
+    }
+
+    /// Run by `bench::kernel` (needs root and cgroup v2; own variants and table).
+    pub fn is_kernel(self) -> bool {
+        matches!(self, Scenario::TcpKernel | Scenario::Sockmap)
     }
 }
 
@@ -123,7 +144,7 @@ mod tests {
 
     #[test]
     fn future_scenarios_say_what_they_need() {
-        for name in ["grpc", "tls", "tcp-kernel"] {
+        for name in ["grpc", "tls"] {
             let error = Scenario::parse(name).unwrap_err();
             assert!(error.contains("not available yet: needs"), "{error}");
         }
