@@ -189,17 +189,62 @@ fn ensure_bpf_linker(tools: &Path) -> Result<PathBuf, String> {
 }
 
 /// Drops the DWARF sections (they hold build directories) and keeps BTF,
-/// which is what the loader, the verifier and `bpftool` use.
+/// which is what the loader, the verifier and `bpftool` use. Local symbols
+/// whose mangled names carry a crate hash (closures, statics) get the hash
+/// zeroed: with `-Z build-std` the hash depends on where the checkout and its
+/// `.tools/` live, and the object must not.
 fn strip_dwarf(built: &Path) -> Result<PathBuf, String> {
     let stripped = built.with_extension("stripped.o");
+    let llvm_bin = Path::new(LLVM_PREFIX).join("bin");
+    let symbols = Command::new(llvm_bin.join("llvm-nm"))
+        .args(["--just-symbol-name", "--no-sort"])
+        .arg(built)
+        .output()
+        .map_err(|e| format!("llvm-nm: {e}"))?;
+    if !symbols.status.success() {
+        return Err(format!(
+            "llvm-nm failed: {}",
+            String::from_utf8_lossy(&symbols.stderr)
+        ));
+    }
+    let mut objcopy = Command::new(llvm_bin.join("llvm-objcopy"));
+    objcopy.arg("--strip-debug");
+    for name in String::from_utf8_lossy(&symbols.stdout).lines() {
+        let stable = without_crate_hashes(name);
+        if stable != name {
+            objcopy.arg(format!("--redefine-sym={name}={stable}"));
+        }
+    }
     run_command(
-        Command::new(Path::new(LLVM_PREFIX).join("bin/llvm-objcopy"))
-            .arg("--strip-debug")
-            .arg(built)
-            .arg(&stripped),
+        objcopy.arg(built).arg(&stripped),
         "llvm-objcopy --strip-debug",
     )?;
     Ok(stripped)
+}
+
+/// `name` with every crate disambiguator of Rust's v0 mangling
+/// (`Cs<base-62>_`) replaced by zeros of the same length.
+fn without_crate_hashes(name: &str) -> String {
+    if !name.starts_with("_R") {
+        return name.to_string();
+    }
+    let mut stable = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(at) = rest.find("Cs") {
+        let (before, after) = rest.split_at(at + 2);
+        stable.push_str(before);
+        let hash_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        if after[hash_len..].starts_with('_') && hash_len > 0 {
+            stable.extend(std::iter::repeat_n('0', hash_len));
+            rest = &after[hash_len..];
+        } else {
+            rest = after;
+        }
+    }
+    stable.push_str(rest);
+    stable
 }
 
 /// Builds `ebpf/programs` and returns the path of the linked object.
@@ -235,4 +280,19 @@ fn build_programs(root: &Path, rust_web: &Path, linker: &Path) -> Result<PathBuf
         "cargo build (ebpf/programs)",
     )?;
     Ok(target_dir.join(BPF_TARGET).join("release/sluice"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_crate_hashes;
+
+    #[test]
+    fn crate_hashes_in_v0_symbols_are_zeroed_and_other_names_kept() {
+        assert_eq!(
+            without_crate_hashes("_RNCNvCs7jWriepkyCG_6sluice7forwards4_0B3_"),
+            "_RNCNvCs00000000000_6sluice7forwards4_0B3_"
+        );
+        assert_eq!(without_crate_hashes("sluice_xdp"), "sluice_xdp");
+        assert_eq!(without_crate_hashes("memmove"), "memmove");
+    }
 }
