@@ -126,7 +126,8 @@ const REQUESTS: &[(&str, &str)] = &[
     ("strict.example", "/other"),
 ];
 
-/// What a request got: status and the backend that answered ("-": none).
+/// What a request got: status and the backend that answered, or, when no
+/// backend did, the local reply's body.
 type Outcome = (u16, String);
 
 /// Two folders with the same resources except the listener's port.
@@ -150,8 +151,11 @@ async fn outcomes(address: SocketAddr) -> Vec<Outcome> {
     let mut out = Vec::new();
     for (host, path) in REQUESTS {
         let reply = get(address, host, path).await;
-        let backend = reply.header("x-backend").unwrap_or("-").to_string();
-        out.push((reply.status, backend));
+        let answer = match reply.header("x-backend") {
+            Some(backend) => backend.to_string(),
+            None => format!("local reply {:?}", reply.text()),
+        };
+        out.push((reply.status, answer));
     }
     out
 }
@@ -192,7 +196,8 @@ fn served_versions(server: &DemoServer) -> BTreeMap<String, String> {
     let mut served = BTreeMap::new();
     for line in server.lines_with(&["xds:   ", " version "]) {
         let mut words = line.split_whitespace().skip(1);
-        if let (Some(kind), Some("version"), Some(version)) = (words.next(), words.next(), words.next())
+        if let (Some(kind), Some("version"), Some(version)) =
+            (words.next(), words.next(), words.next())
         {
             served.insert(kind.to_string(), version.trim_end_matches(':').to_string());
         }
@@ -238,7 +243,10 @@ fn both_ack(phase: &str, envoy: &DemoServer, sluice: &DemoServer) -> BTreeMap<St
     }
     let mut from_envoy = acked_versions(envoy);
     let mut from_sluice = acked_versions(sluice);
-    let listeners = (from_envoy.remove("Listener"), from_sluice.remove("Listener"));
+    let listeners = (
+        from_envoy.remove("Listener"),
+        from_sluice.remove("Listener"),
+    );
     assert_ne!(listeners.0, listeners.1, "the listener ports differ");
     assert_eq!(from_envoy, from_sluice, "{phase}: versions ACKed");
     for server in [envoy, sluice] {
@@ -248,12 +256,86 @@ fn both_ack(phase: &str, envoy: &DemoServer, sluice: &DemoServer) -> BTreeMap<St
     from_envoy
 }
 
+/// `section/name` → version_info, from a daemon's `/config_dump` text.
+fn dumped_versions(section: &str, field: &str, dump: &str) -> BTreeMap<String, String> {
+    let dump: serde_json::Value =
+        serde_json::from_str(dump).unwrap_or_else(|e| panic!("{e}: {dump}"));
+    let mut versions = BTreeMap::new();
+    for config in dump["configs"].as_array().into_iter().flatten() {
+        let body = &config[field];
+        let name = body["name"].as_str().or(body["cluster_name"].as_str());
+        versions.insert(
+            format!("{section}/{}", name.unwrap_or("?")),
+            config["version_info"].as_str().unwrap_or("").to_string(),
+        );
+    }
+    versions
+}
+
+/// What each daemon's `/config_dump` says it holds of the routes, clusters
+/// and endpoints: must be the same names at the same versions.
+async fn both_dump_alike(
+    phase: &str,
+    acked: &BTreeMap<String, String>,
+    envoy: &Envoy,
+    sluice: &Sluice,
+) {
+    let mut from_envoy = BTreeMap::new();
+    let mut from_sluice = BTreeMap::new();
+    for (section, field, envoy_extra) in [
+        ("dynamic_route_configs", "route_config", ""),
+        ("dynamic_active_clusters", "cluster", ""),
+        (
+            "dynamic_endpoint_configs",
+            "endpoint_config",
+            "&include_eds",
+        ),
+    ] {
+        let path = format!("/config_dump?resource={section}");
+        from_envoy.extend(dumped_versions(
+            section,
+            field,
+            &envoy
+                .admin_get(&format!("{path}{envoy_extra}"))
+                .await
+                .text(),
+        ));
+        from_sluice.extend(dumped_versions(
+            section,
+            field,
+            &sluice.admin_get(&path).await.text(),
+        ));
+    }
+    // Envoy 1.40 leaves an EDS cluster's `version_info` empty in its
+    // EndpointsConfigDump; Sluice fills in the version it ACKed.
+    for name in ["api", "web"] {
+        let key = format!("dynamic_endpoint_configs/{name}");
+        assert_eq!(
+            from_envoy.remove(&key).as_deref(),
+            Some(""),
+            "{phase}: {key}"
+        );
+        assert_eq!(
+            from_sluice.remove(&key).as_ref(),
+            Some(&acked["ClusterLoadAssignment"]),
+            "{phase}: {key}"
+        );
+    }
+    assert_eq!(
+        from_envoy, from_sluice,
+        "{phase}: /config_dump versions, Envoy vs Sluice"
+    );
+    eprintln!("{phase}: /config_dump {from_envoy:?}");
+}
+
 fn ok(backend: &str) -> Outcome {
     (200, backend.to_string())
 }
 
+/// A local reply with an empty body (Envoy's 404 without a route, 503
+/// for a cluster nobody serves).
 fn status(code: u16) -> Outcome {
-    (code, "-".to_string())
+    (code, "local reply \"\"".to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +365,10 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
     folders.write("web.yaml", &cluster_yaml("web", "1s", true));
     folders.write("api.yaml", &cluster_yaml("api", "1s", true));
     folders.write("web-endpoints.yaml", &endpoints_yaml("web", &[blue.port()]));
-    folders.write("api-endpoints.yaml", &endpoints_yaml("api", &[green.port()]));
+    folders.write(
+        "api-endpoints.yaml",
+        &endpoints_yaml("api", &[green.port()]),
+    );
     let envoy_server = DemoServer::start(folders.envoy.path(), 0);
     let sluice_server = DemoServer::start(folders.sluice.path(), 0);
     let envoy = Envoy::start(
@@ -317,6 +402,7 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
     )
     .await;
     let initial = both_ack("initial", &envoy_server, &sluice_server);
+    both_dump_alike("initial", &initial, &envoy, &sluice).await;
 
     // An RDS route change.
     folders.write("front-routes.yaml", ROUTES_V2);
@@ -336,6 +422,7 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
     )
     .await;
     let rds = both_ack("after the RDS change", &envoy_server, &sluice_server);
+    both_dump_alike("after the RDS change", &rds, &envoy, &sluice).await;
     assert_ne!(rds["RouteConfiguration"], initial["RouteConfiguration"]);
 
     // An EDS endpoint move: `api` from green to red.
@@ -356,8 +443,9 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
     )
     .await;
     let eds = both_ack("after the EDS move", &envoy_server, &sluice_server);
+    both_dump_alike("after the EDS move", &eds, &envoy, &sluice).await;
     assert_ne!(eds["ClusterLoadAssignment"], rds["ClusterLoadAssignment"]);
     assert_eq!(eds["Cluster"], initial["Cluster"]);
-    eprintln!("converged alike in {:?}", started.elapsed());
+    eprintln!("converged alike in {:?}; versions ACKed by both: initial {initial:?}, after RDS {rds:?}, after EDS {eds:?}", started.elapsed());
     drop(envoy);
 }
