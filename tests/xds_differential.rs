@@ -13,6 +13,9 @@
 //! Cluster and ClusterLoadAssignment versions must be byte-for-byte equal
 //! across the two servers and ACKed by both daemons; the Listener version
 //! differs by that port alone, and each daemon must ACK its own server's.
+//! Both daemons' `/config_dump` must also show the same route and cluster
+//! versions. State of the world and delta (delta ACKs carry no version, so
+//! there the `/config_dump` per-resource versions are what is compared).
 //!
 //! Envoy comes from `$SLUICE_ENVOY`, else `target/envoy-venv/bin/envoy`,
 //! else `PATH`; without one the test skips with a message, except under
@@ -29,14 +32,15 @@ use std::time::{Duration, Instant};
 use harness::{cluster_yaml, endpoints_yaml, DemoServer, ResourceDir};
 use support::{envoy_binary_or_skip, free_port, get, Backend, Envoy, Sluice};
 
-/// One bootstrap for both daemons: ADS (state of the world) to `${XDS}`.
+/// One bootstrap for both daemons: ADS (`API_TYPE`: GRPC or DELTA_GRPC) to
+/// `${XDS}`.
 const BOOTSTRAP: &str = r#"
 node: {id: NODE, cluster: differential}
 admin:
   address: {socket_address: {address: 127.0.0.1, port_value: ${ADMIN}}}
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: API_TYPE
     transport_api_version: V3
     grpc_services: [{envoy_grpc: {cluster_name: xds}}]
   cds_config: {ads: {}, resource_api_version: V3}
@@ -224,9 +228,52 @@ fn acked_versions(server: &DemoServer) -> BTreeMap<String, String> {
     acked
 }
 
-/// Waits (bounded) until each daemon has ACKed what its server serves now,
-/// then checks the versions they ACKed are the same (the Listener's aside).
-fn both_ack(phase: &str, envoy: &DemoServer, sluice: &DemoServer) -> BTreeMap<String, String> {
+/// Delta: waits (bounded) until each daemon has ACKed every type at least
+/// once (delta ACKs carry no version: the versions are compared in
+/// `/config_dump` instead), and checks neither NACKed anything.
+fn both_ack_delta(phase: &str, envoy: &DemoServer, sluice: &DemoServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let types = [
+        "Listener",
+        "RouteConfiguration",
+        "Cluster",
+        "ClusterLoadAssignment",
+    ];
+    let acked_all = |server: &DemoServer| {
+        types.iter().all(|t| {
+            !server
+                .lines_with(&[&format!(": ACK delta {t} ")])
+                .is_empty()
+        })
+    };
+    while !(acked_all(envoy) && acked_all(sluice)) {
+        assert!(
+            Instant::now() < deadline,
+            "{phase}: not every type was ACKed\nEnvoy's server:\n{}\nSluice's server:\n{}",
+            envoy.full_log(),
+            sluice.full_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for server in [envoy, sluice] {
+        let nacks = server.lines_with(&["NACK"]);
+        assert!(nacks.is_empty(), "{phase}: {nacks:?}");
+    }
+}
+
+/// State of the world: waits (bounded) until each daemon has ACKed what its
+/// server serves now, then checks the versions they ACKed are the same (the
+/// Listener's aside). Delta ([`both_ack_delta`]): an empty map.
+fn both_ack(
+    phase: &str,
+    delta: bool,
+    envoy: &DemoServer,
+    sluice: &DemoServer,
+) -> BTreeMap<String, String> {
+    if delta {
+        both_ack_delta(phase, envoy, sluice);
+        return BTreeMap::new();
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     let caught_up = |server: &DemoServer| {
         let served = served_versions(server);
@@ -307,7 +354,8 @@ async fn both_dump_alike(
         ));
     }
     // Envoy 1.40 leaves an EDS cluster's `version_info` empty in its
-    // EndpointsConfigDump; Sluice fills in the version it ACKed.
+    // EndpointsConfigDump; Sluice fills in the version it ACKed (SotW: the
+    // type's version; delta: the resource's).
     for name in ["api", "web"] {
         let key = format!("dynamic_endpoint_configs/{name}");
         assert_eq!(
@@ -315,9 +363,13 @@ async fn both_dump_alike(
             Some(""),
             "{phase}: {key}"
         );
+        let sluice_version = from_sluice.remove(&key).unwrap_or_default();
+        assert!(!sluice_version.is_empty(), "{phase}: {key}");
         assert_eq!(
-            from_sluice.remove(&key).as_ref(),
-            Some(&acked["ClusterLoadAssignment"]),
+            acked
+                .get("ClusterLoadAssignment")
+                .unwrap_or(&sluice_version),
+            &sluice_version,
             "{phase}: {key}"
         );
     }
@@ -339,7 +391,17 @@ fn status(code: u16) -> Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
+async fn sotw_envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
+    route_alike("GRPC").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
+    route_alike("DELTA_GRPC").await;
+}
+
+async fn route_alike(api_type: &str) {
+    let delta = api_type == "DELTA_GRPC";
     let Some(envoy_binary) = envoy_binary_or_skip() else {
         return;
     };
@@ -373,12 +435,16 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
     let sluice_server = DemoServer::start(folders.sluice.path(), 0);
     let envoy = Envoy::start(
         &envoy_binary,
-        &BOOTSTRAP.replace("NODE", "envoy"),
+        &BOOTSTRAP
+            .replace("NODE", "envoy")
+            .replace("API_TYPE", api_type),
         &[("XDS", envoy_server.port)],
     )
     .await;
     let sluice = Sluice::start(
-        &BOOTSTRAP.replace("NODE", "sluice"),
+        &BOOTSTRAP
+            .replace("NODE", "sluice")
+            .replace("API_TYPE", api_type),
         &[("XDS", sluice_server.port)],
     )
     .await;
@@ -401,7 +467,7 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
         ],
     )
     .await;
-    let initial = both_ack("initial", &envoy_server, &sluice_server);
+    let initial = both_ack("initial", delta, &envoy_server, &sluice_server);
     both_dump_alike("initial", &initial, &envoy, &sluice).await;
 
     // An RDS route change.
@@ -421,9 +487,11 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
         ],
     )
     .await;
-    let rds = both_ack("after the RDS change", &envoy_server, &sluice_server);
+    let rds = both_ack("after the RDS change", delta, &envoy_server, &sluice_server);
     both_dump_alike("after the RDS change", &rds, &envoy, &sluice).await;
-    assert_ne!(rds["RouteConfiguration"], initial["RouteConfiguration"]);
+    if !delta {
+        assert_ne!(rds["RouteConfiguration"], initial["RouteConfiguration"]);
+    }
 
     // An EDS endpoint move: `api` from green to red.
     folders.write("api-endpoints.yaml", &endpoints_yaml("api", &[red.port()]));
@@ -442,10 +510,16 @@ async fn envoy_and_sluice_route_the_same_requests_to_the_same_backends() {
         ],
     )
     .await;
-    let eds = both_ack("after the EDS move", &envoy_server, &sluice_server);
+    let eds = both_ack("after the EDS move", delta, &envoy_server, &sluice_server);
     both_dump_alike("after the EDS move", &eds, &envoy, &sluice).await;
-    assert_ne!(eds["ClusterLoadAssignment"], rds["ClusterLoadAssignment"]);
-    assert_eq!(eds["Cluster"], initial["Cluster"]);
-    eprintln!("converged alike in {:?}; versions ACKed by both: initial {initial:?}, after RDS {rds:?}, after EDS {eds:?}", started.elapsed());
+    if !delta {
+        assert_ne!(eds["ClusterLoadAssignment"], rds["ClusterLoadAssignment"]);
+        assert_eq!(eds["Cluster"], initial["Cluster"]);
+    }
+    eprintln!(
+        "{api_type}: converged alike in {:?}; SotW versions ACKed by both: {:?}",
+        started.elapsed(),
+        [initial, rds, eds]
+    );
     drop(envoy);
 }
