@@ -1,9 +1,9 @@
 //! Differential xDS routing test: one set of Envoy v3 resources, served by
 //! the real `sluicectl xds serve`, drives a real Envoy 1.40 and a real
-//! `sluice` daemon; the same requests go through both and must reach the
-//! same backends with the same statuses, and both must ACK the same
-//! versions — on the initial push, after an RDS route change and after an
-//! EDS endpoint move.
+//! `sluice` daemon; the same requests (HTTP/1.1 and h2c) go through both and
+//! must reach the same backends with the same statuses, and both must ACK
+//! the same versions — on the initial push, after an RDS route change and
+//! after an EDS endpoint move.
 //!
 //! The two daemons cannot share one listener port (both bind with
 //! SO_REUSEPORT, so the kernel would split the connections between them),
@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use harness::{cluster_yaml, endpoints_yaml, DemoServer, ResourceDir};
-use support::{envoy_binary_or_skip, free_port, get, Backend, Envoy, Sluice};
+use support::{envoy_binary_or_skip, free_port, get, get_h2, Backend, Envoy, Reply, Sluice};
 
 /// One bootstrap for both daemons: ADS (`API_TYPE`: GRPC or DELTA_GRPC) to
 /// `${XDS}`.
@@ -151,15 +151,25 @@ impl Folders {
 }
 
 /// The status and backend of each of [`REQUESTS`] through `address`.
+/// Each request goes over HTTP/1.1 and over h2c; when the two differ, the
+/// outcome says so (and matches no expectation).
 async fn outcomes(address: SocketAddr) -> Vec<Outcome> {
-    let mut out = Vec::new();
-    for (host, path) in REQUESTS {
-        let reply = get(address, host, path).await;
+    let outcome = |reply: Reply| -> Outcome {
         let answer = match reply.header("x-backend") {
             Some(backend) => backend.to_string(),
             None => format!("local reply {:?}", reply.text()),
         };
-        out.push((reply.status, answer));
+        (reply.status, answer)
+    };
+    let mut out = Vec::new();
+    for (host, path) in REQUESTS {
+        let h1 = outcome(get(address, host, path).await);
+        let h2 = outcome(get_h2(address, host, path).await);
+        out.push(if h1 == h2 {
+            h1
+        } else {
+            (h1.0, format!("{} (h2c: {} {})", h1.1, h2.0, h2.1))
+        });
     }
     out
 }
