@@ -339,7 +339,7 @@ async fn both_dump_alike(
 ) {
     let mut from_envoy = BTreeMap::new();
     let mut from_sluice = BTreeMap::new();
-    for (section, field, envoy_extra) in [
+    for (section, field, query_extra) in [
         ("dynamic_route_configs", "route_config", ""),
         ("dynamic_active_clusters", "cluster", ""),
         (
@@ -353,14 +353,17 @@ async fn both_dump_alike(
             section,
             field,
             &envoy
-                .admin_get(&format!("{path}{envoy_extra}"))
+                .admin_get(&format!("{path}{query_extra}"))
                 .await
                 .text(),
         ));
         from_sluice.extend(dumped_versions(
             section,
             field,
-            &sluice.admin_get(&path).await.text(),
+            &sluice
+                .admin_get(&format!("{path}{query_extra}"))
+                .await
+                .text(),
         ));
     }
     // Envoy 1.40 leaves an EDS cluster's `version_info` empty in its

@@ -232,7 +232,7 @@ fn clusters(ctx: &dyn AdminContext, request: &AdminRequest) -> Response<Body> {
 }
 
 fn config_dump(ctx: &dyn AdminContext, request: &AdminRequest) -> Response<Body> {
-    for unsupported in ["mask", "name_regex", "include_eds"] {
+    for unsupported in ["mask", "name_regex"] {
         if request.has(unsupported) {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -240,7 +240,7 @@ fn config_dump(ctx: &dyn AdminContext, request: &AdminRequest) -> Response<Body>
             );
         }
     }
-    match ctx.config_dump(request.get("resource")) {
+    match ctx.config_dump(request.get("resource"), request.has("include_eds")) {
         Ok(dump) => json_response(StatusCode::OK, &dump),
         Err(message) => text(StatusCode::NOT_FOUND, message),
     }

@@ -48,7 +48,11 @@ pub trait AdminContext: Send + Sync + 'static {
     fn listeners(&self) -> Vec<ListenerInfo>;
     /// `/config_dump`, or `/config_dump?resource=<field>`; `Err` is a 404
     /// message (unknown resource).
-    fn config_dump(&self, resource: Option<&str>) -> Result<serde_json::Value, String>;
+    fn config_dump(
+        &self,
+        resource: Option<&str>,
+        include_eds: bool,
+    ) -> Result<serde_json::Value, String>;
     /// `POST /drain_listeners[?graceful][&inboundonly]`.
     fn drain_listeners(&self, graceful: bool, inbound_only: bool);
     /// `POST /healthcheck/fail` (true) and `/healthcheck/ok` (false).

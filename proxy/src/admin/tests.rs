@@ -74,8 +74,9 @@ impl AdminContext for FakeServer {
             local_address: "0.0.0.0:10000".parse().unwrap(),
         }]
     }
-    fn config_dump(&self, resource: Option<&str>) -> Result<Value, String> {
+    fn config_dump(&self, resource: Option<&str>, include_eds: bool) -> Result<Value, String> {
         match resource {
+            None if include_eds => Ok(json!({"configs": [{"endpoints": true}]})),
             None => Ok(json!({"configs": []})),
             Some("dynamic_listeners") => Ok(json!({"configs": [{"name": "ingress"}]})),
             Some(other) => Err(format!("unknown resource {other}")),
@@ -388,6 +389,10 @@ async fn server_state_listeners_clusters_and_config() {
     let reply = call(addr, "GET", "/config_dump?mask=x").await;
     assert_eq!(reply.status, 400);
     assert!(reply.body.contains("not supported by Sluice"));
+    assert_eq!(
+        call(addr, "GET", "/config_dump?include_eds").await.json(),
+        json!({"configs": [{"endpoints": true}]})
+    );
 
     let reply = call(addr, "GET", "/memory").await;
     assert_eq!(reply.status, 200);

@@ -101,8 +101,8 @@ impl AdminContext for ServerAdmin {
             .collect()
     }
 
-    fn config_dump(&self, resource: Option<&str>) -> Result<Value, String> {
-        super::config_dump::render(&self.0, resource, false)
+    fn config_dump(&self, resource: Option<&str>, include_eds: bool) -> Result<Value, String> {
+        super::config_dump::render(&self.0, resource, include_eds)
     }
 
     fn drain_listeners(&self, graceful: bool, _inbound_only: bool) {
