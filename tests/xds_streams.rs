@@ -195,3 +195,71 @@ fn bad_api_config_sources_are_rejected_at_start() {
         }
     }
 }
+
+/// Without `ads_config`, EDS and RDS have no stream to arrive on: an EDS
+/// cluster pushed over the CDS stream is NACKed naming why, and the
+/// cluster already in force keeps serving.
+#[tokio::test]
+async fn an_eds_cluster_without_ads_is_rejected_over_its_cds_stream() {
+    let blue = Backend::start("blue").await;
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("web.yaml", &static_cluster_yaml("web", blue.port()));
+    dir.write("front.yaml", &listener_yaml("front", port, "web"));
+    let server = DemoServer::start(dir.path(), 0);
+    let dynamic = format!(
+        "  lds_config: {}\n  cds_config: {}\n",
+        own_stream("GRPC"),
+        own_stream("GRPC")
+    );
+    let sluice = Sluice::start(&bootstrap(server.port, &dynamic), &[]).await;
+    dir.write("lazy.yaml", &harness::cluster_yaml("lazy", "1s", true));
+    let nack = server.wait_log(&["NACK Cluster"]);
+    assert!(
+        nack.contains("lazy") && nack.contains("EDS is delivered over ADS only"),
+        "{nack}"
+    );
+    eventually(port, "web still serves", |r| {
+        r.status == 200 && r.echo().backend == "blue"
+    })
+    .await;
+    assert_eq!(
+        sluice.stat("cluster_manager.cds.update_rejected").await,
+        Some(1)
+    );
+}
+
+/// Likewise an LDS listener whose routes come from RDS.
+#[tokio::test]
+async fn an_rds_listener_without_ads_is_rejected_over_its_lds_stream() {
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write(
+        "front.yaml",
+        &format!(
+            r#""@type": type.googleapis.com/envoy.config.listener.v3.Listener
+name: front
+address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: front
+      rds: {{ route_config_name: front-routes, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+        ),
+    );
+    let server = DemoServer::start(dir.path(), 0);
+    let dynamic = format!("  lds_config: {}\n", own_stream("DELTA_GRPC"));
+    let _sluice = Sluice::start(&bootstrap(server.port, &dynamic), &[]).await;
+    let nack = server.wait_log(&["NACK delta Listener"]);
+    assert!(
+        nack.contains("front")
+            && nack.contains("routes 'front-routes' are delivered over ADS only"),
+        "{nack}"
+    );
+}

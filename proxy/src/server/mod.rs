@@ -134,6 +134,10 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             snapshot.context.clone(),
             listener_manager.clone(),
             static_listeners.clone(),
+            snapshot
+                .dynamic_sources
+                .as_ref()
+                .is_some_and(|sources| sources.ads.is_some()),
         )
     });
     let server = Arc::new(Server {
