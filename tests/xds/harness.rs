@@ -2,7 +2,7 @@
 //! process over a temporary folder, a [`ValidatingSink`] that checks each
 //! resource with Sluice's own validation (PGV rules + supported fields, the
 //! same messages as `--mode validate`) and records what it holds, and the
-//! real ADS client (`sluice::xds::run_ads`) running in-process against it.
+//! real ADS client (`sluice::xds::run_xds_stream`) running in-process against it.
 
 #![allow(dead_code)]
 
@@ -21,7 +21,9 @@ use sluice::config::descriptors::message_descriptor;
 use sluice::config::proto::type_name;
 use sluice::stats::Store;
 use sluice::xds::backoff::Backoff;
-use sluice::xds::{type_urls, AdsConfig, ApiType, Resource, ResourceSink, Subscription};
+use sluice::xds::{
+    type_urls, ApiType, DiscoveryService, Resource, ResourceSink, StreamConfig, Subscription,
+};
 use tokio::sync::oneshot;
 
 /// Polls `condition` every 20 ms for up to `limit`; panics with `what` on timeout.
@@ -229,7 +231,8 @@ impl Client {
     /// With a prepared sink (e.g. route configs to subscribe to).
     pub fn start_with(port: u16, api_type: ApiType, sink: Arc<ValidatingSink>) -> Client {
         let stats = Store::new();
-        let config = AdsConfig {
+        let config = StreamConfig {
+            service: DiscoveryService::Aggregated,
             api_type,
             uri: format!("http://127.0.0.1:{port}"),
             cluster_name: "xds".into(),
@@ -250,7 +253,7 @@ impl Client {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(sluice::xds::run_ads(
+            runtime.block_on(sluice::xds::run_xds_stream(
                 config,
                 node,
                 thread_sink,

@@ -66,6 +66,10 @@ pub struct DynamicResources {
     listeners: Arc<ListenerManager>,
     /// Bootstrap listeners, which LDS may not replace.
     static_listeners: Vec<String>,
+    /// Whether an ADS stream runs: EDS and RDS arrive over it only, so
+    /// without it an EDS cluster or an RDS listener is rejected (it would
+    /// never get its endpoints or routes).
+    ads_configured: bool,
     state: Mutex<DynamicState>,
     /// Becomes true once the first listener and cluster updates applied.
     initial_fetch: watch::Sender<(bool, bool)>,
@@ -77,11 +81,13 @@ impl DynamicResources {
         context: CompileContext,
         listeners: Arc<ListenerManager>,
         static_listeners: Vec<String>,
+        ads_configured: bool,
     ) -> Arc<DynamicResources> {
         Arc::new_cyclic(|myself| DynamicResources {
             context,
             listeners,
             static_listeners,
+            ads_configured,
             state: Mutex::new(DynamicState::default()),
             initial_fetch: watch::Sender::new((false, false)),
             myself: myself.clone(),
@@ -123,6 +129,11 @@ impl DynamicResources {
                         "resource name '{}' differs from the cluster's name '{}'",
                         resource.name, cluster.name
                     ));
+                }
+                if !self.ads_configured && is_eds(&cluster) {
+                    return Err(
+                        "eds_cluster_config.eds_config.ads: EDS is delivered over ADS only, and dynamic_resources has no ads_config".into(),
+                    );
                 }
                 let unchanged = self.with_state(|s| {
                     s.clusters
@@ -261,6 +272,13 @@ impl DynamicResources {
                         "'{}' is a static listener defined in the bootstrap; LDS cannot replace it",
                         listener.name
                     ));
+                }
+                if !self.ads_configured {
+                    if let Some(routes) = rds_fetch_timeouts(&listener).keys().next() {
+                        return Err(format!(
+                            "rds.config_source.ads: routes '{routes}' are delivered over ADS only, and dynamic_resources has no ads_config"
+                        ));
+                    }
                 }
                 let unchanged = self.with_state(|s| {
                     s.listeners
@@ -459,6 +477,14 @@ fn rds_fetch_timeouts(listener: &Listener) -> BTreeMap<String, Option<Duration>>
         }
     }
     limits
+}
+
+/// Whether a cluster gets its endpoints from EDS (`type: EDS`).
+fn is_eds(cluster: &Cluster) -> bool {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
+    cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
 }
 
 /// Decodes a resource and runs the same validation as the bootstrap.

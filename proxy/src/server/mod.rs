@@ -134,6 +134,10 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             snapshot.context.clone(),
             listener_manager.clone(),
             static_listeners.clone(),
+            snapshot
+                .dynamic_sources
+                .as_ref()
+                .is_some_and(|sources| sources.ads.is_some()),
         )
     });
     let server = Arc::new(Server {
@@ -217,7 +221,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     exit_code
 }
 
-/// Starts the xDS client (ADS and file sources) and waits, as Envoy does
+/// Starts the xDS clients (ADS, per-type streams, file sources) and waits, as Envoy does
 /// before going live, for the first clusters and listeners (bounded by the
 /// initial fetch timeout).
 async fn start_dynamic_sources(server: &Arc<Server>) {
@@ -226,22 +230,15 @@ async fn start_dynamic_sources(server: &Arc<Server>) {
     };
     let sink: Arc<dyn crate::xds::ResourceSink> = dynamic.clone();
     let node = server.snapshot.bootstrap.node.clone().unwrap_or_default();
-    let mut wants_clusters = false;
-    let mut wants_listeners = false;
-    if let Some(ads) = &sources.ads {
-        wants_clusters |= ads.types.contains(&crate::xds::type_urls::CLUSTER);
-        wants_listeners |= ads.types.contains(&crate::xds::type_urls::LISTENER);
+    for stream in sources.grpc_streams() {
         let store = server.store.clone();
-        let (ads, node, sink) = (ads.clone(), node.clone(), sink.clone());
+        let (stream, node, sink) = (stream.clone(), node.clone(), sink.clone());
         tokio::spawn(async move {
-            crate::xds::run_ads(ads, node, sink, &store, std::future::pending::<()>()).await;
+            crate::xds::run_xds_stream(stream, node, sink, &store, std::future::pending::<()>())
+                .await;
         });
     }
     if !sources.files.is_empty() {
-        for file in &sources.files {
-            wants_clusters |= file.type_url == crate::xds::type_urls::CLUSTER;
-            wants_listeners |= file.type_url == crate::xds::type_urls::LISTENER;
-        }
         let (files, store, sink) = (sources.files.clone(), server.store.clone(), sink.clone());
         tokio::spawn(async move {
             crate::xds::file_source::run_file_sources(
@@ -253,6 +250,8 @@ async fn start_dynamic_sources(server: &Arc<Server>) {
             .await;
         });
     }
+    let wants_clusters = sources.delivers(crate::xds::type_urls::CLUSTER);
+    let wants_listeners = sources.delivers(crate::xds::type_urls::LISTENER);
     dynamic
         .wait_initial_fetch(
             wants_clusters,

@@ -93,7 +93,7 @@ impl Snapshot {
         }
 
         let dynamic_sources = match crate::xds::config::dynamic_sources(&bootstrap) {
-            Ok(sources) if sources.ads.is_some() || !sources.files.is_empty() => Some(sources),
+            Ok(sources) if !sources.is_empty() => Some(sources),
             Ok(_) => None,
             Err(e) => {
                 errors.0.extend(e.0);

@@ -1,6 +1,8 @@
-//! The ADS transport: one gRPC stream (HTTP/2 cleartext) to the control
+//! The xDS transport: one gRPC stream (HTTP/2 cleartext) to the control
 //! plane, state-of-the-world or delta, driven by the state machines in
-//! [`super::sotw`] / [`super::delta`]. When the stream fails or ends, the
+//! [`super::sotw`] / [`super::delta`]. The stream is opened on ADS or on a
+//! per-type service (a config source with its own `api_config_source`);
+//! [`StreamConfig::service`] chooses, everything else is shared. When the stream fails or ends, the
 //! client waits a jittered exponential backoff and reconnects, resuming with
 //! what it holds (SotW: last accepted versions; delta:
 //! `initial_resource_versions`). Nothing already applied is withdrawn while
@@ -12,14 +14,13 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::stats::Store;
 
-use super::config::{AdsConfig, ApiType};
+use super::config::{ApiType, StreamConfig};
 use super::delta::DeltaClient;
 use super::resource::ResourceSink;
 use super::sotw::SotwClient;
@@ -36,10 +37,11 @@ struct StreamEnd {
     reason: String,
 }
 
-/// Runs the ADS client until `shutdown` completes: connect, stream, and on
-/// any failure reconnect after a backoff. `sink` receives every update.
-pub async fn run_ads(
-    config: AdsConfig,
+/// Runs one xDS stream client (ADS or a per-type service) until `shutdown`
+/// completes: connect, stream, and on any failure reconnect after a
+/// backoff. `sink` receives every update.
+pub async fn run_xds_stream(
+    config: StreamConfig,
     node: Node,
     sink: Arc<dyn ResourceSink>,
     stats: &Store,
@@ -78,7 +80,8 @@ pub async fn run_ads(
         tracing::warn!(
             server = %config.uri,
             cluster = %config.cluster_name,
-            "xDS: ADS stream closed ({}); reconnecting in {delay:?}",
+            "xDS: {} stream closed ({}); reconnecting in {delay:?}",
+            config.service.short_name(),
             end.reason
         );
         tokio::select! {
@@ -94,9 +97,9 @@ enum Protocol {
     Delta(DeltaClient),
 }
 
-async fn connect(config: &AdsConfig) -> Result<Channel, String> {
+async fn connect(config: &StreamConfig) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(config.uri.clone())
-        .map_err(|e| format!("bad ADS address {}: {e}", config.uri))?
+        .map_err(|e| format!("bad xDS server address {}: {e}", config.uri))?
         .connect_timeout(config.connect_timeout)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
@@ -107,7 +110,7 @@ async fn connect(config: &AdsConfig) -> Result<Channel, String> {
 }
 
 async fn run_stream(
-    config: &AdsConfig,
+    config: &StreamConfig,
     protocol: &mut Protocol,
     sink: &dyn ResourceSink,
     stats: &XdsStats,
@@ -118,9 +121,7 @@ async fn run_stream(
     let reason = match protocol {
         Protocol::Sotw(client) => {
             let initial = client.start_stream(sink, stats);
-            let open = |mut grpc: AdsClient, requests| async move {
-                grpc.stream_aggregated_resources(requests).await
-            };
+            let open = |channel, requests| config.service.open_sotw(channel, requests);
             let handle = |response| client.handle_response(response, sink, stats);
             exchange(
                 config,
@@ -135,9 +136,7 @@ async fn run_stream(
         }
         Protocol::Delta(client) => {
             let initial = client.start_stream(sink, stats);
-            let open = |mut grpc: AdsClient, requests| async move {
-                grpc.delta_aggregated_resources(requests).await
-            };
+            let open = |channel, requests| config.service.open_delta(channel, requests);
             let handle = |response| client.handle_response(response, sink, stats);
             exchange(config, "delta", initial, open, handle, stats, &mut received).await
         }
@@ -145,13 +144,11 @@ async fn run_stream(
     StreamEnd { received, reason }
 }
 
-type AdsClient = AggregatedDiscoveryServiceClient<Channel>;
-
 /// One stream of either protocol: connect, send the initial requests, then
 /// hand every response to the state machine and send what it answers.
 /// Returns why the stream ended.
 async fn exchange<Request, Response, Open, Opened>(
-    config: &AdsConfig,
+    config: &StreamConfig,
     protocol: &str,
     initial: Vec<Request>,
     open: Open,
@@ -160,7 +157,7 @@ async fn exchange<Request, Response, Open, Opened>(
     received: &mut bool,
 ) -> String
 where
-    Open: FnOnce(AdsClient, ReceiverStream<Request>) -> Opened,
+    Open: FnOnce(Channel, ReceiverStream<Request>) -> Opened,
     Opened: Future<Output = Result<tonic::Response<tonic::Streaming<Response>>, tonic::Status>>,
 {
     let channel = match connect(config).await {
@@ -171,13 +168,16 @@ where
     for request in initial {
         let _ = sender.try_send(request);
     }
-    let grpc = AggregatedDiscoveryServiceClient::new(channel);
-    let mut responses = match open(grpc, ReceiverStream::new(requests)).await {
+    let mut responses = match open(channel, ReceiverStream::new(requests)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return format!("stream refused: {status}"),
     };
     stats.set_connected(true);
-    tracing::info!(server = %config.uri, "xDS: ADS stream ({protocol}) established");
+    tracing::info!(
+        server = %config.uri,
+        "xDS: {} stream ({protocol}) established",
+        config.service.short_name()
+    );
     loop {
         match responses.message().await {
             Ok(Some(response)) => {

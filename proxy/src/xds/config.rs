@@ -1,10 +1,12 @@
 //! The bootstrap's `dynamic_resources`, read into what the xDS client runs:
-//! an [`AdsConfig`] (the ADS server's address, SotW or delta, which types go
-//! over it) and the file-based sources (`path_config_source` for LDS/CDS).
+//! [`StreamConfig`]s (the ADS stream, and a stream of its own for
+//! `lds_config`/`cds_config` with an `api_config_source`: the server's
+//! address, SotW or delta, which service and types) and the file-based
+//! sources (`path_config_source` for LDS/CDS).
 //!
-//! The ADS server is reached through a static cluster, as in Envoy:
-//! `ads_config.grpc_services[0].envoy_grpc.cluster_name` names it, and the
-//! client connects (HTTP/2 cleartext) to the first endpoint of its
+//! A gRPC server is reached through a static cluster, as in Envoy:
+//! `grpc_services[0].envoy_grpc.cluster_name` names it, and the client
+//! connects (HTTP/2 cleartext) to the first endpoint of its
 //! `load_assignment`. A hostname endpoint is resolved when connecting.
 
 use std::path::PathBuf;
@@ -15,13 +17,16 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType as ProtoApiType;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address, ApiVersion, ConfigSource};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, socket_address, ApiConfigSource, ApiVersion, ConfigSource,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 
 use crate::config::{ConfigError, ConfigErrors};
 
 use super::backoff::Backoff;
 use super::resource::type_urls;
+use super::services::DiscoveryService;
 
 /// State-of-the-world or incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +37,13 @@ pub enum ApiType {
     DeltaGrpc,
 }
 
-/// How to run the ADS client.
+/// How to run one xDS stream client (ADS, or one type on its own stream).
 #[derive(Debug, Clone)]
-pub struct AdsConfig {
+pub struct StreamConfig {
+    /// The gRPC service the stream opens on.
+    pub service: DiscoveryService,
     pub api_type: ApiType,
-    /// `http://host:port` of the ADS server.
+    /// `http://host:port` of the xDS server.
     pub uri: String,
     /// The static cluster it came from, for logs.
     pub cluster_name: String,
@@ -61,8 +68,28 @@ pub struct FileSource {
 /// Everything `dynamic_resources` asks the xDS layer to run.
 #[derive(Debug, Clone, Default)]
 pub struct DynamicSources {
-    pub ads: Option<AdsConfig>,
+    pub ads: Option<StreamConfig>,
+    /// Types on a stream of their own (`api_config_source`), one each.
+    pub streams: Vec<StreamConfig>,
     pub files: Vec<FileSource>,
+}
+
+impl DynamicSources {
+    /// True when nothing dynamic is configured.
+    pub fn is_empty(&self) -> bool {
+        self.ads.is_none() && self.streams.is_empty() && self.files.is_empty()
+    }
+
+    /// Every gRPC stream to run: ADS first, then the per-type ones.
+    pub fn grpc_streams(&self) -> impl Iterator<Item = &StreamConfig> {
+        self.ads.iter().chain(&self.streams)
+    }
+
+    /// Whether some source (a stream or a file) delivers `type_url`.
+    pub fn delivers(&self, type_url: &str) -> bool {
+        self.grpc_streams().any(|s| s.types.contains(&type_url))
+            || self.files.iter().any(|f| f.type_url == type_url)
+    }
 }
 
 /// Reads `dynamic_resources` (absent: nothing dynamic). Errors carry paths
@@ -74,9 +101,19 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
     };
     let mut errors = ConfigErrors::default();
     let mut ads_types = Vec::new();
-    for (field, source, type_url) in [
-        ("cds_config", &dynamic.cds_config, type_urls::CLUSTER),
-        ("lds_config", &dynamic.lds_config, type_urls::LISTENER),
+    for (field, source, type_url, service) in [
+        (
+            "cds_config",
+            &dynamic.cds_config,
+            type_urls::CLUSTER,
+            DiscoveryService::Clusters,
+        ),
+        (
+            "lds_config",
+            &dynamic.lds_config,
+            type_urls::LISTENER,
+            DiscoveryService::Listeners,
+        ),
     ] {
         let path = format!("dynamic_resources.{field}");
         let Some(source) = source else { continue };
@@ -86,11 +123,30 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
                 type_url,
                 path: file,
             }),
+            Ok(SourceKind::Api(api)) => {
+                match grpc_stream_config(
+                    bootstrap,
+                    api,
+                    &format!("{path}.api_config_source"),
+                    service,
+                ) {
+                    Ok(mut config) => {
+                        config.types = vec![type_url];
+                        sources.streams.push(config);
+                    }
+                    Err(error) => errors.push(error),
+                }
+            }
             Err(error) => errors.push(error),
         }
     }
     if let Some(ads) = &dynamic.ads_config {
-        match ads_config(bootstrap, ads) {
+        match grpc_stream_config(
+            bootstrap,
+            ads,
+            "dynamic_resources.ads_config",
+            DiscoveryService::Aggregated,
+        ) {
             Ok(mut config) => {
                 // Endpoints and routes follow what clusters and listeners name.
                 config.types = type_urls::ALL
@@ -114,8 +170,9 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
 
 /// Checks the config source of a per-resource subscription (RDS in a
 /// connection manager, EDS in a cluster): Sluice delivers those over the
-/// ADS stream only, so any other source is an error rather than a
-/// subscription silently moved to ADS. `path` is the ConfigSource's own
+/// ADS stream only (a stream of their own is not implemented, unlike LDS
+/// and CDS), so any other source is an error rather than a subscription
+/// silently moved to ADS. `path` is the ConfigSource's own
 /// path (errors name it).
 pub fn require_ads_source(source: Option<&ConfigSource>, path: &str) -> Result<(), ConfigError> {
     let Some(source) = source else {
@@ -129,7 +186,7 @@ pub fn require_ads_source(source: Option<&ConfigSource>, path: &str) -> Result<(
         Some(ConfigSourceSpecifier::Ads(_)) => Ok(()),
         Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Err(ConfigError::new(
             format!("{path}.api_config_source"),
-            "a separate (non-ADS) xDS stream is not supported by Sluice yet; use ads: {}",
+            "a separate (non-ADS) xDS stream for EDS/RDS is not supported by Sluice yet (only lds_config and cds_config may have their own); use ads: {}",
         )),
         Some(ConfigSourceSpecifier::PathConfigSource(_) | ConfigSourceSpecifier::Path(_)) => {
             Err(ConfigError::new(
@@ -145,12 +202,17 @@ pub fn require_ads_source(source: Option<&ConfigSource>, path: &str) -> Result<(
     }
 }
 
-enum SourceKind {
+enum SourceKind<'a> {
     Ads,
     File(PathBuf),
+    /// A stream of its own.
+    Api(&'a ApiConfigSource),
 }
 
-fn config_source_kind(source: &ConfigSource, path: &str) -> Result<SourceKind, ConfigError> {
+fn config_source_kind<'a>(
+    source: &'a ConfigSource,
+    path: &str,
+) -> Result<SourceKind<'a>, ConfigError> {
     if source.resource_api_version != ApiVersion::V3 as i32 {
         return Err(ConfigError::new(
             format!("{path}.resource_api_version"),
@@ -160,48 +222,55 @@ fn config_source_kind(source: &ConfigSource, path: &str) -> Result<SourceKind, C
     #[allow(deprecated)]
     match &source.config_source_specifier {
         Some(ConfigSourceSpecifier::Ads(_)) => Ok(SourceKind::Ads),
-        Some(ConfigSourceSpecifier::PathConfigSource(file)) => Ok(SourceKind::File(PathBuf::from(&file.path))),
+        Some(ConfigSourceSpecifier::PathConfigSource(file)) => {
+            Ok(SourceKind::File(PathBuf::from(&file.path)))
+        }
         Some(ConfigSourceSpecifier::Path(file)) => Ok(SourceKind::File(PathBuf::from(file))),
-        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Err(ConfigError::new(
-            format!("{path}.api_config_source"),
-            "a separate (non-ADS) xDS stream is not supported by Sluice yet; use ads: {} with dynamic_resources.ads_config",
-        )),
+        Some(ConfigSourceSpecifier::ApiConfigSource(api)) => Ok(SourceKind::Api(api)),
         Some(ConfigSourceSpecifier::Self_(_)) => Err(ConfigError::new(
             format!("{path}.self"),
             "'self' config sources are not supported by Sluice",
         )),
-        None => Err(ConfigError::new(path, "no config source given (ads, path_config_source)")),
+        None => Err(ConfigError::new(
+            path,
+            "no config source given (ads, api_config_source, path_config_source)",
+        )),
     }
 }
 
-fn ads_config(
+/// Reads an `ApiConfigSource` (`ads_config`, or the `api_config_source` of
+/// a type with its own stream) at `path` into a stream for `service`; its
+/// `types` are left for the caller to fill in.
+fn grpc_stream_config(
     bootstrap: &Bootstrap,
-    ads: &envoy_types::pb::envoy::config::core::v3::ApiConfigSource,
-) -> Result<AdsConfig, ConfigError> {
-    let path = "dynamic_resources.ads_config";
-    let api_type = match ProtoApiType::try_from(ads.api_type) {
+    api: &ApiConfigSource,
+    path: &str,
+    service: DiscoveryService,
+) -> Result<StreamConfig, ConfigError> {
+    let label = service.short_name();
+    let api_type = match ProtoApiType::try_from(api.api_type) {
         Ok(ProtoApiType::Grpc) => ApiType::Grpc,
         Ok(ProtoApiType::DeltaGrpc) => ApiType::DeltaGrpc,
         _ => {
             return Err(ConfigError::new(
                 format!("{path}.api_type"),
-                "ADS needs GRPC or DELTA_GRPC",
+                format!("{label} needs GRPC or DELTA_GRPC"),
             ))
         }
     };
-    if ads.transport_api_version != ApiVersion::V3 as i32 {
+    if api.transport_api_version != ApiVersion::V3 as i32 {
         return Err(ConfigError::new(
             format!("{path}.transport_api_version"),
             "only V3 is supported",
         ));
     }
-    let service = ads.grpc_services.first().ok_or_else(|| {
+    let grpc_service = api.grpc_services.first().ok_or_else(|| {
         ConfigError::new(
             format!("{path}.grpc_services"),
-            "ADS needs one gRPC service",
+            format!("{label} needs one gRPC service (envoy_grpc: {{cluster_name: ...}})"),
         )
     })?;
-    let cluster_name = match &service.target_specifier {
+    let cluster_name = match &grpc_service.target_specifier {
         Some(TargetSpecifier::EnvoyGrpc(grpc)) => grpc.cluster_name.clone(),
         _ => {
             return Err(ConfigError::new(
@@ -226,11 +295,12 @@ fn ads_config(
             format!("static cluster '{cluster_name}' has no endpoint with a socket address"),
         )
     })?;
-    Ok(AdsConfig {
+    Ok(StreamConfig {
+        service,
         api_type,
         uri,
         cluster_name,
-        set_node_on_first_message_only: ads.set_node_on_first_message_only,
+        set_node_on_first_message_only: api.set_node_on_first_message_only,
         types: Vec::new(),
         backoff: Backoff::envoy_default(),
         connect_timeout: cluster

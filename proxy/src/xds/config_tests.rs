@@ -94,6 +94,84 @@ dynamic_resources:
 }
 
 #[test]
+fn listeners_and_clusters_on_streams_of_their_own() {
+    let sources = dynamic_sources(&validated_bootstrap(
+        r#"
+dynamic_resources:
+  cds_config:
+    resource_api_version: V3
+    api_config_source:
+      api_type: GRPC
+      transport_api_version: V3
+      grpc_services: [{envoy_grpc: {cluster_name: xds}}]
+  lds_config:
+    resource_api_version: V3
+    api_config_source:
+      api_type: DELTA_GRPC
+      transport_api_version: V3
+      set_node_on_first_message_only: true
+      grpc_services: [{envoy_grpc: {cluster_name: xds}}]
+"#,
+    ))
+    .unwrap();
+    assert!(sources.ads.is_none() && sources.files.is_empty());
+    let streams: Vec<_> = sources
+        .streams
+        .iter()
+        .map(|s| (s.service, s.api_type, s.types.clone(), s.uri.as_str()))
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            (
+                DiscoveryService::Clusters,
+                ApiType::Grpc,
+                vec![type_urls::CLUSTER],
+                "http://127.0.0.1:18000"
+            ),
+            (
+                DiscoveryService::Listeners,
+                ApiType::DeltaGrpc,
+                vec![type_urls::LISTENER],
+                "http://127.0.0.1:18000"
+            ),
+        ]
+    );
+    assert!(sources.streams[1].set_node_on_first_message_only);
+    assert!(sources.delivers(type_urls::CLUSTER) && sources.delivers(type_urls::LISTENER));
+    assert!(!sources.delivers(type_urls::ENDPOINT));
+}
+
+#[test]
+fn own_cds_stream_beside_ads_for_the_rest() {
+    let sources = dynamic_sources(&validated_bootstrap(
+        r#"
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{envoy_grpc: {cluster_name: xds}}]
+  cds_config:
+    resource_api_version: V3
+    api_config_source:
+      api_type: GRPC
+      transport_api_version: V3
+      grpc_services: [{envoy_grpc: {cluster_name: xds}}]
+  lds_config: { ads: {}, resource_api_version: V3 }
+"#,
+    ))
+    .unwrap();
+    let ads = sources.ads.as_ref().unwrap();
+    assert_eq!(ads.service, DiscoveryService::Aggregated);
+    assert_eq!(
+        ads.types,
+        [type_urls::ENDPOINT, type_urls::LISTENER, type_urls::ROUTE]
+    );
+    assert_eq!(sources.streams.len(), 1);
+    assert_eq!(sources.grpc_streams().count(), 2);
+}
+
+#[test]
 fn bad_dynamic_resources_name_the_field() {
     let cases = [
         (
@@ -113,8 +191,16 @@ fn bad_dynamic_resources_name_the_field() {
             "dynamic_resources: lds_config/cds_config use 'ads' but there is no ads_config",
         ),
         (
-            "dynamic_resources:\n  cds_config:\n    resource_api_version: V3\n    api_config_source: { api_type: GRPC }\n",
-            "dynamic_resources.cds_config.api_config_source: a separate (non-ADS) xDS stream is not supported by Sluice yet; use ads: {} with dynamic_resources.ads_config",
+            "dynamic_resources:\n  cds_config:\n    resource_api_version: V3\n    api_config_source: { api_type: GRPC, transport_api_version: V3 }\n",
+            "dynamic_resources.cds_config.api_config_source.grpc_services: CDS needs one gRPC service (envoy_grpc: {cluster_name: ...})",
+        ),
+        (
+            "dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    api_config_source: { api_type: REST, transport_api_version: V3 }\n",
+            "dynamic_resources.lds_config.api_config_source.api_type: LDS needs GRPC or DELTA_GRPC",
+        ),
+        (
+            "dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    api_config_source: { api_type: DELTA_GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: nope}}] }\n",
+            "dynamic_resources.lds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: 'nope' is not a static cluster",
         ),
         (
             "dynamic_resources:\n  cds_config: { ads: {} }\n",
@@ -130,7 +216,7 @@ fn bad_dynamic_resources_name_the_field() {
 #[test]
 fn no_dynamic_resources_means_nothing_to_run() {
     let sources = dynamic_sources(&bootstrap("")).unwrap();
-    assert!(sources.ads.is_none() && sources.files.is_empty());
+    assert!(sources.is_empty());
 }
 
 #[test]
@@ -140,7 +226,7 @@ fn eds_and_rds_sources_other_than_ads_are_rejected_by_path() {
     let cases = [
         (
             "api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}",
-            "rds.config_source.api_config_source: a separate (non-ADS) xDS stream is not supported",
+            "rds.config_source.api_config_source: a separate (non-ADS) xDS stream for EDS/RDS is not supported",
         ),
         (
             "path_config_source: {path: /tmp/eds.yaml}",

@@ -2,7 +2,8 @@
 //!
 //! Sluice receives Listener, RouteConfiguration, Cluster and
 //! ClusterLoadAssignment resources from a control plane over ADS (one gRPC
-//! stream, state-of-the-world or incremental/delta) or from files
+//! stream, state-of-the-world or incremental/delta), over a type's own
+//! stream (LDS/CDS `api_config_source`), or from files
 //! (`path_config_source`). This module owns the protocol: subscriptions,
 //! version/nonce bookkeeping, ACK/NACK with `error_detail`, reconnecting with
 //! backoff and resuming. What a resource *means* is not its business: it hands
@@ -13,7 +14,8 @@
 //! - [`resource`]: the sink trait, resource and subscription types, type URLs.
 //! - [`sotw`] / [`delta`]: the per-type protocol state machines (no I/O).
 //! - [`ads`]: the gRPC transport: connect, stream, reconnect, resume.
-//! - [`config`]: `dynamic_resources` in the bootstrap → [`AdsConfig`].
+//! - [`services`]: which gRPC service a stream opens on (ADS or per type).
+//! - [`config`]: `dynamic_resources` in the bootstrap → [`StreamConfig`]s.
 //! - [`file_source`]: `path_config_source` files, polled for changes.
 //! - [`stats`]: Envoy's subscription stat names.
 //!
@@ -36,12 +38,14 @@ pub mod delta;
 pub mod file_source;
 pub mod nack;
 pub mod resource;
+pub mod services;
 pub mod sotw;
 pub mod stats;
 
-pub use ads::run_ads;
-pub use config::{AdsConfig, ApiType};
+pub use ads::run_xds_stream;
+pub use config::{ApiType, StreamConfig};
 pub use resource::{type_urls, Resource, ResourceSink, Subscription};
+pub use services::DiscoveryService;
 
 #[cfg(test)]
 mod test_sink;

@@ -1,6 +1,9 @@
 //! xDS stats under Envoy's names.
 //!
 //! - `control_plane.connected_state` (gauge): 1 while the ADS stream is up.
+//!   Per-type streams (LDS/CDS with their own `api_config_source`) write
+//!   the same gauge, so with several streams it shows the state of the one
+//!   that last connected or broke.
 //! - Per subscription, with Envoy's subscription stat names
 //!   (`update_attempt`, `update_success`, `update_rejected`, `update_failure`,
 //!   `version` — the xxHash64 of the last accepted `version_info`):

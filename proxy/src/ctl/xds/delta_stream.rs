@@ -31,9 +31,12 @@ impl TypeStream {
     }
 }
 
-/// Serves one stream until either side ends it.
+/// Serves one stream until either side ends it. `served` lists the type
+/// URLs this stream answers (every type on ADS, one on a per-type service);
+/// requests for others are logged and ignored.
 pub async fn serve(
     peer: String,
+    served: &'static [&'static str],
     mut requests: Streaming<DeltaDiscoveryRequest>,
     responses: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -49,7 +52,7 @@ pub async fn serve(
                     Ok(None) => { xds_log!("xds: {peer}: delta stream closed by the client"); return; }
                     Err(status) => { xds_log!("xds: {peer}: delta stream error: {status}"); return; }
                 };
-                if !type_urls::ALL.contains(&request.type_url.as_str()) {
+                if !served.contains(&request.type_url.as_str()) {
                     xds_log!("xds: {peer}: ignoring a delta request for unserved type {}", request.type_url);
                     continue;
                 }

@@ -1,9 +1,11 @@
-//! `sluicectl xds serve DIR`: a demo ADS control plane. It serves the Envoy
-//! YAML resources in a folder over gRPC ADS, state-of-the-world and delta,
-//! and pushes new versions when files change (polled every 500 ms). It is
-//! an ordinary xDS server: Envoy and Sluice connect to it the same way.
+//! `sluicectl xds serve DIR`: a demo xDS control plane. It serves the Envoy
+//! YAML resources in a folder over gRPC, ADS and the per-type services
+//! (LDS, CDS, EDS, RDS on streams of their own), state-of-the-world and
+//! delta, and pushes new versions when files change (polled every 500 ms).
+//! It is an ordinary xDS server: Envoy and Sluice connect to it the same way.
 //!
 //! - [`snapshot`]: the folder → an immutable set of resources with versions.
+//! - [`services`]: the gRPC services, all answering from one snapshot.
 //! - [`sotw_stream`] / [`delta_stream`]: one client stream of each protocol.
 //!
 //! The protocol log (streams, subscriptions, every response sent, ACK and
@@ -17,6 +19,7 @@ macro_rules! xds_log {
 }
 
 pub mod delta_stream;
+pub mod services;
 pub mod snapshot;
 pub mod sotw_stream;
 
@@ -28,23 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tokio::sync::watch;
 
+use services::DiscoveryServer;
 use snapshot::Snapshot;
 
 /// How often the folder is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Responses queued per stream before the sender waits for the client.
-const RESPONSE_QUEUE: usize = 16;
 
 #[derive(Args, Debug)]
 pub struct XdsCommand {
@@ -54,7 +47,8 @@ pub struct XdsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum XdsAction {
-    /// Serve the Envoy YAML resources in DIR over ADS (SotW and delta).
+    /// Serve the Envoy YAML resources in DIR over ADS and the per-type
+    /// services (LDS, CDS, EDS, RDS), SotW and delta.
     Serve(ServeArgs),
 }
 
@@ -124,18 +118,17 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}:{}: {e}", args.address, args.port))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         println!(
-            "xds: serving {} resources from {} on {local} (ADS, state-of-the-world and delta)",
+            "xds: serving {} resources from {} on {local} (ADS and LDS/CDS/EDS/RDS, state-of-the-world and delta)",
             initial.len(),
             args.dir.display()
         );
         print_summary(&initial);
         let (publish, snapshots) = watch::channel(Arc::new(initial));
         tokio::spawn(watch_folder(args.dir.clone(), publish));
-        let service = AggregatedDiscoveryServiceServer::new(AdsServer { snapshots });
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
-            .serve_with_incoming_shutdown(service, incoming, async {
+            .serve_with_incoming_shutdown(DiscoveryServer::new(snapshots).into_service(), incoming, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await
@@ -194,54 +187,5 @@ fn reload(dir: &Path, publish: &watch::Sender<Arc<Snapshot>>) {
             dir.display(),
             errors.join("\n  ")
         ),
-    }
-}
-
-struct AdsServer {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
-}
-
-fn peer_of<T>(request: &Request<T>) -> String {
-    request
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "client".into())
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = peer_of(&request);
-        xds_log!("xds: {peer}: state-of-the-world stream opened");
-        let (sender, receiver) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(sotw_stream::serve(
-            peer,
-            request.into_inner(),
-            sender,
-            self.snapshots.clone(),
-        ));
-        Ok(Response::new(ReceiverStream::new(receiver)))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = peer_of(&request);
-        xds_log!("xds: {peer}: delta stream opened");
-        let (sender, receiver) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(delta_stream::serve(
-            peer,
-            request.into_inner(),
-            sender,
-            self.snapshots.clone(),
-        ));
-        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

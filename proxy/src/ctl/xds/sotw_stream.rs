@@ -24,9 +24,12 @@ struct TypeStream {
     sent_nonce: String,
 }
 
-/// Serves one stream until either side ends it.
+/// Serves one stream until either side ends it. `served` lists the type
+/// URLs this stream answers (every type on ADS, one on a per-type service);
+/// requests for others are logged and ignored.
 pub async fn serve(
     peer: String,
+    served: &'static [&'static str],
     mut requests: Streaming<DiscoveryRequest>,
     responses: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -42,7 +45,7 @@ pub async fn serve(
                     Ok(None) => { xds_log!("xds: {peer}: stream closed by the client"); return; }
                     Err(status) => { xds_log!("xds: {peer}: stream error: {status}"); return; }
                 };
-                if !type_urls::ALL.contains(&request.type_url.as_str()) {
+                if !served.contains(&request.type_url.as_str()) {
                     xds_log!("xds: {peer}: ignoring a request for unserved type {}", request.type_url);
                     continue;
                 }
