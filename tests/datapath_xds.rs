@@ -154,29 +154,11 @@ fn xds_listeners_and_clusters_drive_the_kernel_maps() {
 
 /// The daemon's bootstrap for ADS: only the control plane's static cluster.
 fn ads_bootstrap(admin: u16, xds_port: u16, api_type: &str) -> String {
-    format!(
-        r#"
-admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
-node: {{ id: kernel-test, cluster: test }}
-dynamic_resources:
-  ads_config:
-    api_type: {api_type}
-    transport_api_version: V3
-    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
-  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
-  cds_config: {{ ads: {{}}, resource_api_version: V3 }}
-static_resources:
-  clusters:
-  - name: xds_cluster
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds_cluster
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }} }}] }}]
-"#
+    harness::control_plane_bootstrap(
+        "kernel-test",
+        &admin.to_string(),
+        xds_port,
+        &harness::ads_dynamic_resources(api_type),
     )
 }
 

@@ -25,26 +25,7 @@ fn own_stream(api_type: &str) -> String {
 /// A bootstrap with the given `dynamic_resources` body and the static
 /// cluster `xds_cluster` pointing at the control plane.
 fn bootstrap(xds_port: u16, dynamic: &str) -> String {
-    format!(
-        r#"
-node: {{ id: streams-test, cluster: test }}
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-dynamic_resources:
-{dynamic}
-static_resources:
-  clusters:
-  - name: xds_cluster
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{}} }}
-    load_assignment:
-      cluster_name: xds_cluster
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }} }}] }}]
-"#
-    )
+    harness::control_plane_bootstrap("streams-test", "${ADMIN}", xds_port, dynamic)
 }
 
 /// A STATIC cluster resource with one endpoint.

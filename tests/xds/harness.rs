@@ -319,6 +319,51 @@ impl ResourceDir {
     }
 }
 
+/// A daemon bootstrap whose control plane is the static cluster
+/// `xds_cluster` (HTTP/2, 127.0.0.1:`xds_port`); `admin_port` is a port or a
+/// placeholder such as `${ADMIN}`, `dynamic` the body of `dynamic_resources`
+/// (lines indented two spaces).
+pub fn control_plane_bootstrap(
+    node_id: &str,
+    admin_port: &str,
+    xds_port: u16,
+    dynamic: &str,
+) -> String {
+    format!(
+        r#"
+node: {{ id: {node_id}, cluster: test }}
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }}
+dynamic_resources:
+{dynamic}
+static_resources:
+  clusters:
+  - name: xds_cluster
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: xds_cluster
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {xds_port} }} }} }} }}] }}]
+"#
+    )
+}
+
+/// `dynamic_resources` with LDS and CDS over ADS of `api_type` (`GRPC` or
+/// `DELTA_GRPC`) to `xds_cluster`.
+pub fn ads_dynamic_resources(api_type: &str) -> String {
+    format!(
+        "  ads_config:
+    api_type: {api_type}
+    transport_api_version: V3
+    grpc_services: [{{ envoy_grpc: {{ cluster_name: xds_cluster }} }}]
+  lds_config: {{ ads: {{}}, resource_api_version: V3 }}
+  cds_config: {{ ads: {{}}, resource_api_version: V3 }}"
+    )
+}
+
 /// A cluster resource (EDS-typed when `eds`).
 pub fn cluster_yaml(name: &str, timeout: &str, eds: bool) -> String {
     let kind = if eds {
