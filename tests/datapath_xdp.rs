@@ -310,6 +310,23 @@ async fn xdp_counts_per_interface_and_service_states_its_mode_and_drops_denied_s
     // ...but by an IPv6 one.
     let list = sluicectl_json(&sandbox, &["bpf", "denylist", "add", "fd00:5c:1::2/64"]);
     assert_eq!(list, json!(["192.168.250.0/30", "fd00:5c:1::/64"]));
+    // `bpf dump` shows the XDP maps as the kernel has them.
+    assert_eq!(
+        sluicectl_json(&sandbox, &["bpf", "dump", "XDP_DENY4"]),
+        json!([{"key": "192.168.250.0/30", "value": 1}])
+    );
+    assert_eq!(
+        sluicectl_json(&sandbox, &["bpf", "dump", "XDP_DENY6"]),
+        json!([{"key": "fd00:5c:1::/64", "value": 1}])
+    );
+    let dumped = sluicectl_json(&sandbox, &["bpf", "dump", "XDP_COUNTERS"]);
+    assert_eq!(dumped[0]["interface"], json!(veth.host), "{dumped}");
+    assert!(dumped[0]["value"]["dropped"].as_u64().unwrap() >= dropped);
+    let dumped = sluicectl_json(&sandbox, &["bpf", "dump", "XDP_SERVICE_COUNTERS"]);
+    assert!(
+        dumped[0]["value"]["packets"].as_u64().unwrap() > 0,
+        "{dumped}"
+    );
     let passed = tokio::task::block_in_place(|| veth.connects_from_namespace(HOST_V6, port, 3));
     assert_eq!(passed, 0, "denied IPv6 source got through");
     let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);

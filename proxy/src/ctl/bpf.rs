@@ -322,6 +322,9 @@ fn dump(maps: &LbMaps, map: &str, pin_dir: &Path) -> Result<Value, String> {
     if let Some(entries) = super::bpf_lb6::dump(maps, map) {
         return entries.map(Value::Array);
     }
+    if let Some(entries) = bpf_xdp::dump(maps, map, pin_dir) {
+        return entries.map(Value::Array);
+    }
     let entries: Vec<Value> = match map {
         map_names::REDIRECT_ORIGINAL_DST => sluice_ebpf::maps::RedirectMap::open_pinned(pin_dir)
             .and_then(|redirects| redirects.entries())
@@ -385,6 +388,10 @@ fn dump(maps: &LbMaps, map: &str, pin_dir: &Path) -> Result<Value, String> {
                     map_names::LB6_BACKENDS,
                     map_names::LB_MAGLEV,
                     map_names::REDIRECT_ORIGINAL_DST,
+                    map_names::XDP_DENY4,
+                    map_names::XDP_DENY6,
+                    map_names::XDP_COUNTERS,
+                    map_names::XDP_SERVICE_COUNTERS,
                 ]
                 .join(", ")
             ))

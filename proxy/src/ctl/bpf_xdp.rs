@@ -8,7 +8,8 @@ use std::path::Path;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use sluice_ebpf::maps::XdpMaps;
+use sluice_ebpf::common::map_names;
+use sluice_ebpf::maps::{LbMaps, XdpMaps};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DenylistAction {
@@ -116,6 +117,57 @@ pub fn interface_counters(
         counters.insert(format!("{prefix}.dropped"), json!(c.dropped));
     }
     Ok(())
+}
+
+/// `sluicectl bpf dump` of the XDP maps (`None` for another map): the deny
+/// lists as CIDRs, the interface counters of every pinned XDP interface
+/// (summed over CPUs, keyed by ifindex), and the per-service counters of
+/// every service in the socket-LB maps (keyed by service id).
+pub fn dump(lb: &LbMaps, map: &str, pin_dir: &Path) -> Option<Result<Vec<Value>, String>> {
+    let wanted_family = match map {
+        map_names::XDP_DENY4 => Some(true),
+        map_names::XDP_DENY6 => Some(false),
+        map_names::XDP_COUNTERS | map_names::XDP_SERVICE_COUNTERS => None,
+        _ => return None,
+    };
+    let entries = || -> Result<Vec<Value>, String> {
+        let error = |e: sluice_ebpf::DatapathError| e.to_string();
+        if map == map_names::XDP_SERVICE_COUNTERS {
+            let mut ids: Vec<u32> = lb
+                .service_entries()
+                .map_err(error)?
+                .iter()
+                .map(|(_, service)| service.service_id)
+                .collect();
+            ids.sort();
+            let mut entries = Vec::new();
+            for id in ids {
+                let c = lb.xdp_service_counters(id).map_err(error)?;
+                entries.push(json!({"key": id, "value": {"packets": c.packets, "bytes": c.bytes}}));
+            }
+            return Ok(entries);
+        }
+        let xdp = XdpMaps::open_pinned(pin_dir).map_err(error)?;
+        if let Some(ipv4) = wanted_family {
+            return Ok(xdp
+                .denied()
+                .map_err(error)?
+                .iter()
+                .filter(|(address, _)| address.is_ipv4() == ipv4)
+                .map(|(address, len)| json!({"key": format!("{address}/{len}"), "value": 1}))
+                .collect());
+        }
+        let mut entries = Vec::new();
+        for interface in sluice_ebpf::pinned_xdp_interfaces(pin_dir) {
+            let Some(ifindex) = sluice_ebpf::interface_index(&interface) else {
+                continue; // the interface is gone
+            };
+            let c = xdp.interface_counters(ifindex).map_err(error)?;
+            entries.push(json!({"key": ifindex, "interface": interface, "value": {"packets": c.packets, "bytes": c.bytes, "dropped": c.dropped}}));
+        }
+        Ok(entries)
+    };
+    Some(entries())
 }
 
 /// `[{"interface", "mode"}]` for every pinned XDP link; the mode is what
