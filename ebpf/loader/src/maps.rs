@@ -32,6 +32,19 @@ pub struct LbMaps {
     pub xdp_service_counters: PerCpuArray<MapData, XdpServiceCounters>,
 }
 
+/// Every entry of a hash map, sorted by key (stable output for the CLI).
+fn sorted_entries<K: aya::Pod + Ord, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, DatapathError> {
+    let mut entries = map
+        .iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_error(name))?;
+    entries.sort_by_key(|(key, _)| *key);
+    Ok(entries)
+}
+
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |e| DatapathError::Map {
         map,
@@ -85,24 +98,12 @@ impl LbMaps {
 
     /// Every service entry.
     pub fn service_entries(&self) -> Result<Vec<(Lb4ServiceKey, Lb4Service)>, DatapathError> {
-        let mut entries = self
-            .services
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_error(map_names::LB4_SERVICES))?;
-        entries.sort_by_key(|(key, _)| *key);
-        Ok(entries)
+        sorted_entries(&self.services, map_names::LB4_SERVICES)
     }
 
     /// Every backend entry (both slots of every service).
     pub fn backend_entries(&self) -> Result<Vec<(Lb4BackendKey, Lb4Backend)>, DatapathError> {
-        let mut entries = self
-            .backends
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_error(map_names::LB4_BACKENDS))?;
-        entries.sort_by_key(|(key, _)| *key);
-        Ok(entries)
+        sorted_entries(&self.backends, map_names::LB4_BACKENDS)
     }
 
     /// A service's counters summed over CPUs.
@@ -224,24 +225,12 @@ impl LbMaps {
 impl LbMaps {
     /// Every IPv6 service entry.
     pub fn service6_entries(&self) -> Result<Vec<(Lb6ServiceKey, Lb4Service)>, DatapathError> {
-        let mut entries = self
-            .services6
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_error(map_names::LB6_SERVICES))?;
-        entries.sort_by_key(|(key, _)| *key);
-        Ok(entries)
+        sorted_entries(&self.services6, map_names::LB6_SERVICES)
     }
 
     /// Every IPv6 backend entry (both slots of every service).
     pub fn backend6_entries(&self) -> Result<Vec<(Lb4BackendKey, Lb6Backend)>, DatapathError> {
-        let mut entries = self
-            .backends6
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_error(map_names::LB6_BACKENDS))?;
-        entries.sort_by_key(|(key, _)| *key);
-        Ok(entries)
+        sorted_entries(&self.backends6, map_names::LB6_BACKENDS)
     }
 
     pub fn insert_service6(

@@ -192,26 +192,29 @@ fn start_variant(
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path.display().to_string())
     };
+    let proxy_args = |config: &str, extra: &[&str]| -> Vec<String> {
+        ["-c", config, "--concurrency", &concurrency, "-l", "error"]
+            .iter()
+            .chain(extra)
+            .map(|arg| arg.to_string())
+            .collect()
+    };
     let (program, args, ports) = match variant {
         DIRECT => return Ok((None, IPERF_BACKEND_PORT, BACKEND_PORT)),
         KERNEL => {
             let config = write("sluice-socket-lb.yaml", SOCKET_LB_YAML)?;
-            let args = [
-                "-c",
+            let cgroup = cgroup.display().to_string();
+            let args = proxy_args(
                 &config,
-                "--concurrency",
-                &concurrency,
-                "-l",
-                "error",
-                "--datapath",
-                "required",
-                "--datapath-cgroup",
-                &cgroup.display().to_string(),
-                "--datapath-pin-dir",
-                pin_dir,
-            ]
-            .map(String::from)
-            .to_vec();
+                &[
+                    "--datapath",
+                    "required",
+                    "--datapath-cgroup",
+                    &cgroup,
+                    "--datapath-pin-dir",
+                    pin_dir,
+                ],
+            );
             (
                 settings.tools.sluice.clone(),
                 args,
@@ -220,18 +223,7 @@ fn start_variant(
         }
         SLUICE => {
             let config = write("proxy-tcp-kernel.yaml", USERSPACE_YAML)?;
-            let args = [
-                "-c",
-                &config,
-                "--concurrency",
-                &concurrency,
-                "-l",
-                "error",
-                "--datapath",
-                "off",
-            ]
-            .map(String::from)
-            .to_vec();
+            let args = proxy_args(&config, &["--datapath", "off"]);
             (
                 settings.tools.sluice.clone(),
                 args,
@@ -240,17 +232,7 @@ fn start_variant(
         }
         _ => {
             let config = write("proxy-tcp-kernel.yaml", USERSPACE_YAML)?;
-            let args = [
-                "-c",
-                &config,
-                "--concurrency",
-                &concurrency,
-                "-l",
-                "error",
-                "--disable-hot-restart",
-            ]
-            .map(String::from)
-            .to_vec();
+            let args = proxy_args(&config, &["--disable-hot-restart"]);
             (
                 settings.tools.envoy.clone(),
                 args,
