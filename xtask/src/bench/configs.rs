@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 pub const BACKEND_PORT: u16 = 28080;
 pub const BACKEND_H2_PORT: u16 = 28081;
 pub const IPERF_PORT: u16 = 28082;
+pub const BACKEND_GRPC_PORT: u16 = 28083;
 pub const PROXY_PORT: u16 = 28090;
 pub const ADMIN_PORT: u16 = 28091;
 
@@ -18,6 +19,39 @@ pub const NGINX_PROXY: &str = include_str!("../../bench/nginx-proxy.conf");
 pub const NGINX_TCP: &str = include_str!("../../bench/nginx-tcp.conf");
 pub const HAPROXY_HTTP: &str = include_str!("../../bench/haproxy-http.cfg");
 pub const HAPROXY_TCP: &str = include_str!("../../bench/haproxy-tcp.cfg");
+pub const PROXY_GRPC_YAML: &str = include_str!("../../bench/proxy-grpc.yaml");
+pub const NGINX_GRPC: &str = include_str!("../../bench/nginx-grpc.conf");
+pub const HAPROXY_GRPC: &str = include_str!("../../bench/haproxy-grpc.cfg");
+
+/// The gRPC method the `grpc` load calls, and the request and reply
+/// messages (length-prefixed gRPC frames of a small protobuf message).
+pub const GRPC_PATH: &str = "/bench.Echo/Say";
+pub const GRPC_REQUEST_FILE: &str = "grpc-request";
+pub const GRPC_REPLY_FILE: &str = "grpc-reply";
+
+/// A gRPC frame (uncompressed) holding a protobuf message whose field 1 is
+/// the string `text`.
+pub fn grpc_frame(text: &str) -> Vec<u8> {
+    assert!(text.len() < 128, "one-byte protobuf length");
+    let mut message = vec![0x0a, text.len() as u8];
+    message.extend_from_slice(text.as_bytes());
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    frame
+}
+
+/// Writes the request and reply messages of the `grpc` scenario into `dir`.
+pub fn write_grpc_messages(dir: &std::path::Path) -> Result<(), String> {
+    for (file, text) in [
+        (GRPC_REQUEST_FILE, "hello"),
+        (GRPC_REPLY_FILE, "hello world"),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, grpc_frame(text)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
 
 /// Number of routes in `routes-1k` and the index of the one that matches.
 pub const ROUTE_COUNT: usize = 1000;
@@ -49,6 +83,7 @@ pub fn standard_values(
         ("WORKERS", workers.to_string()),
         ("BACKEND_PORT", backend_port.to_string()),
         ("BACKEND_H2_PORT", BACKEND_H2_PORT.to_string()),
+        ("BACKEND_GRPC_PORT", BACKEND_GRPC_PORT.to_string()),
         ("PROXY_PORT", PROXY_PORT.to_string()),
         ("ADMIN_PORT", ADMIN_PORT.to_string()),
     ]
@@ -111,7 +146,15 @@ mod tests {
     #[test]
     fn templates_render_without_leftover_placeholders() {
         let values = standard_values("/tmp/x", 1, BACKEND_PORT);
-        for template in [BACKEND_NGINX, PROXY_HTTP_YAML, PROXY_TCP_YAML, NGINX_TCP] {
+        for template in [
+            BACKEND_NGINX,
+            PROXY_HTTP_YAML,
+            PROXY_TCP_YAML,
+            NGINX_TCP,
+            PROXY_GRPC_YAML,
+            NGINX_GRPC,
+            HAPROXY_GRPC,
+        ] {
             let text = render(template, &values);
             assert!(!text.contains("{DIR}") && !text.contains("_PORT}"));
         }
@@ -120,6 +163,15 @@ mod tests {
         with_flags.push(("BIND_FLAGS", " proto h2".into()));
         assert!(render(NGINX_PROXY, &with_flags).contains("listen 127.0.0.1:28090;"));
         assert!(render(HAPROXY_HTTP, &with_flags).contains("bind 127.0.0.1:28090 proto h2"));
+    }
+
+    #[test]
+    fn grpc_frames_are_length_prefixed_protobuf_strings() {
+        assert_eq!(
+            grpc_frame("hi"),
+            [0, 0, 0, 0, 4, 0x0a, 2, b'h', b'i'],
+            "flag 0, big-endian length 4, field 1 (wire type 2) of length 2"
+        );
     }
 
     #[test]

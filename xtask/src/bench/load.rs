@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use super::configs;
 use super::peers::LOAD_CPU;
 
 /// Tries of an iperf3 client that found the server still busy.
@@ -37,6 +38,9 @@ pub enum Load<'a> {
     H2load {
         connections: usize,
         streams: usize,
+        /// Unary gRPC calls (POST of a gRPC frame, `te: trailers`) instead
+        /// of GET /.
+        grpc: bool,
     },
     Iperf3,
 }
@@ -81,6 +85,7 @@ pub fn run(
         Load::H2load {
             connections,
             streams,
+            grpc,
         } => {
             let log = dir.join("h2load.log");
             command
@@ -91,8 +96,16 @@ pub fn run(
                     &format!("-m{streams}"),
                 ])
                 .args(["-D", &seconds.to_string(), "--log-file"])
-                .arg(&log)
-                .arg(url("/"));
+                .arg(&log);
+            if *grpc {
+                command
+                    .arg("-d")
+                    .arg(dir.join(configs::GRPC_REQUEST_FILE))
+                    .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+                    .arg(url(configs::GRPC_PATH));
+            } else {
+                command.arg(url("/"));
+            }
             let mut result = parse_h2load(&output_of(&mut command, seconds)?)?;
             let log_text =
                 std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;

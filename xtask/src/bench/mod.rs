@@ -163,6 +163,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for port in [
         configs::BACKEND_PORT,
         configs::BACKEND_H2_PORT,
+        configs::BACKEND_GRPC_PORT,
         configs::IPERF_PORT,
         configs::PROXY_PORT,
         configs::ADMIN_PORT,
@@ -361,6 +362,7 @@ fn start_backends(
     options: &Options,
 ) -> Result<Vec<peers::Running>, String> {
     let values = configs::standard_values(&dir.display().to_string(), 1, configs::BACKEND_PORT);
+    configs::write_grpc_messages(dir)?;
     let config = dir.join("backend-nginx.conf");
     std::fs::write(&config, configs::render(configs::BACKEND_NGINX, &values))
         .map_err(|e| e.to_string())?;
@@ -584,7 +586,6 @@ mod tests {
             &["--profile", "fast"],
             &["--frobnicate"],
             &["tls"],
-            &["grpc"],
         ] {
             assert!(parse_options(&args(bad)).is_err(), "{bad:?}");
         }

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::configs::{self, BACKEND_H2_PORT, BACKEND_PORT, IPERF_PORT, PROXY_PORT};
+use super::configs::{
+    self, BACKEND_GRPC_PORT, BACKEND_H2_PORT, BACKEND_PORT, IPERF_PORT, PROXY_PORT,
+};
 use super::load::{self, Load, LoadResult};
 use super::peers::{self, Peer, Readiness, Running, Tools, PROXY_CPU};
 use super::procstat;
@@ -32,10 +34,10 @@ const MAX_ERROR_FRACTION: f64 = 0.01;
 
 /// The backend port a proxy forwards to in this scenario.
 fn backend_port(scenario: Scenario) -> u16 {
-    if scenario == Scenario::Tcp {
-        IPERF_PORT
-    } else {
-        BACKEND_PORT
+    match scenario {
+        Scenario::Tcp => IPERF_PORT,
+        Scenario::Grpc => BACKEND_GRPC_PORT,
+        _ => BACKEND_PORT,
     }
 }
 
@@ -44,6 +46,7 @@ fn direct_port(scenario: Scenario) -> u16 {
     match scenario {
         Scenario::Tcp => IPERF_PORT,
         Scenario::H2c => BACKEND_H2_PORT,
+        Scenario::Grpc => BACKEND_GRPC_PORT,
         _ => BACKEND_PORT,
     }
 }
@@ -75,6 +78,9 @@ pub fn write_config(
         (Peer::Sluice | Peer::Envoy, Scenario::Tcp) => {
             ("proxy.yaml", configs::PROXY_TCP_YAML.to_string())
         }
+        (Peer::Sluice | Peer::Envoy, Scenario::Grpc) => {
+            ("proxy.yaml", configs::PROXY_GRPC_YAML.to_string())
+        }
         (Peer::Sluice | Peer::Envoy, Scenario::Routes1k) => {
             ("proxy.yaml", configs::routes_1k_yaml())
         }
@@ -83,8 +89,10 @@ pub fn write_config(
         }
         (Peer::Sluice | Peer::Envoy, _) => ("proxy.yaml", configs::PROXY_HTTP_YAML.to_string()),
         (Peer::Nginx, Scenario::Tcp) => ("nginx.conf", configs::NGINX_TCP.to_string()),
+        (Peer::Nginx, Scenario::Grpc) => ("nginx.conf", configs::NGINX_GRPC.to_string()),
         (Peer::Nginx, _) => ("nginx.conf", configs::NGINX_PROXY.to_string()),
         (Peer::Haproxy, Scenario::Tcp) => ("haproxy.cfg", configs::HAPROXY_TCP.to_string()),
+        (Peer::Haproxy, Scenario::Grpc) => ("haproxy.cfg", configs::HAPROXY_GRPC.to_string()),
         (Peer::Haproxy, _) => ("haproxy.cfg", configs::HAPROXY_HTTP.to_string()),
     };
     let path = settings.dir.join(file);
@@ -170,6 +178,12 @@ fn load_of(scenario: Scenario) -> Load<'static> {
         Scenario::H2c => Load::H2load {
             connections: H2_CONNECTIONS,
             streams: H2_STREAMS,
+            grpc: false,
+        },
+        Scenario::Grpc => Load::H2load {
+            connections: H2_CONNECTIONS,
+            streams: H2_STREAMS,
+            grpc: true,
         },
         Scenario::Tcp => Load::Iperf3,
         Scenario::Http1NewConn => Load::Wrk {

@@ -12,6 +12,8 @@ pub enum Scenario {
     Http1NewConn,
     /// h2c (prior knowledge): many streams on few connections, `h2load`.
     H2c,
+    /// gRPC unary calls over h2c through an HTTP/2 upstream.
+    Grpc,
     /// `tcp_proxy` bulk throughput with `iperf3`.
     Tcp,
     /// 1,000 routes with regex and header matches; the match near the end.
@@ -28,16 +30,14 @@ pub enum Scenario {
 }
 
 /// Names reserved by the benchmark issue for features still to come.
-const NOT_YET: &[(&str, &str)] = &[
-    ("grpc", "gRPC unary through h2 with a gRPC load generator (ghz or h2load with gRPC framing) in the harness"),
-    ("tls", "TLS termination in Sluice (DownstreamTlsContext)"),
-];
+const NOT_YET: &[(&str, &str)] = &[("tls", "TLS termination in Sluice (DownstreamTlsContext)")];
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Http1,
         Scenario::Http1NewConn,
         Scenario::H2c,
+        Scenario::Grpc,
         Scenario::Tcp,
         Scenario::Routes1k,
         Scenario::Clusters10k,
@@ -51,6 +51,7 @@ impl Scenario {
             Scenario::Http1 => "http1",
             Scenario::Http1NewConn => "http1-newconn",
             Scenario::H2c => "h2c",
+            Scenario::Grpc => "grpc",
             Scenario::Tcp => "tcp",
             Scenario::Routes1k => "routes-1k",
             Scenario::Clusters10k => "clusters-10k",
@@ -67,6 +68,9 @@ impl Scenario {
                 "HTTP/1.1, new connection per request (wrk, Connection: close, 8 connections)"
             }
             Scenario::H2c => "h2c prior knowledge, h2load, 4 connections x 32 streams",
+            Scenario::Grpc => {
+                "gRPC unary over h2c to an HTTP/2 upstream, h2load with gRPC framing, 4 connections x 32 streams"
+            }
             Scenario::Tcp => "tcp_proxy bulk throughput, iperf3, 1 stream",
             Scenario::Routes1k => "1,000 regex/header routes, match near the end, wrk keep-alive",
             Scenario::Clusters10k => "10,000 clusters: peak RSS and start-to-ready",
@@ -103,7 +107,11 @@ impl Scenario {
     /// The peers this scenario compares, Sluice first.
     pub fn peers(self) -> Vec<Peer> {
         match self {
-            Scenario::Http1 | Scenario::Http1NewConn | Scenario::H2c | Scenario::Tcp => {
+            Scenario::Http1
+            | Scenario::Http1NewConn
+            | Scenario::H2c
+            | Scenario::Grpc
+            | Scenario::Tcp => {
                 vec![
                     Peer::Sluice,
                     Peer::Envoy,
@@ -144,7 +152,7 @@ mod tests {
 
     #[test]
     fn future_scenarios_say_what_they_need() {
-        for name in ["grpc", "tls"] {
+        for name in ["tls"] {
             let error = Scenario::parse(name).unwrap_err();
             assert!(error.contains("not available yet: needs"), "{error}");
         }
