@@ -41,7 +41,8 @@ fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError
 /// (network-order bytes, each word read as a native integer).
 pub fn words_of(ip: &Ipv6Addr) -> [u32; 4] {
     let octets = ip.octets();
-    let word = |i: usize| u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
+    let word =
+        |i: usize| u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
     [word(0), word(4), word(8), word(12)]
 }
 
@@ -109,7 +110,8 @@ pub fn cookie_entries4(pin_dir: &Path) -> Result<Vec<(u64, SocketAddrV4)>, Datap
     let mut entries = Vec::new();
     for entry in map.iter() {
         let (cookie, value) = entry.map_err(map_error(name))?;
-        let original = SocketAddrV4::new(u32::from_be(value.address).into(), u16::from_be(value.port));
+        let original =
+            SocketAddrV4::new(u32::from_be(value.address).into(), u16::from_be(value.port));
         entries.push((cookie, original));
     }
     entries.sort();
@@ -146,7 +148,10 @@ pub fn reverse_entries4(pin_dir: &Path) -> Result<Vec<ReverseEntry>, DatapathErr
     let map: HashMap<MapData, Lb4ReverseKey, Lb4ReverseValue> =
         HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?;
     let v4 = |address: u32, port: u16| {
-        SocketAddr::V4(SocketAddrV4::new(u32::from_be(address).into(), u16::from_be(port)))
+        SocketAddr::V4(SocketAddrV4::new(
+            u32::from_be(address).into(),
+            u16::from_be(port),
+        ))
     };
     let mut entries = Vec::new();
     for entry in map.iter() {

@@ -32,8 +32,8 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProx
 use prost::Message;
 use sluice_ebpf::common::MAX_BACKENDS_PER_SERVICE;
 
-pub use super::redirect_plan::RedirectTargets;
 use super::redirect_plan::redirect_service;
+pub use super::redirect_plan::RedirectTargets;
 
 const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(super) const HCM_TYPE: &str =
@@ -124,11 +124,9 @@ impl Plan {
     /// to the daemon: which redirect addresses must be served.
     pub fn redirect_families(&self) -> (bool, bool) {
         let redirected = |v6: bool| {
-            self.services
-                .iter()
-                .any(|(address, service)| {
-                    service.mode == ServiceMode::Redirect && address.vip.is_ipv6() == v6
-                })
+            self.services.iter().any(|(address, service)| {
+                service.mode == ServiceMode::Redirect && address.vip.is_ipv6() == v6
+            })
         };
         (redirected(false), redirected(true))
     }
@@ -369,15 +367,27 @@ pub(super) mod tests {
         let listeners = [virtual_listener("svc", "10.96.0.10", 80, TCP)];
         let choice = |plan: Plan| plan.services[&vip(80)].choice;
         assert_eq!(
-            choice(derive(&listeners, with([2, 2], false), RedirectTargets::NONE)),
+            choice(derive(
+                &listeners,
+                with([2, 2], false),
+                RedirectTargets::NONE
+            )),
             BackendChoice::Random
         );
         assert_eq!(
-            choice(derive(&listeners, with([3, 1], false), RedirectTargets::NONE)),
+            choice(derive(
+                &listeners,
+                with([3, 1], false),
+                RedirectTargets::NONE
+            )),
             BackendChoice::Weighted
         );
         assert_eq!(
-            choice(derive(&listeners, with([1, 1], true), RedirectTargets::NONE)),
+            choice(derive(
+                &listeners,
+                with([1, 1], true),
+                RedirectTargets::NONE
+            )),
             BackendChoice::Maglev
         );
         let plan = derive(&listeners, with([3, 0], true), RedirectTargets::NONE);

@@ -70,8 +70,7 @@ pub fn redirect6_or_default(
     redirect6_to: Option<SocketAddrV6>,
     redirect_to: SocketAddrV4,
 ) -> SocketAddrV6 {
-    redirect6_to
-        .unwrap_or_else(|| SocketAddrV6::new(Ipv6Addr::LOCALHOST, redirect_to.port(), 0, 0))
+    redirect6_to.unwrap_or_else(|| SocketAddrV6::new(Ipv6Addr::LOCALHOST, redirect_to.port(), 0, 0))
 }
 
 /// One accepting worker's handles on both original-destination maps.

@@ -62,7 +62,11 @@ pub(super) fn redirect_service(
         redirect_to.v4.map(SocketAddr::V4)
     };
     let Some(target) = target else {
-        let family = if address.vip.is_ipv6() { "IPv6" } else { "IPv4" };
+        let family = if address.vip.is_ipv6() {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
         return Some(Err(format!(
             "{address}: no {family} redirect address is served, so it is not redirected"
         )));
@@ -87,7 +91,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::super::plan::derive;
-    use super::super::plan::tests::{backend, endpoints, listener, vip, virtual_listener, HCM, TCP};
+    use super::super::plan::tests::{
+        backend, endpoints, listener, vip, virtual_listener, HCM, TCP,
+    };
     use super::*;
 
     fn redirect_to() -> RedirectTargets {
