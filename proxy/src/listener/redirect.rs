@@ -1,6 +1,7 @@
 //! Connections the kernel redirected to Sluice (transparent L7 redirect):
-//! accepted on the daemon's redirect address (`--datapath-redirect-to`, one
-//! `SO_REUSEPORT` socket per worker), each is matched by its original
+//! accepted on the daemon's redirect addresses (`--datapath-redirect-to`,
+//! `--datapath-redirect6-to`; one `SO_REUSEPORT` socket per worker per
+//! address), each is matched by its original
 //! destination — recovered from the kernel by the client's address — to
 //! the `bind_to_port: false` listener on that address and served by it
 //! exactly as if it had been accepted there (filter chain, stats, access
