@@ -8,12 +8,14 @@
 //! ([fd96::20]:80, its own listener): connect6 rewrites it to the daemon's
 //! `--datapath-redirect6-to` address ([::1] on the redirect port by
 //! default), the original [VIP]:port is recovered by the client's IPv6
-//! address, and every map entry is gone once the connections closed.
-//! A stray connection to the redirect
-//! address (no original destination) is closed and counted. The listener
-//! arrives by file-based LDS; removing it removes the kernel service, and
-//! the VIP is no longer rewritten. Needs root, bpffs and cgroup v2; skips
-//! with a reason otherwise, except under `CI=true` where it must run.
+//! address, and every map entry is gone once the connections closed. A
+//! stray connection to a redirect address (no original destination) is
+//! closed and counted. The listeners arrive by file-based LDS; removing
+//! them removes the kernel services, and the VIPs are no longer rewritten.
+//! After a crash (SIGKILL) the pinned programs still redirect; the refused
+//! connects leave no map entries behind (the sockops close callback
+//! deletes them). Needs root, bpffs and cgroup v2; skips with a reason
+//! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
 mod datapath_support;
@@ -247,7 +249,7 @@ fn http_vip_is_redirected_to_sluice_and_routed_by_its_listener() {
     let admin = unused_port();
     let redirect_port = unused_port();
     let redirect_to = format!("127.0.0.1:{redirect_port}");
-    let daemon = Daemon::start_with(
+    let mut daemon = Daemon::start_with(
         &sandbox,
         &bootstrap(admin, &dir, blue, green),
         &hosts,
@@ -418,6 +420,46 @@ fn http_vip_is_redirected_to_sluice_and_routed_by_its_listener() {
     let results = requests_from_cgroup(&sandbox, &["/blue"], Client::V6);
     assert!(results[0].starts_with("err "), "{results:?}");
     wait_for_stat(&daemon, admin, "datapath.redirect.downstream_cx_total", 9);
+
+    // The services again, then a crash: the pinned programs keep
+    // redirecting to a redirect address nobody serves. The refused
+    // connects never establish; closing them deletes what connect recorded.
+    write_listeners(&dir, "3", true);
+    let redirects = |sandbox: &Sandbox| {
+        let counters = sluicectl_json(sandbox, &["bpf", "counters"]);
+        let service6 = format!("datapath.lb6.service.[{WEB_VIP6}]:80/tcp.redirects");
+        let service4 = format!("datapath.lb4.service.{WEB_VIP}:80/tcp.redirects");
+        (counters[service4].as_u64(), counters[service6].as_u64())
+    };
+    wait_for("the services back", &daemon, || match redirects(&sandbox) {
+        (Some(_), Some(_)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    let before = redirects(&sandbox);
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_exit();
+    for client in [Client::V4, Client::V6] {
+        let results = requests_from_cgroup(&sandbox, &["/blue"], client);
+        assert_eq!(results, ["err ConnectionRefusedError"]);
+    }
+    let after = redirects(&sandbox);
+    assert_eq!(
+        (
+            after.0.unwrap() - before.0.unwrap(),
+            after.1.unwrap() - before.1.unwrap()
+        ),
+        (1, 1),
+        "the kernel redirected both after the crash"
+    );
+    for map in [
+        "REDIRECT_BY_COOKIE",
+        "REDIRECT6_BY_COOKIE",
+        "REDIRECT_ORIGINAL_DST",
+        "REDIRECT6_ORIGINAL_DST",
+    ] {
+        let entries = sluicectl_json(&sandbox, &["bpf", "dump", map]);
+        assert_eq!(entries, json!([]), "{map} after refused connects");
+    }
 }
 
 /// The access log at `path` once it has `lines` lines.
