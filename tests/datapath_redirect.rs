@@ -474,3 +474,40 @@ fn access_log(daemon: &Daemon, path: &Path, lines: usize) -> String {
     });
     std::fs::read_to_string(path).unwrap()
 }
+
+/// `--datapath-redirect6-to` on an address this host does not have: with
+/// `--datapath required` (what the test daemon runs with) the IPv6 L7 VIP
+/// cannot be redirected, so start-up fails naming the address.
+#[test]
+fn an_ipv6_redirect_address_that_cannot_be_bound_fails_a_required_start() {
+    if skip() {
+        return;
+    }
+    let sandbox = Sandbox::new("redirect6-unbound");
+    let dir = sandbox.dir.path().join("xds");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_listeners(&dir, "1", true);
+    let hosts = sandbox.dir.path().join("hosts");
+    write_hosts(&hosts, &[]);
+    let redirect_port = unused_port();
+    let unbound = format!("[fd96::1]:{redirect_port}");
+    let mut daemon = Daemon::start_with(
+        &sandbox,
+        &bootstrap(unused_port(), &dir, 9, 9),
+        &hosts,
+        "redirect6-unbound",
+        &[
+            "--datapath-redirect-to",
+            &format!("127.0.0.1:{redirect_port}"),
+            "--datapath-redirect6-to",
+            &unbound,
+        ],
+    );
+    let status = daemon.wait_exit();
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("--datapath required: redirect address: ") && log.contains(&unbound),
+        "{log}"
+    );
+}
