@@ -78,6 +78,29 @@ fn a_bad_redirect_address_is_rejected() {
 }
 
 #[test]
+fn a_bad_ipv6_redirect_address_is_rejected() {
+    for (value, message) in [
+        ("::1", "'::1' is not [IP]:PORT"),
+        ("[::1]:0", "the redirect port cannot be 0"),
+        ("[::]:15001", "not [::] or a v4-mapped one"),
+        ("[::ffff:127.0.0.1]:15001", "not [::] or a v4-mapped one"),
+        ("127.0.0.1:15001", "the IPv6 redirect address must be IPv6"),
+    ] {
+        let exited = run_until_exit(
+            &CONFIG.replace("${ADMIN}", "0"),
+            &["--datapath-redirect6-to", value],
+            Duration::from_secs(10),
+        );
+        assert_eq!(exited.status.code(), Some(2), "{value}: {}", exited.stderr);
+        assert!(
+            exited.stderr.contains("--datapath-redirect6-to") && exited.stderr.contains(message),
+            "{value}: {}",
+            exited.stderr
+        );
+    }
+}
+
+#[test]
 fn required_datapath_fails_start_up_and_says_why() {
     let pins = not_bpffs_dir();
     let pin_dir = pins.path().join("sluice");
@@ -169,6 +192,46 @@ fn sluicectl_explains_a_missing_pin_directory() {
             && stderr.contains("--datapath-pin-dir /nonexistent/pins"),
         "{stderr}"
     );
+}
+
+#[test]
+fn sluicectl_dump_of_an_unknown_map_lists_the_known_ones() {
+    let output = sluicectl(&[
+        "bpf",
+        "dump",
+        "NO_SUCH_MAP",
+        "--pin-dir",
+        "/nonexistent/pins",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown map 'NO_SUCH_MAP'"), "{stderr}");
+    for known in [
+        "LB4_SERVICES",
+        "LB4_REVERSE_SK",
+        "LB6_REVERSE_SK",
+        "REDIRECT_ORIGINAL_DST",
+        "REDIRECT_BY_COOKIE",
+        "REDIRECT6_ORIGINAL_DST",
+        "REDIRECT6_BY_COOKIE",
+        "XDP_DENY6",
+        "SOCKMAP_SOCKETS",
+        "SOCKMAP_TAINTED",
+        "SOCKMAP_COUNTERS",
+    ] {
+        assert!(stderr.contains(known), "{known} not listed: {stderr}");
+    }
+    // A known map without a daemon: the missing pin, not "unknown".
+    let output = sluicectl(&[
+        "bpf",
+        "dump",
+        "REDIRECT6_BY_COOKIE",
+        "--pin-dir",
+        "/nonexistent/pins",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot open pin"), "{stderr}");
 }
 
 #[test]

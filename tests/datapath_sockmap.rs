@@ -6,7 +6,8 @@
 //! bytes sent as redirected, and `sluicectl bpf status|counters` and
 //! `/stats` must show it. With sockmap off the same traffic is counted by
 //! nobody. Also covers a dual-stack (`::`) server, whose accepted sockets are
-//! v4-mapped IPv6. Needs root, bpffs and cgroup v2; skips with a reason
+//! v4-mapped IPv6, and `sluicectl bpf dump` of the sockmap maps while a
+//! pair is open (both ends' keys; the values are sockets, shown as null). Needs root, bpffs and cgroup v2; skips with a reason
 //! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
@@ -189,6 +190,8 @@ fn local_pairs_skip_the_stack_with_sockmap_on_and_data_arrives_intact() {
     let status = sluicectl_json(&sandbox, &["bpf", "status"]);
     assert_eq!(status["sockmap"]["sockets"], 0, "{status}");
 
+    dump_shows_an_open_pair(&sandbox);
+
     // The same counter on /stats and /stats/prometheus (exported every second).
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut stats = String::new();
@@ -221,6 +224,43 @@ fn local_pairs_skip_the_stack_with_sockmap_on_and_data_arrives_intact() {
         !sandbox.pin_dir.exists(),
         "pins left after a clean shutdown"
     );
+}
+
+/// `sluicectl bpf dump` of the sockmap maps: run from inside the cgroup by
+/// a process that holds a local pair open, so both ends are in
+/// `SOCKMAP_SOCKETS` while it runs.
+fn dump_shows_an_open_pair(sandbox: &Sandbox) {
+    let script = format!(
+        "import json, socket, subprocess
+server = socket.socket(); server.bind(('127.0.0.1', 0)); server.listen(1)
+client = socket.create_connection(server.getsockname(), timeout=2)
+accepted, _ = server.accept()
+client.sendall(b'x'); accepted.recv(1)
+dump = lambda name: json.loads(subprocess.run([{ctl:?}, 'bpf', 'dump', name, '-o', 'json', '--pin-dir', {pins:?}], capture_output=True, text=True, timeout=10).stdout)
+print(json.dumps({{'client': '%s:%d' % client.getsockname(), 'server': '%s:%d' % server.getsockname(), 'sockets': dump('SOCKMAP_SOCKETS'), 'counters': dump('SOCKMAP_COUNTERS'), 'tainted': dump('SOCKMAP_TAINTED')}}))
+",
+        ctl = sluicectl_binary(),
+        pins = sandbox.pin_dir.display().to_string(),
+    );
+    let lines = python_in_cgroup(sandbox, &script, false);
+    let result: Value = serde_json::from_str(&lines[0]).expect("the script prints JSON");
+    let (client, server) = (&result["client"], &result["server"]);
+    let sockets = result["sockets"].as_array().expect("an array of entries");
+    for (local, remote) in [(client, server), (server, client)] {
+        assert!(
+            sockets.contains(
+                &serde_json::json!({"key": {"local": local, "remote": remote}, "value": null})
+            ),
+            "{result}"
+        );
+    }
+    let counters = &result["counters"][0];
+    assert_eq!(counters["key"], 0, "{result}");
+    assert!(
+        counters["value"]["sockets_added"].as_u64().unwrap() >= 2,
+        "{result}"
+    );
+    assert!(result["tainted"].is_array(), "{result}");
 }
 
 #[test]

@@ -34,8 +34,10 @@ pub mod map_names {
     pub const REDIRECT_ORIGINAL_DST: &str = "REDIRECT_ORIGINAL_DST";
     pub const XDP_DENY6: &str = "XDP_DENY6";
     pub const XDP_SERVICE_COUNTERS: &str = "XDP_SERVICE_COUNTERS";
+    pub const REDIRECT6_BY_COOKIE: &str = "REDIRECT6_BY_COOKIE";
+    pub const REDIRECT6_ORIGINAL_DST: &str = "REDIRECT6_ORIGINAL_DST";
     /// Every map the object defines, for `sluicectl bpf dump` and clean-up.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_SERVICE_COUNTERS,
@@ -52,6 +54,8 @@ pub mod map_names {
         REDIRECT_ORIGINAL_DST,
         XDP_DENY6,
         XDP_SERVICE_COUNTERS,
+        REDIRECT6_BY_COOKIE,
+        REDIRECT6_ORIGINAL_DST,
     ];
 }
 
@@ -363,6 +367,24 @@ pub struct RedirectKey {
 /// [`RedirectKey`]): the service VIP:port the client connected to.
 pub type RedirectOriginalDst = Lb4ReverseValue;
 
+/// Key of `REDIRECT6_ORIGINAL_DST`: the client end of a connection
+/// redirected from an IPv6 service, as the daemon sees it as the accepted
+/// socket's peer (on the IPv6 redirect address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Redirect6Key {
+    /// Client IPv6 address, as `bpf_sock_ops.local_ip6` words (network order).
+    pub address: [u32; 4],
+    /// Client port, network byte order.
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// Value of `REDIRECT6_BY_COOKIE` (keyed by socket cookie) and of
+/// `REDIRECT6_ORIGINAL_DST` (keyed by [`Redirect6Key`]): the IPv6 service
+/// VIP:port the client connected to.
+pub type Redirect6OriginalDst = Lb6ReverseValue;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are `#[repr(C)]`, made only of integers, with every padding
@@ -384,6 +406,7 @@ mod pod {
     unsafe impl aya::Pod for super::Lb6ReverseKey {}
     unsafe impl aya::Pod for super::Lb6ReverseValue {}
     unsafe impl aya::Pod for super::RedirectKey {}
+    unsafe impl aya::Pod for super::Redirect6Key {}
     unsafe impl aya::Pod for super::XdpServiceCounters {}
 }
 
@@ -411,6 +434,7 @@ mod tests {
         assert_eq!(size_of::<Lb6ReverseKey>(), 32);
         assert_eq!(size_of::<Lb6ReverseValue>(), 20);
         assert_eq!(size_of::<RedirectKey>(), 8);
+        assert_eq!(size_of::<Redirect6Key>(), 20);
         assert_eq!(size_of::<XdpServiceCounters>(), 16);
     }
 

@@ -20,6 +20,7 @@ pub mod kernel_log;
 pub mod maps;
 mod pins;
 pub mod privileges;
+pub mod socket_maps;
 pub mod sockmap;
 pub mod xdp_mode;
 
@@ -370,6 +371,17 @@ impl Datapath {
             maps::RedirectMap::open_pinned(&self.pin_dir)
         } else {
             maps::RedirectMap::open_pinned(&self.pin_dir.join(INCOMING))
+        }
+    }
+
+    /// A handle on `REDIRECT6_ORIGINAL_DST` of its own (one per worker
+    /// accepting on the IPv6 redirect address); like [`Datapath::redirect_map`],
+    /// the one being filled under `incoming/` until the maps are published.
+    pub fn redirect6_map(&self) -> Result<socket_maps::Redirect6Map, DatapathError> {
+        if self.published {
+            socket_maps::Redirect6Map::open_pinned(&self.pin_dir)
+        } else {
+            socket_maps::Redirect6Map::open_pinned(&self.pin_dir.join(INCOMING))
         }
     }
 

@@ -2,7 +2,9 @@
 //! rewrite a native IPv6 VIP:port to one of its IPv6 backends and show the
 //! app the VIP again, mirroring the IPv4 path in `main.rs`. (v4-mapped
 //! destinations `::ffff:a.b.c.d` take the IPv4 path instead.) Service ids,
-//! backend ids, counters and Maglev tables are shared with IPv4.
+//! backend ids, counters and Maglev tables are shared with IPv4. A service
+//! flagged as a redirect to Sluice's L7 listener also has its original
+//! destination recorded (`redirect6`).
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -14,10 +16,10 @@ use aya_ebpf::{
 };
 use sluice_ebpf_common::{
     Lb6Backend, Lb6BackendKey, Lb6ReverseKey, Lb6ReverseValue, Lb6Service, Lb6ServiceKey,
-    MAX_BACKEND_ENTRIES, MAX_REVERSE_SK, MAX_SERVICES,
+    MAX_BACKEND_ENTRIES, MAX_REVERSE_SK, MAX_SERVICES, SERVICE_FLAG_REDIRECT,
 };
 
-use crate::{choice, count_backend, count_service, protocol_of};
+use crate::{choice, count_backend, count_service, protocol_of, redirect6};
 
 /// `BPF_F_NO_PREALLOC`: IPv6 services are the rarer kind; their maps take
 /// memory per entry (preallocated, `LB6_BACKENDS` alone would be ~6.8 MB).
@@ -100,8 +102,9 @@ pub fn forward(ctx: &SockAddrContext, draw: u32) {
         return;
     };
     set_destination(sock_addr, backend.address, backend.port);
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let reverse_key = Lb6ReverseKey {
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        cookie,
         address: backend.address,
         port: backend.port,
         pad: 0,
@@ -115,6 +118,10 @@ pub fn forward(ctx: &SockAddrContext, draw: u32) {
     // A full LRU evicts the oldest entry; an error only means the app would
     // see the backend's address from getpeername.
     let _ = LB6_REVERSE_SK.insert(&reverse_key, &vip, 0);
+    if service.flags & SERVICE_FLAG_REDIRECT != 0 {
+        redirect6::remember(cookie, &vip);
+        count_service(service.service_id, |c| c.redirects += 1);
+    }
     count_service(service.service_id, |c| c.connects += 1);
     count_backend(backend.backend_id);
 }

@@ -21,6 +21,7 @@
 mod choice;
 mod lb6;
 mod redirect;
+mod redirect6;
 mod xdp;
 mod sockmap;
 

@@ -13,6 +13,10 @@
 //! and deletes that entry; the `STATE_CB` on close deletes whatever is
 //! left (a connect that failed, a connection the daemon never accepted).
 //!
+//! Connections redirected from IPv6 services are recorded in the same way
+//! in `redirect6`'s maps (keyed by the client's IPv6 address); this
+//! program drives both.
+//!
 //! This program does nothing else: sockmap acceleration is another program.
 //! It ORs its callback flag into the socket's flags so that other sockops
 //! programs on the same cgroup keep theirs.
@@ -29,6 +33,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use sluice_ebpf_common::{RedirectKey, RedirectOriginalDst, MAX_REDIRECTS};
+
+use crate::redirect6;
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -75,7 +81,7 @@ fn cookie_of(ctx: &SockOpsContext) -> u64 {
 fn on_connect(ctx: &SockOpsContext) {
     let cookie = cookie_of(ctx);
     // SAFETY: only tested for presence.
-    if unsafe { REDIRECT_BY_COOKIE.get(&cookie) }.is_some() {
+    if unsafe { REDIRECT_BY_COOKIE.get(&cookie) }.is_some() || redirect6::is_pending(cookie) {
         let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     }
 }
@@ -85,6 +91,7 @@ fn on_established(ctx: &SockOpsContext) {
     let cookie = cookie_of(ctx);
     // SAFETY: copied out before any map update.
     let Some(original) = (unsafe { REDIRECT_BY_COOKIE.get(&cookie) }).copied() else {
+        redirect6::on_established(ctx, cookie);
         return;
     };
     if let Some(key) = client_key(ctx) {
@@ -99,10 +106,12 @@ fn on_state_change(ctx: &SockOpsContext) {
     if ctx.arg(1) != BPF_TCP_CLOSE {
         return;
     }
-    let _ = REDIRECT_BY_COOKIE.remove(&cookie_of(ctx));
+    let cookie = cookie_of(ctx);
+    let _ = REDIRECT_BY_COOKIE.remove(&cookie);
     if let Some(key) = client_key(ctx) {
         let _ = REDIRECT_ORIGINAL_DST.remove(&key);
     }
+    redirect6::on_close(ctx, cookie);
 }
 
 /// The client's IPv4 address and port: `local_ip4` for IPv4 sockets, the

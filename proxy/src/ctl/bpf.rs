@@ -48,6 +48,14 @@ pub fn run(command: &BpfCommand, pin_dir: &Path, output: Output) -> Result<Strin
         let value = bpf_xdp::denylist(action, pin_dir)?;
         return Ok(render(output, value, bpf_xdp::denylist_text));
     }
+    if let BpfCommand::Dump { map } = command {
+        if !dumpable_maps().contains(&map.as_str()) {
+            return Err(format!(
+                "unknown map '{map}'; sluicectl dumps {}",
+                dumpable_maps().join(", ")
+            ));
+        }
+    }
     let maps = LbMaps::open_pinned(pin_dir).map_err(|e| {
         format!(
             "{e} (is a Sluice daemon with --datapath running with --datapath-pin-dir {}?)",
@@ -325,13 +333,10 @@ fn dump(maps: &LbMaps, map: &str, pin_dir: &Path) -> Result<Value, String> {
     if let Some(entries) = bpf_xdp::dump(maps, map, pin_dir) {
         return entries.map(Value::Array);
     }
+    if let Some(entries) = super::bpf_socket_maps::dump(map, pin_dir) {
+        return entries.map(Value::Array);
+    }
     let entries: Vec<Value> = match map {
-        map_names::REDIRECT_ORIGINAL_DST => sluice_ebpf::maps::RedirectMap::open_pinned(pin_dir)
-            .and_then(|redirects| redirects.entries())
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|(client, original)| json!({"key": client.to_string(), "value": original.to_string()}))
-            .collect(),
         map_names::LB4_SERVICES => maps
             .service_entries()
             .map_err(|e| e.to_string())?
@@ -375,29 +380,17 @@ fn dump(maps: &LbMaps, map: &str, pin_dir: &Path) -> Result<Value, String> {
             }
             entries
         }
-        other => {
-            return Err(format!(
-                "unknown map '{other}'; sluicectl dumps {} (for others use bpftool map dump pinned)",
-                [
-                    map_names::LB4_SERVICES,
-                    map_names::LB4_BACKENDS,
-                    map_names::LB4_SERVICE_COUNTERS,
-                    map_names::LB4_BACKEND_COUNTERS,
-                    map_names::LB4_SERVICE_INFO,
-                    map_names::LB6_SERVICES,
-                    map_names::LB6_BACKENDS,
-                    map_names::LB_MAGLEV,
-                    map_names::REDIRECT_ORIGINAL_DST,
-                    map_names::XDP_DENY4,
-                    map_names::XDP_DENY6,
-                    map_names::XDP_COUNTERS,
-                    map_names::XDP_SERVICE_COUNTERS,
-                ]
-                .join(", ")
-            ))
-        }
+        other => return Err(format!("unknown map '{other}'")),
     };
     Ok(Value::Array(entries))
+}
+
+/// Every map `sluicectl bpf dump` knows: all the object defines.
+fn dumpable_maps() -> Vec<&'static str> {
+    map_names::ALL
+        .into_iter()
+        .chain(sluice_ebpf::common::sockmap::map_names::ALL)
+        .collect()
 }
 
 fn generic_text(value: &Value) -> String {

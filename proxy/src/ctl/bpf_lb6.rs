@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use serde_json::{json, Value};
-use sluice_ebpf::common::{Lb4BackendKey, Lb4Service, Lb6Backend, MODE_SOCKET_LB};
+use sluice_ebpf::common::{Lb4BackendKey, Lb4Service, Lb6Backend, MODE_REDIRECT, MODE_SOCKET_LB};
 use sluice_ebpf::maps::LbMaps;
 
 use super::bpf::protocol_name;
@@ -44,10 +44,10 @@ pub fn services(maps: &LbMaps) -> Result<Vec<Value>, String> {
         let info = maps
             .service_info(service.service_id)
             .map_err(|e| e.to_string())?;
-        let mode = if info.mode == MODE_SOCKET_LB {
-            "socket-lb"
-        } else {
-            "unknown"
+        let mode = match info.mode {
+            MODE_SOCKET_LB => "socket-lb",
+            MODE_REDIRECT => "redirect",
+            _ => "unknown",
         };
         let backends: Vec<Value> = active_backends(&service, &backends)
             .iter()
@@ -106,6 +106,7 @@ pub fn counters(
             .map_err(|e| e.to_string())?;
         counters.insert(format!("{name}.connects"), json!(c.connects));
         counters.insert(format!("{name}.no_backend"), json!(c.no_backend));
+        counters.insert(format!("{name}.redirects"), json!(c.redirects));
     }
     for (_, backend) in maps.backend6_entries().map_err(|e| e.to_string())? {
         let name = format!(

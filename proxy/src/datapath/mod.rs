@@ -26,12 +26,13 @@ pub mod kernel_log;
 pub mod maglev;
 pub mod plan;
 pub mod redirect;
+pub mod redirect_plan;
 pub mod sockmap;
 pub mod stats;
 pub mod status;
 pub mod sync;
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -87,6 +88,7 @@ pub struct DatapathFlags {
     /// L7 service VIPs (`bind_to_port: false` listeners with
     /// http_connection_manager) and serves each with the listener of its
     /// original destination. IPv4; in a cluster, the node address.
+    /// Connections to IPv6 VIPs go to --datapath-redirect6-to.
     #[arg(
         long = "datapath-redirect-to",
         value_name = "IP:PORT",
@@ -94,6 +96,17 @@ pub struct DatapathFlags {
         value_parser = redirect::parse_redirect_to
     )]
     pub redirect_to: SocketAddrV4,
+
+    /// Where the daemon accepts the connections the kernel redirects from
+    /// IPv6 L7 service VIPs (an IPv6 socket cannot connect to an IPv4
+    /// address). Default: [::1] on the port of --datapath-redirect-to; in a
+    /// cluster, the node's IPv6 address.
+    #[arg(
+        long = "datapath-redirect6-to",
+        value_name = "[IP]:PORT",
+        value_parser = redirect::parse_redirect6_to
+    )]
+    pub redirect6_to: Option<SocketAddrV6>,
 
     /// On a clean shutdown, leave the programs attached and maps and links
     /// pinned, so the kernel keeps forwarding (with the last maps) until the
@@ -165,7 +178,7 @@ fn listener_protos(listeners: &ListenerManager) -> Vec<Listener> {
 fn derive_plan(
     listeners: &[Listener],
     clusters: &ClusterManager,
-    redirect_to: Option<SocketAddrV4>,
+    redirect_to: plan::RedirectTargets,
 ) -> plan::Plan {
     plan::derive(
         listeners,
@@ -191,13 +204,13 @@ fn plan_with_redirects(
     datapath: &Datapath,
 ) -> Result<plan::Plan, (String, plan::Plan)> {
     let protos = listener_protos(listeners);
-    let plan = derive_plan(&protos, clusters, Some(redirect.address()));
+    let plan = derive_plan(&protos, clusters, redirect.targets());
     if !plan.has_redirects() {
         return Ok(plan);
     }
-    match redirect.ensure_serving(listeners, datapath) {
-        Ok(()) => Ok(plan),
-        Err(error) => Err((error, derive_plan(&protos, clusters, None))),
+    match redirect.ensure_serving(plan.redirect_families(), listeners, datapath) {
+        (_, errors) if errors.is_empty() => Ok(plan),
+        (served, errors) => Err((errors.join("; "), derive_plan(&protos, clusters, served))),
     }
 }
 
@@ -248,10 +261,14 @@ fn start_recording(
         return Ok(None);
     }
     let sockmap_wanted = sockmap::wanted(flags)?;
+    let redirect6_to = redirect::redirect6_or_default(flags.redirect6_to, flags.redirect_to);
     let initial = derive_plan(
         &listener_protos(&listeners),
         &clusters,
-        Some(flags.redirect_to),
+        plan::RedirectTargets {
+            v4: Some(flags.redirect_to),
+            v6: Some(redirect6_to),
+        },
     );
     for (listener, reason) in &initial.not_planned {
         tracing::info!(target: "sluice::datapath", %listener, "stays in userspace: {reason}");
@@ -298,7 +315,7 @@ fn start_recording(
     };
     status.took_over_pins = datapath.took_over();
     // The redirect address is served before the kernel redirects to it.
-    let mut redirect = redirect::RedirectListener::new(flags.redirect_to, &store);
+    let mut redirect = redirect::RedirectListener::new(flags.redirect_to, redirect6_to, &store);
     let initial = match plan_with_redirects(&listeners, &clusters, &mut redirect, &datapath) {
         Ok(plan) => plan,
         Err((error, _)) if flags.datapath_mode == DatapathMode::Required => {

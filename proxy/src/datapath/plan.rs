@@ -11,16 +11,17 @@
 //! kernel's choice ([`BackendChoice`]): MAGLEV and RING_HASH become a Maglev
 //! table (consistent per client network namespace), other policies a random
 //! choice, weighted through a table when the weights differ.
-//! A virtual listener on an IPv4 service address with an
-//! `http_connection_manager` becomes a redirect service instead: its one
-//! backend is the daemon's redirect address (`--datapath-redirect-to`), where
-//! Sluice serves each connection with that listener by its original
+//! A virtual listener on a service address with an
+//! `http_connection_manager` becomes a redirect service instead
+//! (`redirect_plan`): its one backend is the daemon's redirect address of
+//! the VIP's family (`--datapath-redirect-to`, `--datapath-redirect6-to`),
+//! where Sluice serves each connection with that listener by its original
 //! destination.
 //! Other `bind_to_port: false` listeners are listed in [`Plan::not_planned`]
 //! with the reason, so the daemon can say why they stay in userspace.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::socket_address::{PortSpecifier, Protocol};
@@ -31,8 +32,11 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProx
 use prost::Message;
 use sluice_ebpf::common::MAX_BACKENDS_PER_SERVICE;
 
+use super::redirect_plan::redirect_service;
+pub use super::redirect_plan::RedirectTargets;
+
 const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
-const HCM_TYPE: &str =
+pub(super) const HCM_TYPE: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// How the kernel treats connects to a service.
@@ -115,16 +119,27 @@ impl Plan {
             .values()
             .any(|service| service.mode == ServiceMode::Redirect)
     }
+
+    /// Whether some IPv4 (first) and some IPv6 (second) service redirects
+    /// to the daemon: which redirect addresses must be served.
+    pub fn redirect_families(&self) -> (bool, bool) {
+        let redirected = |v6: bool| {
+            self.services.iter().any(|(address, service)| {
+                service.mode == ServiceMode::Redirect && address.vip.is_ipv6() == v6
+            })
+        };
+        (redirected(false), redirected(true))
+    }
 }
 
 /// Derives the plan. `healthy_endpoints(cluster)` is `None` for an unknown
 /// cluster, else the cluster's healthy endpoints and policy. `redirect_to` is
-/// where the daemon accepts redirected connections; without it, L7 listeners
-/// stay in userspace.
+/// where the daemon accepts redirected connections (per family); without
+/// it, L7 listeners of that family stay in userspace.
 pub fn derive(
     listeners: &[Listener],
     healthy_endpoints: impl Fn(&str) -> Option<ClusterBackends>,
-    redirect_to: Option<SocketAddrV4>,
+    redirect_to: RedirectTargets,
 ) -> Plan {
     let mut plan = Plan::default();
     for listener in listeners {
@@ -132,7 +147,7 @@ pub fn derive(
             continue;
         }
         let service = socket_lb_service(listener, &healthy_endpoints)
-            .or_else(|reason| redirect_service(listener, redirect_to).unwrap_or(Err(reason)));
+            .or_else(|reason| redirect_service(listener, &redirect_to).unwrap_or(Err(reason)));
         match service {
             Ok((address, service)) => {
                 if let Some(existing) = plan.services.get(&address) {
@@ -224,50 +239,7 @@ fn socket_lb_service(
     ))
 }
 
-/// A virtual listener on a service address with an `http_connection_manager`
-/// in some filter chain: redirected to the daemon. `None` if it is not one
-/// or there is no redirect address; an error for an IPv6 VIP.
-fn redirect_service(
-    listener: &Listener,
-    redirect_to: Option<SocketAddrV4>,
-) -> Option<Result<(ServiceAddress, PlannedService), String>> {
-    let redirect_to = redirect_to?;
-    let address = service_address(listener).ok()?;
-    let has_hcm = listener.filter_chains.iter().any(|chain| {
-        chain
-            .filters
-            .iter()
-            .any(|filter| match &filter.config_type {
-                Some(ConfigType::TypedConfig(any)) => {
-                    any.type_url.rsplit('/').next() == Some(HCM_TYPE)
-                }
-                _ => false,
-            })
-    });
-    if !has_hcm {
-        return None;
-    }
-    if address.vip.is_ipv6() {
-        return Some(Err(format!(
-            "{address}: redirecting IPv6 VIPs to L7 is not implemented yet"
-        )));
-    }
-    Some(Ok((
-        address,
-        PlannedService {
-            listener: listener.name.clone(),
-            cluster: String::new(),
-            backends: vec![PlannedBackend {
-                address: SocketAddr::V4(redirect_to),
-                weight: 1,
-            }],
-            choice: BackendChoice::Random,
-            mode: ServiceMode::Redirect,
-        },
-    )))
-}
-
-fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
+pub(super) fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
     let Some(AddressKind::SocketAddress(socket)) =
         listener.address.as_ref().and_then(|a| a.address.as_ref())
     else {
@@ -300,23 +272,23 @@ fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const HCM: &str = "{name: hcm, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h, route_config: {}}}";
-    const TCP: &str = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}";
+    pub const HCM: &str = "{name: hcm, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: h, route_config: {}}}";
+    pub const TCP: &str = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}";
 
-    fn listener(yaml: &str) -> Listener {
+    pub fn listener(yaml: &str) -> Listener {
         crate::config::parse_message(yaml).expect("test YAML parses")
     }
 
-    fn virtual_listener(name: &str, address: &str, port: u16, filters: &str) -> Listener {
+    pub fn virtual_listener(name: &str, address: &str, port: u16, filters: &str) -> Listener {
         listener(&format!(
             "name: {name}\nbind_to_port: false\naddress: {{socket_address: {{address: {address}, port_value: {port}}}}}\nfilter_chains:\n- filters: [{filters}]"
         ))
     }
 
-    fn endpoints(cluster: &str) -> Option<ClusterBackends> {
+    pub fn endpoints(cluster: &str) -> Option<ClusterBackends> {
         (cluster == "backend").then(|| ClusterBackends {
             endpoints: vec![
                 ("127.0.0.2:8080".parse().unwrap(), 1),
@@ -327,14 +299,14 @@ mod tests {
         })
     }
 
-    fn vip(port: u16) -> ServiceAddress {
+    pub fn vip(port: u16) -> ServiceAddress {
         ServiceAddress {
             vip: "10.96.0.10".parse().unwrap(),
             port,
         }
     }
 
-    fn backend(address: &str, weight: u32) -> PlannedBackend {
+    pub fn backend(address: &str, weight: u32) -> PlannedBackend {
         PlannedBackend {
             address: address.parse().unwrap(),
             weight,
@@ -346,7 +318,7 @@ mod tests {
         let plan = derive(
             &[virtual_listener("svc", "10.96.0.10", 80, TCP)],
             endpoints,
-            None,
+            RedirectTargets::NONE,
         );
         assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
         let service = &plan.services[&vip(80)];
@@ -365,7 +337,7 @@ mod tests {
         let plan = derive(
             &[virtual_listener("svc6", "'fd00::10'", 80, TCP)],
             endpoints,
-            None,
+            RedirectTargets::NONE,
         );
         assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
         let address = ServiceAddress {
@@ -395,18 +367,30 @@ mod tests {
         let listeners = [virtual_listener("svc", "10.96.0.10", 80, TCP)];
         let choice = |plan: Plan| plan.services[&vip(80)].choice;
         assert_eq!(
-            choice(derive(&listeners, with([2, 2], false), None)),
+            choice(derive(
+                &listeners,
+                with([2, 2], false),
+                RedirectTargets::NONE
+            )),
             BackendChoice::Random
         );
         assert_eq!(
-            choice(derive(&listeners, with([3, 1], false), None)),
+            choice(derive(
+                &listeners,
+                with([3, 1], false),
+                RedirectTargets::NONE
+            )),
             BackendChoice::Weighted
         );
         assert_eq!(
-            choice(derive(&listeners, with([1, 1], true), None)),
+            choice(derive(
+                &listeners,
+                with([1, 1], true),
+                RedirectTargets::NONE
+            )),
             BackendChoice::Maglev
         );
-        let plan = derive(&listeners, with([3, 0], true), None);
+        let plan = derive(&listeners, with([3, 0], true), RedirectTargets::NONE);
         assert_eq!(
             plan.services[&vip(80)].backends,
             vec![backend("127.0.0.1:1", 3), backend("127.0.0.2:1", 1)],
@@ -427,7 +411,7 @@ mod tests {
                     consistent_hashing: false,
                 })
             },
-            None,
+            RedirectTargets::NONE,
         );
         assert_eq!(plan.services[&vip(80)].backends.len(), 1);
     }
@@ -437,7 +421,7 @@ mod tests {
         let bound = listener(&format!(
             "name: real\naddress: {{socket_address: {{address: 127.0.0.1, port_value: 80}}}}\nfilter_chains:\n- filters: [{TCP}]"
         ));
-        let plan = derive(&[bound], endpoints, None);
+        let plan = derive(&[bound], endpoints, RedirectTargets::NONE);
         assert_eq!(plan, Plan::default());
     }
 
@@ -457,7 +441,7 @@ mod tests {
                 virtual_listener("two", "10.96.0.10", 83, &format!("{TCP}, {TCP}")),
             ],
             endpoints,
-            None,
+            RedirectTargets::NONE,
         );
         assert!(plan.services.is_empty());
         let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
@@ -491,7 +475,7 @@ mod tests {
                 virtual_listener("second", "10.96.0.10", 80, TCP),
             ],
             endpoints,
-            None,
+            RedirectTargets::NONE,
         );
         assert_eq!(plan.services[&vip(80)].listener, "first");
         assert_eq!(plan.not_planned.len(), 1);
@@ -505,83 +489,8 @@ mod tests {
         let plan = derive(
             &[virtual_listener("svc", "10.96.0.10", 80, TCP)],
             |_| Some(ClusterBackends::default()),
-            None,
+            RedirectTargets::NONE,
         );
         assert!(plan.services[&vip(80)].backends.is_empty());
-    }
-
-    fn redirect_to() -> Option<SocketAddrV4> {
-        Some("127.0.0.1:15001".parse().unwrap())
-    }
-
-    #[test]
-    fn virtual_http_listener_becomes_a_redirect_to_the_daemon() {
-        let plan = derive(
-            &[
-                virtual_listener("l7", "10.96.0.10", 80, HCM),
-                virtual_listener("svc", "10.96.0.10", 81, TCP),
-            ],
-            endpoints,
-            redirect_to(),
-        );
-        assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
-        assert!(plan.has_redirects());
-        assert_eq!(
-            plan.services[&vip(80)],
-            PlannedService {
-                listener: "l7".into(),
-                cluster: String::new(),
-                backends: vec![backend("127.0.0.1:15001", 1)],
-                choice: BackendChoice::Random,
-                mode: ServiceMode::Redirect,
-            }
-        );
-        assert_eq!(plan.services[&vip(81)].mode, ServiceMode::SocketLb);
-    }
-
-    #[test]
-    fn http_listeners_with_several_chains_are_redirected_too() {
-        let two_chains = listener(&format!(
-            "name: l7\nbind_to_port: false\naddress: {{socket_address: {{address: 10.96.0.10, port_value: 80}}}}\nfilter_chains:\n- filters: [{HCM}]\n- filter_chain_match: {{destination_port: 80}}\n  filters: [{TCP}]"
-        ));
-        let plan = derive(&[two_chains], endpoints, redirect_to());
-        assert_eq!(plan.services[&vip(80)].mode, ServiceMode::Redirect);
-    }
-
-    #[test]
-    fn redirects_need_a_service_address_and_an_http_filter() {
-        let weighted = "{name: tcp, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, weighted_clusters: {clusters: [{name: backend, weight: 1}]}}}";
-        let plan = derive(
-            &[
-                virtual_listener("any", "0.0.0.0", 80, HCM),
-                virtual_listener("v6", "fd00::1", 80, HCM),
-                virtual_listener("weighted", "10.96.0.10", 81, weighted),
-            ],
-            endpoints,
-            redirect_to(),
-        );
-        assert!(plan.services.is_empty());
-        assert!(!plan.has_redirects());
-        let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
-        assert!(reasons["any"].contains("0.0.0.0"), "{}", reasons["any"]);
-        assert!(reasons["v6"].contains("IPv6"), "{}", reasons["v6"]);
-        assert!(reasons["weighted"].contains("weighted_clusters"));
-    }
-
-    #[test]
-    fn a_redirect_and_a_socket_lb_listener_on_one_address_keep_the_first() {
-        let plan = derive(
-            &[
-                virtual_listener("a_l7", "10.96.0.10", 80, HCM),
-                virtual_listener("b_tcp", "10.96.0.10", 80, TCP),
-            ],
-            endpoints,
-            redirect_to(),
-        );
-        assert_eq!(plan.services[&vip(80)].listener, "a_l7");
-        assert_eq!(plan.services[&vip(80)].mode, ServiceMode::Redirect);
-        assert!(plan.not_planned[0]
-            .1
-            .contains("already served by listener 'a_l7'"));
     }
 }

@@ -86,8 +86,9 @@ pub struct ListenerManager {
     virtual_listeners: VirtualListeners,
     /// Stops the redirect address's accept loops (shutdown).
     redirect_stop: watch::Sender<bool>,
-    /// The redirect address, once served (no listener may bind over it).
-    redirect_address: Mutex<Option<SocketAddr>>,
+    /// The redirect addresses (IPv4, IPv6), once served (no listener may
+    /// bind over them).
+    redirect_addresses: Mutex<Vec<SocketAddr>>,
     drain: DrainSettings,
     /// Bumped whenever a listener is added, replaced or removed.
     changes: watch::Sender<u64>,
@@ -101,7 +102,7 @@ impl ListenerManager {
             slots: Mutex::new(BTreeMap::new()),
             virtual_listeners: VirtualListeners::default(),
             redirect_stop: watch::Sender::new(false),
-            redirect_address: Mutex::new(None),
+            redirect_addresses: Mutex::new(Vec::new()),
             drain,
             changes: watch::Sender::new(0),
         }
@@ -145,11 +146,14 @@ impl ListenerManager {
             }
         }
         // A new address: bind first, so a failure changes nothing.
-        let redirect_address = *self
-            .redirect_address
+        let redirect_address = self
+            .redirect_addresses
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(redirect) = redirect_address.filter(|r| overlaps(*r, config.address)) {
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .find(|r| overlaps(*r, config.address));
+        if let Some(redirect) = redirect_address {
             return Err(format!(
                 "listener '{}': {} overlaps the datapath redirect address {redirect}",
                 config.name, config.address
@@ -337,7 +341,8 @@ impl ListenerManager {
         self.virtual_listeners.for_destination(original_destination)
     }
 
-    /// Starts accepting redirected connections on `address`: one
+    /// Starts accepting redirected connections on `address` (once per
+    /// address: the IPv4 and the IPv6 redirect address each): one
     /// `SO_REUSEPORT` socket per worker, each with its own lookup of
     /// original destinations from `destinations()`. Fails, changing
     /// nothing, if a bound listener has the address or it cannot be bound.
@@ -367,10 +372,10 @@ impl ListenerManager {
         }
         let sockets = bind_listener_sockets(address, self.workers.len())
             .map_err(|error| format!("redirect address: {error}"))?;
-        *self
-            .redirect_address
+        self.redirect_addresses
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(address);
+            .unwrap_or_else(|e| e.into_inner())
+            .push(address);
         tracing::info!(target: "sluice::listener", %address, "accepting redirected connections");
         for ((worker, socket), acceptor) in self.workers.iter().zip(sockets).zip(acceptors) {
             let _ = worker.send(ServeCommand {

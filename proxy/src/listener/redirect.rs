@@ -1,10 +1,15 @@
 //! Connections the kernel redirected to Sluice (transparent L7 redirect):
-//! accepted on the daemon's redirect address (`--datapath-redirect-to`, one
-//! `SO_REUSEPORT` socket per worker), each is matched by its original
+//! accepted on the daemon's redirect addresses (`--datapath-redirect-to`,
+//! `--datapath-redirect6-to`; one `SO_REUSEPORT` socket per worker per
+//! address), each is matched by its original
 //! destination — recovered from the kernel by the client's address — to
 //! the `bind_to_port: false` listener on that address and served by it
 //! exactly as if it had been accepted there (filter chain, stats, access
 //! logs, drain), as Envoy hands over `use_original_dst` connections.
+//!
+//! The same loop serves the IPv4 and the IPv6 redirect address: a client
+//! with an IPv4 (or v4-mapped) address was redirected from an IPv4 service,
+//! one with a native IPv6 address from an IPv6 service.
 //!
 //! A connection with no recorded original destination, or whose original
 //! destination has no listener (removed since the kernel redirected it),
@@ -24,9 +29,10 @@ use crate::stats::{Counter, Store};
 /// Where redirected connections were going, by client address: the
 /// kernel's map, or a fake in tests. One per accepting worker.
 pub trait OriginalDestinations: Send {
-    /// The original destination of the connection from `client`, forgotten
-    /// once read; `None` if none was recorded.
-    fn take(&mut self, client: SocketAddrV4) -> Option<SocketAddrV4>;
+    /// The original destination of the connection from `client` (IPv4, or
+    /// a native IPv6 address), forgotten once read; `None` if none was
+    /// recorded.
+    fn take(&mut self, client: SocketAddr) -> Option<SocketAddr>;
 }
 
 /// `datapath.redirect.*` counters.
@@ -75,13 +81,13 @@ pub async fn redirect_accept_loop(listener: TcpListener, mut acceptor: RedirectA
         };
         acceptor.stats.downstream_cx_total.inc();
         let client = match remote {
-            SocketAddr::V4(client) => Some(client),
-            SocketAddr::V6(client) => client
-                .ip()
-                .to_ipv4_mapped()
-                .map(|ip| SocketAddrV4::new(ip, client.port())),
+            SocketAddr::V6(client) => match client.ip().to_ipv4_mapped() {
+                Some(ip) => SocketAddr::V4(SocketAddrV4::new(ip, client.port())),
+                None => SocketAddr::V6(client),
+            },
+            v4 => v4,
         };
-        let Some(original) = client.and_then(|client| acceptor.destinations.take(client)) else {
+        let Some(original) = acceptor.destinations.take(client) else {
             acceptor.stats.no_original_destination.inc();
             tracing::debug!(target: "sluice::listener", %remote, "redirected connection without an original destination: closed");
             continue;
@@ -89,7 +95,6 @@ pub async fn redirect_accept_loop(listener: TcpListener, mut acceptor: RedirectA
         let Some(listeners) = acceptor.listeners.upgrade() else {
             break;
         };
-        let original = SocketAddr::V4(original);
         let Some(generation) = listeners.virtual_listener_for(original) else {
             acceptor.stats.no_listener.inc();
             tracing::debug!(target: "sluice::listener", %remote, %original, "no listener for the original destination of a redirected connection: closed");
@@ -114,21 +119,27 @@ mod tests {
 
     /// Original destinations the test decides, shared with the loop.
     #[derive(Clone, Default)]
-    struct FakeDestinations(Arc<Mutex<HashMap<SocketAddrV4, SocketAddrV4>>>);
+    struct FakeDestinations(Arc<Mutex<HashMap<SocketAddr, SocketAddr>>>);
 
     impl OriginalDestinations for FakeDestinations {
-        fn take(&mut self, client: SocketAddrV4) -> Option<SocketAddrV4> {
+        fn take(&mut self, client: SocketAddr) -> Option<SocketAddr> {
             self.0.lock().unwrap().remove(&client)
         }
     }
 
     /// A client socket bound before it connects, so its address is known.
-    fn client_socket() -> (tokio::net::TcpSocket, SocketAddrV4) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let SocketAddr::V4(address) = socket.local_addr().unwrap() else {
-            unreachable!("bound to IPv4")
-        };
+    fn client_socket() -> (tokio::net::TcpSocket, SocketAddr) {
+        client_socket_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    fn client_socket_on(address: SocketAddr) -> (tokio::net::TcpSocket, SocketAddr) {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        socket.bind(address).unwrap();
+        let address = socket.local_addr().unwrap();
         (socket, address)
     }
 
@@ -206,6 +217,72 @@ mod tests {
             destinations.0.lock().unwrap().is_empty(),
             "entries are taken"
         );
+
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), accept_loop)
+            .await
+            .expect("the loop stops")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_are_dispatched_to_the_ipv6_listener_of_their_original_destination() {
+        let context = CompileContext::with_backend_cluster();
+        let manager = Arc::new(ListenerManager::new(
+            Vec::new(),
+            DrainSettings {
+                period: Duration::from_secs(1),
+                immediate: true,
+            },
+        ));
+        let listener_on = |name: &str, address: &str| {
+            let proto = crate::config::parse_message(&format!(
+                "name: {name}\nbind_to_port: false\naddress: {{socket_address: {{address: '{address}', port_value: 80}}}}\nfilter_chains:\n- filters: [{{name: tcp, typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: backend}}}}]"
+            ))
+            .unwrap();
+            ListenerConfig::compile(&proto, &context).unwrap()
+        };
+        let exact = listener_on("exact", "fd96::20");
+        let exact_connections = exact.stats.downstream_cx_total.clone();
+        manager.add_or_update(exact).unwrap();
+        let wildcard = listener_on("wildcard", "::");
+        let wildcard_connections = wildcard.stats.downstream_cx_total.clone();
+        manager.add_or_update(wildcard).unwrap();
+
+        let destinations = FakeDestinations::default();
+        let (stop, stopped) = watch::channel(false);
+        let listener = TcpListener::bind("[::1]:0").await.unwrap();
+        let redirect_address = listener.local_addr().unwrap();
+        let acceptor = RedirectAcceptor {
+            destinations: Box::new(destinations.clone()),
+            listeners: Arc::downgrade(&manager),
+            stats: RedirectStats::new(&context.store),
+            stopped,
+        };
+        let accept_loop = tokio::spawn(redirect_accept_loop(listener, acceptor));
+
+        // [VIP]:port exact first, then [::]:port.
+        let mut streams = Vec::new();
+        for original in ["[fd96::20]:80", "[fd96::21]:80"] {
+            let (socket, client) = client_socket_on("[::1]:0".parse().unwrap());
+            destinations
+                .0
+                .lock()
+                .unwrap()
+                .insert(client, original.parse().unwrap());
+            streams.push(socket.connect(redirect_address).await.unwrap());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while (exact_connections.value(), wildcard_connections.value()) != (1, 1)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            (exact_connections.value(), wildcard_connections.value()),
+            (1, 1)
+        );
+        assert!(destinations.0.lock().unwrap().is_empty());
 
         stop.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), accept_loop)
