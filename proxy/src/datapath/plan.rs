@@ -16,6 +16,9 @@
 //! backend is the daemon's redirect address (`--datapath-redirect-to`), where
 //! Sluice serves each connection with that listener by its original
 //! destination.
+//! A UDP listener (`protocol: UDP`, `bind_to_port: false`, the `udp_proxy`
+//! listener filter routing to one cluster) becomes a UDP socket-LB service
+//! the same way ([`udp`]); TCP and UDP on one VIP:port are two services.
 //! Other `bind_to_port: false` listeners are listed in [`Plan::not_planned`]
 //! with the reason, so the daemon can say why they stay in userspace.
 
@@ -30,6 +33,8 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_pro
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use prost::Message;
 use sluice_ebpf::common::MAX_BACKENDS_PER_SERVICE;
+
+mod udp;
 
 const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const HCM_TYPE: &str =
@@ -46,16 +51,29 @@ pub enum ServiceMode {
     Redirect,
 }
 
+/// The transport protocol of a service (part of the kernel's key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
 /// A service as the kernel matches it: VIP, port, protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceAddress {
     pub vip: IpAddr,
     pub port: u16,
+    pub protocol: ServiceProtocol,
 }
 
 impl std::fmt::Display for ServiceAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/tcp", SocketAddr::new(self.vip, self.port))
+        let protocol = match self.protocol {
+            ServiceProtocol::Tcp => "tcp",
+            ServiceProtocol::Udp => "udp",
+        };
+        write!(f, "{}/{protocol}", SocketAddr::new(self.vip, self.port))
     }
 }
 
@@ -131,8 +149,12 @@ pub fn derive(
         if listener.bind_to_port.as_ref().is_none_or(|v| v.value) {
             continue;
         }
-        let service = socket_lb_service(listener, &healthy_endpoints)
-            .or_else(|reason| redirect_service(listener, redirect_to).unwrap_or(Err(reason)));
+        let service = if udp::is_udp(listener) {
+            udp::udp_service(listener, &healthy_endpoints)
+        } else {
+            socket_lb_service(listener, &healthy_endpoints)
+                .or_else(|reason| redirect_service(listener, redirect_to).unwrap_or(Err(reason)))
+        };
         match service {
             Ok((address, service)) => {
                 if let Some(existing) = plan.services.get(&address) {
@@ -188,8 +210,20 @@ fn socket_lb_service(
     let Some(ClusterSpecifier::Cluster(cluster)) = tcp_proxy.cluster_specifier else {
         return Err("tcp_proxy with weighted_clusters stays in userspace".into());
     };
+    planned_socket_lb(listener, address, cluster, "tcp_proxy", healthy_endpoints)
+}
+
+/// The socket-LB service of `address` fed with `cluster`'s healthy
+/// endpoints; `filter` names what routes to the cluster, for the error.
+fn planned_socket_lb(
+    listener: &Listener,
+    address: ServiceAddress,
+    cluster: String,
+    filter: &str,
+    healthy_endpoints: &impl Fn(&str) -> Option<ClusterBackends>,
+) -> Result<(ServiceAddress, PlannedService), String> {
     let members = healthy_endpoints(&cluster)
-        .ok_or_else(|| format!("tcp_proxy cluster '{cluster}' does not exist"))?;
+        .ok_or_else(|| format!("{filter} cluster '{cluster}' does not exist"))?;
     let mut backends: Vec<PlannedBackend> = members
         .endpoints
         .into_iter()
@@ -273,9 +307,11 @@ fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
     else {
         return Err("has no socket address".into());
     };
-    if socket.protocol != Protocol::Tcp as i32 {
-        return Err("is not TCP".into());
-    }
+    let protocol = if socket.protocol == Protocol::Udp as i32 {
+        ServiceProtocol::Udp
+    } else {
+        ServiceProtocol::Tcp
+    };
     let Ok(vip) = socket.address.parse::<IpAddr>() else {
         return Err(format!("address '{}' is not an IP address", socket.address));
     };
@@ -296,7 +332,11 @@ fn service_address(listener: &Listener) -> Result<ServiceAddress, String> {
         .ok()
         .filter(|port| *port != 0)
         .ok_or_else(|| format!("port {port} is not a service port"))?;
-    Ok(ServiceAddress { vip, port })
+    Ok(ServiceAddress {
+        vip,
+        port,
+        protocol,
+    })
 }
 
 #[cfg(test)]
@@ -331,6 +371,7 @@ mod tests {
         ServiceAddress {
             vip: "10.96.0.10".parse().unwrap(),
             port,
+            protocol: ServiceProtocol::Tcp,
         }
     }
 
@@ -371,6 +412,7 @@ mod tests {
         let address = ServiceAddress {
             vip: "fd00::10".parse().unwrap(),
             port: 80,
+            protocol: ServiceProtocol::Tcp,
         };
         assert_eq!(address.to_string(), "[fd00::10]:80/tcp");
         assert_eq!(

@@ -170,6 +170,7 @@ fn address(port: u16) -> ServiceAddress {
     ServiceAddress {
         vip: VIP.into(),
         port,
+        protocol: ServiceProtocol::Tcp,
     }
 }
 
@@ -391,6 +392,7 @@ fn ipv6_services_use_the_lb6_maps_and_share_the_id_spaces() {
     let vip6 = ServiceAddress {
         vip: "fd00::10".parse().unwrap(),
         port: 80,
+        protocol: ServiceProtocol::Tcp,
     };
     let backends6: Vec<SocketAddr> =
         vec!["[::1]:8080".parse().unwrap(), "[::1]:8081".parse().unwrap()];

@@ -78,7 +78,9 @@ impl VirtualListeners {
 
     fn reindex(&self, by_name: &BTreeMap<String, Arc<Generation>>) {
         let mut index = HashMap::with_capacity(by_name.len());
-        for generation in by_name.values() {
+        // UDP service listeners never receive redirected (TCP) connections,
+        // and may share their VIP:port with a TCP listener (DNS on 53).
+        for generation in by_name.values().filter(|g| g.config.udp_proxy.is_none()) {
             index
                 .entry(generation.config.address)
                 .or_insert_with(|| generation.clone());
