@@ -238,7 +238,10 @@ fn wait_for_services(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("kernel services never got ready; last {last:?}\nsluice log:\n{}", daemon.log());
+    panic!(
+        "kernel services never got ready; last {last:?}\nsluice log:\n{}",
+        daemon.log()
+    );
 }
 
 fn service<'a>(services: &'a [Value], listener: &str) -> Option<&'a Value> {
@@ -260,7 +263,11 @@ fn clients(
     connected: u32,
     tcp: u32,
 ) -> Vec<String> {
-    let family = if vip.contains(':') { "AF_INET6" } else { "AF_INET" };
+    let family = if vip.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
     let script = format!(
         "import socket, sys
 def udp():
@@ -291,11 +298,19 @@ sys.stdout.flush()
 
 /// How many lines say each reply, for lines `<kind> <host> <port> <reply>`
 /// that must all come from `vip`:53.
-fn replies_from_vip(lines: &[String], kind: &str, vip: &str) -> std::collections::BTreeMap<String, usize> {
+fn replies_from_vip(
+    lines: &[String],
+    kind: &str,
+    vip: &str,
+) -> std::collections::BTreeMap<String, usize> {
     let mut seen = std::collections::BTreeMap::new();
     for line in lines.iter().filter(|l| l.starts_with(&format!("{kind} "))) {
         let fields: Vec<&str> = line.split(' ').collect();
-        assert_eq!(&fields[1..3], [vip, "53"], "{line}: the app must see the VIP ({lines:?})");
+        assert_eq!(
+            &fields[1..3],
+            [vip, "53"],
+            "{line}: the app must see the VIP ({lines:?})"
+        );
         *seen.entry(fields[3].to_string()).or_insert(0) += 1;
     }
     seen
@@ -330,38 +345,84 @@ fn udp_service_vips_are_served_by_the_kernel_and_follow_lds_and_cds() {
     let udp = service(&services, "dns_udp").unwrap();
     assert_eq!(
         (&udp["vip"], &udp["port"], &udp["protocol"], &udp["mode"]),
-        (&Value::from(VIP), &Value::from(53), &Value::from("udp"), &Value::from("socket-lb")),
+        (
+            &Value::from(VIP),
+            &Value::from(53),
+            &Value::from("udp"),
+            &Value::from("socket-lb")
+        ),
         "{services:?}"
     );
     let tcp = service(&services, "dns_tcp").unwrap();
-    assert_eq!((&tcp["port"], &tcp["protocol"]), (&Value::from(53), &Value::from("tcp")));
+    assert_eq!(
+        (&tcp["port"], &tcp["protocol"]),
+        (&Value::from(53), &Value::from("tcp"))
+    );
     assert_eq!(service(&services, "dns_udp6").unwrap()["protocol"], "udp");
 
     // Unconnected and connected UDP, and TCP on the same VIP:port.
     let lines = clients(&sandbox, VIP, 16, 4, 2);
-    assert!(!lines.iter().any(|l| l.starts_with("err")), "{lines:?}\n{}", daemon.log());
+    assert!(
+        !lines.iter().any(|l| l.starts_with("err")),
+        "{lines:?}\n{}",
+        daemon.log()
+    );
     let unconnected = replies_from_vip(&lines, "u", VIP);
     assert_eq!(unconnected.values().sum::<usize>(), 16, "{lines:?}");
-    assert!(unconnected.contains_key("b1") && unconnected.contains_key("b2"), "both backends get traffic: {lines:?}");
-    assert_eq!(replies_from_vip(&lines, "c", VIP).values().sum::<usize>(), 4, "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| *l == "t tcp").count(), 2, "{lines:?}");
+    assert!(
+        unconnected.contains_key("b1") && unconnected.contains_key("b2"),
+        "both backends get traffic: {lines:?}"
+    );
+    assert_eq!(
+        replies_from_vip(&lines, "c", VIP).values().sum::<usize>(),
+        4,
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| *l == "t tcp").count(),
+        2,
+        "{lines:?}"
+    );
     let lines6 = clients(&sandbox, VIP6, 3, 1, 0);
-    assert_eq!(replies_from_vip(&lines6, "u", VIP6).get("b6"), Some(&3), "{lines6:?}");
-    assert_eq!(replies_from_vip(&lines6, "c", VIP6).get("b6"), Some(&1), "{lines6:?}");
+    assert_eq!(
+        replies_from_vip(&lines6, "u", VIP6).get("b6"),
+        Some(&3),
+        "{lines6:?}"
+    );
+    assert_eq!(
+        replies_from_vip(&lines6, "c", VIP6).get("b6"),
+        Some(&1),
+        "{lines6:?}"
+    );
 
     // Per-service kernel counters: one per sendto of an unconnected socket,
     // one per connect; the TCP service counts apart.
     let counters = sluicectl_json(&sandbox, &["bpf", "counters"]);
-    assert_eq!(counters[format!("datapath.lb4.service.{VIP}:53/udp.connects")], 20, "{counters}");
-    assert_eq!(counters[format!("datapath.lb4.service.{VIP}:53/tcp.connects")], 2, "{counters}");
-    assert_eq!(counters[format!("datapath.lb6.service.[{VIP6}]:53/udp.connects")], 4, "{counters}");
+    assert_eq!(
+        counters[format!("datapath.lb4.service.{VIP}:53/udp.connects")],
+        20,
+        "{counters}"
+    );
+    assert_eq!(
+        counters[format!("datapath.lb4.service.{VIP}:53/tcp.connects")],
+        2,
+        "{counters}"
+    );
+    assert_eq!(
+        counters[format!("datapath.lb6.service.[{VIP6}]:53/udp.connects")],
+        4,
+        "{counters}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut stats = String::new();
     while Instant::now() < deadline && !stats.contains("datapath.socket_lb.dns_udp.connects: 20") {
         std::thread::sleep(Duration::from_millis(100));
         stats = admin_get(admin, "/stats");
     }
-    assert!(stats.contains("datapath.socket_lb.dns_udp.connects: 20"), "{stats}");
+    assert!(
+        stats.contains("datapath.socket_lb.dns_udp.connects: 20"),
+        "{stats}"
+    );
     let dump = admin_get(admin, "/config_dump");
     assert!(
         dump.contains("\"name\": \"dns_udp\"")
@@ -372,16 +433,27 @@ fn udp_service_vips_are_served_by_the_kernel_and_follow_lds_and_cds() {
 
     // A cluster change moves new sockets.
     write_clusters(&dir, "2", &dns[1..], udp6_port, tcp_port);
-    wait_for_services(&sandbox, &daemon, |s| backend_count(s, "dns_udp") == Some(1));
+    wait_for_services(&sandbox, &daemon, |s| {
+        backend_count(s, "dns_udp") == Some(1)
+    });
     let lines = clients(&sandbox, VIP, 6, 0, 0);
-    assert_eq!(replies_from_vip(&lines, "u", VIP).get("b2"), Some(&6), "{lines:?}");
+    assert_eq!(
+        replies_from_vip(&lines, "u", VIP).get("b2"),
+        Some(&6),
+        "{lines:?}"
+    );
 
     // Removing the UDP listeners stops the rewrite; TCP stays.
     write_listeners(&dir, "2", false);
-    wait_for_services(&sandbox, &daemon, |s| s.len() == 1 && service(s, "dns_tcp").is_some());
+    wait_for_services(&sandbox, &daemon, |s| {
+        s.len() == 1 && service(s, "dns_tcp").is_some()
+    });
     let lines = clients(&sandbox, VIP, 1, 0, 1);
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].starts_with("err u"), "nothing answers on the VIP itself: {lines:?}");
+    assert!(
+        lines[0].starts_with("err u"),
+        "nothing answers on the VIP itself: {lines:?}"
+    );
     assert_eq!(lines[1], "t tcp", "{lines:?}");
 }
 
@@ -426,26 +498,45 @@ fn udp_listener_shapes_sluice_cannot_serve_are_rejected_by_name() {
     let dir = tempfile::tempdir().unwrap();
     for (index, (listener_extra, udp_proxy_extra, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("{index}.yaml"));
-        std::fs::write(&path, static_udp_config(unused_port(), listener_extra, udp_proxy_extra)).unwrap();
+        std::fs::write(
+            &path,
+            static_udp_config(unused_port(), listener_extra, udp_proxy_extra),
+        )
+        .unwrap();
         let output = Command::new(sluice_binary())
             .arg("-c")
             .arg(&path)
             .args(["--mode", "validate"])
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
-        assert!(!output.status.success(), "case {index} was accepted: {text}");
-        assert!(text.contains(expected), "case {index}: expected {expected:?} in:\n{text}");
+        let text = String::from_utf8_lossy(&output.stderr).to_string()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !output.status.success(),
+            "case {index} was accepted: {text}"
+        );
+        assert!(
+            text.contains(expected),
+            "case {index}: expected {expected:?} in:\n{text}"
+        );
     }
     let path = dir.path().join("good.yaml");
-    std::fs::write(&path, static_udp_config(unused_port(), virtual_listener, "")).unwrap();
+    std::fs::write(
+        &path,
+        static_udp_config(unused_port(), virtual_listener, ""),
+    )
+    .unwrap();
     let output = Command::new(sluice_binary())
         .arg("-c")
         .arg(&path)
         .args(["--mode", "validate"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -453,7 +544,11 @@ fn with_the_datapath_off_a_udp_service_listener_is_said_to_be_unserved() {
     let dir = tempfile::tempdir().unwrap();
     let admin = unused_port();
     let path = dir.path().join("udp.yaml");
-    std::fs::write(&path, static_udp_config(admin, "    bind_to_port: false\n", "")).unwrap();
+    std::fs::write(
+        &path,
+        static_udp_config(admin, "    bind_to_port: false\n", ""),
+    )
+    .unwrap();
     let log_path = dir.path().join("sluice.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(sluice_binary())

@@ -31,7 +31,11 @@ pub fn warn_unserved(listeners: &Arc<ListenerManager>, reason: String) {
 
 /// Warns about UDP listeners not warned about yet; false once the manager
 /// is gone.
-fn warn_new(listeners: &Weak<ListenerManager>, reason: &str, warned: &mut BTreeSet<String>) -> bool {
+fn warn_new(
+    listeners: &Weak<ListenerManager>,
+    reason: &str,
+    warned: &mut BTreeSet<String>,
+) -> bool {
     let Some(listeners) = listeners.upgrade() else {
         return false;
     };

@@ -197,9 +197,7 @@ fn udp_proxy_of(
 pub fn udp_proxy_cluster(config: &UdpProxyConfig) -> Result<String, ConfigError> {
     #[allow(deprecated)]
     let matcher = match &config.route_specifier {
-        Some(RouteSpecifier::Cluster(cluster)) if !cluster.is_empty() => {
-            return Ok(cluster.clone())
-        }
+        Some(RouteSpecifier::Cluster(cluster)) if !cluster.is_empty() => return Ok(cluster.clone()),
         Some(RouteSpecifier::Cluster(_)) => {
             return Err(ConfigError::new("cluster", "must not be empty"))
         }

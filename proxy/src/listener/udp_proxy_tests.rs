@@ -163,7 +163,7 @@ fn a_udp_service_needs_a_vip_and_a_port() {
     ] {
         let text = error_text(&listener(address, port));
         assert!(
-            text.contains(&format!("address.socket_address: ")) && text.contains(expected),
+            text.contains("address.socket_address: ") && text.contains(expected),
             "{address}:{port}: {text}"
         );
     }
@@ -198,7 +198,9 @@ fn the_admin_address_cannot_be_udp() {
     .unwrap();
     let error = crate::listener::socket_address_of(&address).unwrap_err();
     assert!(
-        error.to_string().contains("socket_address.protocol: only a listener can be UDP"),
+        error
+            .to_string()
+            .contains("socket_address.protocol: only a listener can be UDP"),
         "{error}"
     );
 }

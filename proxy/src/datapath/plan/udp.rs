@@ -38,7 +38,10 @@ pub(super) fn udp_service(
         return Err("a UDP service needs exactly one listener filter (udp_proxy)".into());
     };
     let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
-        return Err(format!("listener filter '{}' has no typed_config", filter.name));
+        return Err(format!(
+            "listener filter '{}' has no typed_config",
+            filter.name
+        ));
     };
     let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
     if type_name != UDP_PROXY_TYPE {
@@ -108,7 +111,11 @@ mod tests {
 
     #[test]
     fn a_virtual_udp_proxy_listener_becomes_a_udp_socket_lb_service() {
-        let plan = derive(&[udp_listener("dns", "10.96.0.10", 53, "dns")], endpoints, None);
+        let plan = derive(
+            &[udp_listener("dns", "10.96.0.10", 53, "dns")],
+            endpoints,
+            None,
+        );
         assert!(plan.not_planned.is_empty(), "{:?}", plan.not_planned);
         let key = address("10.96.0.10", 53, ServiceProtocol::Udp);
         assert_eq!(key.to_string(), "10.96.0.10:53/udp");
@@ -125,7 +132,11 @@ mod tests {
 
     #[test]
     fn an_ipv6_udp_vip_gets_the_ipv6_endpoints() {
-        let plan = derive(&[udp_listener("dns6", "fd96::10", 53, "dns")], endpoints, None);
+        let plan = derive(
+            &[udp_listener("dns6", "fd96::10", 53, "dns")],
+            endpoints,
+            None,
+        );
         let service = &plan.services[&address("fd96::10", 53, ServiceProtocol::Udp)];
         assert_eq!(service.backends, vec![backend("[::1]:5353")]);
     }
@@ -144,8 +155,14 @@ mod tests {
         assert_eq!(plan.services.len(), 2);
         let tcp = &plan.services[&address("10.96.0.10", 53, ServiceProtocol::Tcp)];
         let udp = &plan.services[&address("10.96.0.10", 53, ServiceProtocol::Udp)];
-        assert_eq!((tcp.listener.as_str(), tcp.cluster.as_str()), ("dns_tcp", "backend"));
-        assert_eq!((udp.listener.as_str(), udp.cluster.as_str()), ("dns_udp", "dns"));
+        assert_eq!(
+            (tcp.listener.as_str(), tcp.cluster.as_str()),
+            ("dns_tcp", "backend")
+        );
+        assert_eq!(
+            (udp.listener.as_str(), udp.cluster.as_str()),
+            ("dns_udp", "dns")
+        );
     }
 
     #[test]
@@ -171,7 +188,11 @@ mod tests {
 
     #[test]
     fn a_udp_listener_to_a_missing_cluster_is_not_planned() {
-        let plan = derive(&[udp_listener("dns", "10.96.0.10", 53, "nope")], endpoints, None);
+        let plan = derive(
+            &[udp_listener("dns", "10.96.0.10", 53, "nope")],
+            endpoints,
+            None,
+        );
         assert!(plan.services.is_empty());
         let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
         assert_eq!(reasons["dns"], "udp_proxy cluster 'nope' does not exist");
@@ -184,9 +205,11 @@ mod tests {
             |_| Some(ClusterBackends::default()),
             None,
         );
-        assert!(plan.services[&address("10.96.0.10", 53, ServiceProtocol::Udp)]
-            .backends
-            .is_empty());
+        assert!(
+            plan.services[&address("10.96.0.10", 53, ServiceProtocol::Udp)]
+                .backends
+                .is_empty()
+        );
     }
 
     #[test]
@@ -199,7 +222,10 @@ mod tests {
         );
         let plan = derive(&[without_filter, any], endpoints, None);
         let reasons: BTreeMap<_, _> = plan.not_planned.into_iter().collect();
-        assert!(reasons["bare"].contains("exactly one listener filter"), "{reasons:?}");
+        assert!(
+            reasons["bare"].contains("exactly one listener filter"),
+            "{reasons:?}"
+        );
         assert!(reasons["any"].contains("cannot be 0.0.0.0"), "{reasons:?}");
     }
 }
