@@ -6,7 +6,8 @@
 //!
 //! - an unconnected `sendto(VIP)` gets its reply from the VIP (recvmsg
 //!   hook), a connected socket sees `getpeername()` = VIP, and both backends
-//!   get traffic; the same for an IPv6 VIP (fd96::10);
+//!   get traffic; the same for an IPv6 VIP (fd96::10) and for IPv6 sockets
+//!   sending to the v4-mapped VIP;
 //! - a TCP service on the same VIP:port keeps working beside it;
 //! - `sluicectl bpf services` shows `"protocol": "udp"`, the kernel counts
 //!   per service, `/stats` and `/config_dump` show it;
@@ -429,6 +430,25 @@ fn udp_service_vips_are_served_by_the_kernel_and_follow_lds_and_cds() {
             && dump.contains("envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig")
             && dump.contains("\"protocol\": \"UDP\""),
         "{dump}"
+    );
+
+    // Dual-stack apps (IPv6 sockets, v4-mapped VIP) get the same service.
+    let mapped = format!("::ffff:{VIP}");
+    let lines = clients(&sandbox, &mapped, 4, 1, 0);
+    assert!(!lines.iter().any(|l| l.starts_with("err")), "{lines:?}");
+    assert_eq!(
+        replies_from_vip(&lines, "u", &mapped)
+            .values()
+            .sum::<usize>(),
+        4,
+        "{lines:?}"
+    );
+    assert_eq!(
+        replies_from_vip(&lines, "c", &mapped)
+            .values()
+            .sum::<usize>(),
+        1,
+        "{lines:?}"
     );
 
     // A cluster change moves new sockets.
