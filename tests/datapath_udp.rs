@@ -15,7 +15,8 @@
 //!   rewrite.
 //!
 //! Without root these skip with a reason (they must run under `CI=true`).
-//! `--datapath off` and the rejected UDP shapes need no root.
+//! The "not served" notice (`--datapath off`, or `auto` when the kernel
+//! refuses) and the rejected UDP shapes need no root.
 
 #[path = "datapath_support.rs"]
 mod datapath_support;
@@ -559,28 +560,24 @@ fn udp_listener_shapes_sluice_cannot_serve_are_rejected_by_name() {
     );
 }
 
-#[test]
-fn with_the_datapath_off_a_udp_service_listener_is_said_to_be_unserved() {
+/// Runs sluice on `config` with `args` until its log contains `expected`
+/// (bounded); returns the log.
+fn log_until(config: &str, args: &[&str], expected: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let admin = unused_port();
     let path = dir.path().join("udp.yaml");
-    std::fs::write(
-        &path,
-        static_udp_config(admin, "    bind_to_port: false\n", ""),
-    )
-    .unwrap();
+    std::fs::write(&path, config).unwrap();
     let log_path = dir.path().join("sluice.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(sluice_binary())
         .arg("-c")
         .arg(&path)
-        .args(["--concurrency", "1", "--datapath", "off"])
+        .args(["--concurrency", "1"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
-    let expected = "UDP service listener not served: --datapath off";
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut text = String::new();
     while Instant::now() < deadline && !text.contains(expected) {
@@ -589,7 +586,29 @@ fn with_the_datapath_off_a_udp_service_listener_is_said_to_be_unserved() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    text
+}
+
+#[test]
+fn without_the_kernel_datapath_a_udp_service_listener_is_said_to_be_unserved() {
+    let config = || static_udp_config(unused_port(), "    bind_to_port: false\n", "");
+    let expected = "UDP service listener not served: --datapath off";
+    let text = log_until(&config(), &["--datapath", "off"], expected);
     assert!(text.contains(expected), "{text}");
     assert!(text.contains("listener=dns"), "{text}");
+    assert_eq!(text.matches(expected).count(), 1, "said once: {text}");
+    // `auto` when the kernel refuses (here: no such cgroup) says the same.
+    let expected = "UDP service listener not served: kernel datapath off:";
+    let text = log_until(
+        &config(),
+        &[
+            "--datapath",
+            "auto",
+            "--datapath-cgroup",
+            "/nonexistent/sluice-udp-test",
+        ],
+        expected,
+    );
+    assert!(text.contains(expected), "{text}");
     assert_eq!(text.matches(expected).count(), 1, "said once: {text}");
 }
