@@ -86,19 +86,24 @@ impl ListenerConfig {
     ) -> Result<ListenerConfig, ConfigErrors> {
         let store = &context.store;
         let mut errors = ConfigErrors::default();
-        let (address, udp) = match listener.address.as_ref() {
+        let address = match listener.address.as_ref() {
             Some(address) => match socket_address_and_protocol(address) {
-                Ok((address, protocol)) => (Some(address), protocol == Protocol::Udp),
+                Ok((address, _)) => Some(address),
                 Err(e) => {
                     errors.push(e.under("address"));
-                    (None, false)
+                    None
                 }
             },
             None => {
                 errors.push(ConfigError::new("address", "a listener needs an address"));
-                (None, false)
+                None
             }
         };
+        // From the message itself, so a bad IP does not make it look TCP.
+        let udp = matches!(
+            listener.address.as_ref().and_then(|a| a.address.as_ref()),
+            Some(AddressKind::SocketAddress(socket)) if socket.protocol == Protocol::Udp as i32
+        );
         let udp_proxy = if udp {
             match compile_udp_listener(listener, address) {
                 Ok(route) => Some(route),

@@ -168,6 +168,13 @@ fn a_udp_service_needs_a_vip_and_a_port() {
         );
     }
     assert!(compile(&listener("fd96::10", 53)).is_ok());
+    // A bad IP is one error, not also "udp_proxy needs a UDP listener".
+    let text = error_text(&listener("not-an-ip", 53));
+    assert_eq!(text.matches(": ").count(), 1, "{text}");
+    assert!(
+        text.contains("'not-an-ip' is not a valid IP address"),
+        "{text}"
+    );
 }
 
 #[test]
