@@ -4,8 +4,10 @@
 //! weighted split, a direct response, the TCP listener), and — as root on a
 //! BPF-capable kernel — connects to a service VIP that the kernel rewrites
 //! to a backend with no proxy hop, and to an HTTP service VIP the kernel
-//! redirects to Sluice's L7 listener, showing `sluicectl bpf services` and
-//! the kernel counters. Then it prints the stats Envoy users know and shuts
+//! redirects to Sluice's L7 listener, and sends a datagram to a UDP service
+//! VIP (added with `--config-yaml`: Envoy refuses virtual UDP listeners, so
+//! the example config has none) answered by a local UDP service through the
+//! kernel alone, showing `sluicectl bpf services` and the kernel counters. Then it prints the stats Envoy users know and shuts
 //! everything down.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,6 +24,36 @@ const VIP: &str = "127.96.0.10:80";
 /// The HTTP service VIP (listener svc_web_vip), redirected to Sluice.
 const WEB_VIP: &str = "127.96.0.11:80";
 const DEMO_PIN_DIR: &str = "/sys/fs/bpf/sluice-demo";
+/// The UDP service VIP (listener svc_dns_udp) and its one backend.
+const UDP_VIP: &str = "127.96.0.53:53";
+const UDP_SERVICE: &str = "127.0.0.1:8053";
+
+/// Added over config/envoy-demo.yaml when the kernel path can run.
+const UDP_VIP_YAML: &str = r#"
+static_resources:
+  listeners:
+  - name: svc_dns_udp
+    address: { socket_address: { address: 127.96.0.53, port_value: 53, protocol: UDP } }
+    bind_to_port: false
+    listener_filters:
+    - name: envoy.filters.udp_listener.udp_proxy
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig
+        stat_prefix: dns
+        matcher:
+          on_no_match:
+            action:
+              name: route
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route
+                cluster: dns
+  clusters:
+  - name: dns
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dns
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 8053 } } } }] }]
+"#;
 
 struct KillOnDrop(Child);
 
@@ -60,15 +92,27 @@ pub fn run() -> Result<(), String> {
     .map(String::from)
     .to_vec();
     match &cgroup {
-        Ok(path) => args.extend([
-            "--datapath-cgroup".into(),
-            path.display().to_string(),
-            "--datapath-pin-dir".into(),
-            DEMO_PIN_DIR.into(),
-        ]),
+        Ok(path) => {
+            start_udp_service(UDP_SERVICE)?;
+            args.extend([
+                "--datapath-cgroup".into(),
+                path.display().to_string(),
+                "--datapath-pin-dir".into(),
+                DEMO_PIN_DIR.into(),
+                "--config-yaml".into(),
+                UDP_VIP_YAML.into(),
+            ])
+        }
         Err(_) => args.extend(["--datapath".into(), "off".into()]),
     }
-    println!("== starting: sluice {}", args.join(" "));
+    let shown: Vec<&str> = args
+        .iter()
+        .map(|arg| match arg.as_str() {
+            UDP_VIP_YAML => "'<the UDP VIP svc_dns_udp>'",
+            other => other,
+        })
+        .collect();
+    println!("== starting: sluice {}", shown.join(" "));
     let child = Command::new(root.join("target/debug/sluice"))
         .current_dir(&root)
         .args(&args)
@@ -115,7 +159,7 @@ pub fn run() -> Result<(), String> {
     );
 
     println!(
-        "\n== kernel fast path: socket load balancing for the VIP {VIP} (listener svc_blue_vip),\n   and the HTTP VIP {WEB_VIP} redirected to Sluice (listener svc_web_vip)"
+        "\n== kernel fast path: socket load balancing for the VIP {VIP} (listener svc_blue_vip),\n   the HTTP VIP {WEB_VIP} redirected to Sluice (listener svc_web_vip),\n   and the UDP VIP {UDP_VIP} (listener svc_dns_udp)"
     );
     match &cgroup {
         Ok(path) => kernel_demo(&root, path),
@@ -179,8 +223,12 @@ fn kernel_demo(root: &std::path::Path, cgroup: &std::path::Path) {
             vip.split(':').nth(1).unwrap_or("80")
         )
     };
+    let (udp_host, udp_port) = UDP_VIP.split_once(':').unwrap_or_default();
+    let datagram = format!(
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.settimeout(2)\nu.sendto(b'hello', ('{udp_host}', {udp_port}))\ndata, source = u.recvfrom(64)\nprint('app sent a datagram to {UDP_VIP} (kernel socket-LB, UDP) -> reply from %s:%d: %s' % (source[0], source[1], data.decode()))\n"
+    );
     let script = format!(
-        "import socket\n{}{}{}",
+        "import socket\n{}{}{}{datagram}",
         request(VIP, "/from-the-kernel-path", "kernel socket-LB"),
         request(
             WEB_VIP,
@@ -232,6 +280,20 @@ fn wait_ready() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err("sluice did not become ready within 20 s (is port 9901/10000/10001 taken?)".into())
+}
+
+/// A UDP service answering each datagram with `hello from dns (udp)`.
+fn start_udp_service(address: &str) -> Result<(), String> {
+    let socket = std::net::UdpSocket::bind(address)
+        .map_err(|e| format!("cannot bind the UDP service on {address}: {e}"))?;
+    println!("== UDP service dns on {address}");
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok((_, from)) = socket.recv_from(&mut buffer) {
+            let _ = socket.send_to(b"hello from dns (udp)", from);
+        }
+    });
+    Ok(())
 }
 
 /// A tiny HTTP/1.x service answering `hello from <name>: <path>`.

@@ -18,6 +18,7 @@ use super::{join_path, ConfigError, ConfigErrors};
 
 const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3";
 const ROUTE: &str = "envoy.config.route.v3";
+const UDP_PROXY: &str = "envoy.extensions.filters.udp.udp_proxy.v3";
 
 /// Message full name → the fields Sluice implements. A message absent from
 /// this table and from [`LEAF_MESSAGES`] supports no field at all.
@@ -45,7 +46,8 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
         ("envoy.config.core.v3.Address".into(), &["socket_address"]),
         ("envoy.config.core.v3.SocketAddress".into(), &["address", "port_value", "protocol", "ipv4_compat"]),
         // Listeners
-        ("envoy.config.listener.v3.Listener".into(), &["name", "address", "filter_chains", "stat_prefix", "access_log", "bind_to_port", "per_connection_buffer_limit_bytes", "traffic_direction", "enable_reuse_port", "use_original_dst"]),
+        ("envoy.config.listener.v3.Listener".into(), &["name", "address", "filter_chains", "stat_prefix", "access_log", "bind_to_port", "per_connection_buffer_limit_bytes", "traffic_direction", "enable_reuse_port", "use_original_dst", "listener_filters"]),
+        ("envoy.config.listener.v3.ListenerFilter".into(), &["name", "typed_config"]),
         ("envoy.config.listener.v3.FilterChain".into(), &["filter_chain_match", "filters", "name"]),
         ("envoy.config.listener.v3.FilterChainMatch".into(), &["destination_port"]),
         ("envoy.config.listener.v3.Filter".into(), &["name", "typed_config"]),
@@ -96,6 +98,13 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
         ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig".into(), &["http_protocol_options", "http2_protocol_options"]),
         // TCP proxy
         ("envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy".into(), &["stat_prefix", "cluster", "idle_timeout", "access_log", "max_connect_attempts"]),
+        // UDP proxy (a UDP listener is a kernel-served service VIP: one
+        // cluster for every datagram; see listener::udp_proxy)
+        (format!("{UDP_PROXY}.UdpProxyConfig"), &["stat_prefix", "cluster", "matcher"]),
+        (format!("{UDP_PROXY}.Route"), &["cluster"]),
+        ("xds.type.matcher.v3.Matcher".into(), &["on_no_match"]),
+        ("xds.type.matcher.v3.Matcher.OnMatch".into(), &["action"]),
+        ("xds.core.v3.TypedExtensionConfig".into(), &["name", "typed_config"]),
         // Access logs
         ("envoy.config.accesslog.v3.AccessLog".into(), &["name", "typed_config"]),
         ("envoy.extensions.access_loggers.file.v3.FileAccessLog".into(), &["path", "log_format", "format", "json_format"]),
@@ -135,6 +144,8 @@ pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
     "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
+    "envoy.extensions.filters.udp.udp_proxy.v3.Route",
 ];
 
 /// Explanations for particular unsupported enum values: (value, note).
@@ -146,7 +157,7 @@ type EnumNotes = &'static [(&'static str, &'static str)];
 const SUPPORTED_ENUM_VALUES: &[(&str, &str, &[&str], EnumNotes)] = &[
     ("envoy.config.cluster.v3.Cluster", "type", &["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"], &[]),
     ("envoy.config.cluster.v3.Cluster", "lb_policy", &["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"], &[]),
-    ("envoy.config.core.v3.SocketAddress", "protocol", &["TCP"], &[("UDP", "Sluice proxies TCP only")]),
+    ("envoy.config.core.v3.SocketAddress", "protocol", &["TCP", "UDP"], &[]),
     ("envoy.config.core.v3.ApiConfigSource", "api_type", &["GRPC", "DELTA_GRPC"], &[("REST", "Sluice speaks xDS over gRPC only")]),
 ];
 

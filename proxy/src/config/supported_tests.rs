@@ -121,11 +121,42 @@ fn unimplemented_enum_values_are_rejected() {
         found[1].starts_with("lb_policy: lb_policy CLUSTER_PROVIDED is not supported by Sluice"),
         "{found:?}"
     );
-    let udp = problems(
-        "envoy.config.core.v3.SocketAddress",
-        "address: 0.0.0.0\nport_value: 53\nprotocol: UDP\n",
+    let rest = problems(
+        "envoy.config.core.v3.ApiConfigSource",
+        "api_type: REST\ntransport_api_version: V3\n",
     );
-    assert_eq!(udp, ["protocol: protocol UDP is not supported by Sluice (supported: TCP); Sluice proxies TCP only"]);
+    assert_eq!(rest, ["api_type: api_type REST is not supported by Sluice (supported: GRPC, DELTA_GRPC); Sluice speaks xDS over gRPC only"]);
+}
+
+#[test]
+fn udp_proxy_behaviour_sluice_does_not_implement_is_named() {
+    let found = problems(
+        "envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
+        "stat_prefix: dns\nidle_timeout: 10s\nuse_original_src_ip: true\nhash_policies: [{source_ip: true}]\nuse_per_packet_load_balancing: true\nsession_filters: [{name: f}]\nmatcher: {matcher_list: {matchers: []}, on_no_match: {keep_matching: true, action: {name: r, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route, cluster: c}}}}\n",
+    );
+    let fields: Vec<&str> = found
+        .iter()
+        .map(|problem| problem.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "idle_timeout",
+            "use_original_src_ip",
+            "hash_policies",
+            "use_per_packet_load_balancing",
+            "matcher.matcher_list",
+            "matcher.on_no_match.keep_matching",
+            "session_filters"
+        ],
+        "{found:?}"
+    );
+    assert!(found[2].contains("field 'hash_policies' of envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig is not supported by Sluice"), "{found:?}");
+    let fine = problems(
+        "envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig",
+        "stat_prefix: dns\nmatcher: {on_no_match: {action: {name: r, typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.Route, cluster: c}}}}\n",
+    );
+    assert!(fine.is_empty(), "{fine:?}");
 }
 
 #[test]

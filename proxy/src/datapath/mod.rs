@@ -18,6 +18,8 @@
 //! Start order (no gap when a previous daemon's pins are taken over): load
 //! fresh maps, fill them from the plan, attach the hooks next to the
 //! previous ones, update XDP links in place, then retire the previous links.
+//! UDP service listeners are socket-LB services like TCP ones; without the
+//! datapath nothing serves them, which [`udp_notice`] says once each.
 //! `--datapath-keep-pins` leaves everything attached and pinned on a clean
 //! shutdown, so the kernel keeps forwarding across a restart. What is
 //! attached (or why not) is in `/server_info` ([`status`]).
@@ -31,6 +33,7 @@ pub mod sockmap;
 pub mod stats;
 pub mod status;
 pub mod sync;
+pub mod udp_notice;
 
 use std::net::{SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
@@ -258,6 +261,7 @@ fn start_recording(
     }
     if flags.datapath_mode == DatapathMode::Off {
         status.reason = Some("--datapath off".into());
+        udp_notice::warn_unserved(&listeners, "--datapath off".into());
         return Ok(None);
     }
     let sockmap_wanted = sockmap::wanted(flags)?;
@@ -295,6 +299,7 @@ fn start_recording(
             return Err(1);
         }
         tracing::warn!(target: "sluice::datapath", "kernel datapath off ({} not attached): {error}; serving in userspace", hooks_list());
+        udp_notice::warn_unserved(&listeners, format!("kernel datapath off: {error}"));
         Ok(None)
     };
     let options = LoadOptions {

@@ -17,6 +17,9 @@
 //! the VIP's family (`--datapath-redirect-to`, `--datapath-redirect6-to`),
 //! where Sluice serves each connection with that listener by its original
 //! destination.
+//! A UDP listener (`protocol: UDP`, `bind_to_port: false`, the `udp_proxy`
+//! listener filter routing to one cluster) becomes a UDP socket-LB service
+//! the same way ([`udp`]); TCP and UDP on one VIP:port are two services.
 //! Other `bind_to_port: false` listeners are listed in [`Plan::not_planned`]
 //! with the reason, so the daemon can say why they stay in userspace.
 
@@ -35,6 +38,8 @@ use sluice_ebpf::common::MAX_BACKENDS_PER_SERVICE;
 use super::redirect_plan::redirect_service;
 pub use super::redirect_plan::RedirectTargets;
 
+mod udp;
+
 const TCP_PROXY_TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 pub(super) const HCM_TYPE: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -50,16 +55,29 @@ pub enum ServiceMode {
     Redirect,
 }
 
+/// The transport protocol of a service (part of the kernel's key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
 /// A service as the kernel matches it: VIP, port, protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceAddress {
     pub vip: IpAddr,
     pub port: u16,
+    pub protocol: ServiceProtocol,
 }
 
 impl std::fmt::Display for ServiceAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/tcp", SocketAddr::new(self.vip, self.port))
+        let protocol = match self.protocol {
+            ServiceProtocol::Tcp => "tcp",
+            ServiceProtocol::Udp => "udp",
+        };
+        write!(f, "{}/{protocol}", SocketAddr::new(self.vip, self.port))
     }
 }
 
@@ -146,8 +164,12 @@ pub fn derive(
         if listener.bind_to_port.as_ref().is_none_or(|v| v.value) {
             continue;
         }
-        let service = socket_lb_service(listener, &healthy_endpoints)
-            .or_else(|reason| redirect_service(listener, &redirect_to).unwrap_or(Err(reason)));
+        let service = if udp::is_udp(listener) {
+            udp::udp_service(listener, &healthy_endpoints)
+        } else {
+            socket_lb_service(listener, &healthy_endpoints)
+                .or_else(|reason| redirect_service(listener, &redirect_to).unwrap_or(Err(reason)))
+        };
         match service {
             Ok((address, service)) => {
                 if let Some(existing) = plan.services.get(&address) {
@@ -203,8 +225,20 @@ fn socket_lb_service(
     let Some(ClusterSpecifier::Cluster(cluster)) = tcp_proxy.cluster_specifier else {
         return Err("tcp_proxy with weighted_clusters stays in userspace".into());
     };
+    planned_socket_lb(listener, address, cluster, "tcp_proxy", healthy_endpoints)
+}
+
+/// The socket-LB service of `address` fed with `cluster`'s healthy
+/// endpoints; `filter` names what routes to the cluster, for the error.
+fn planned_socket_lb(
+    listener: &Listener,
+    address: ServiceAddress,
+    cluster: String,
+    filter: &str,
+    healthy_endpoints: &impl Fn(&str) -> Option<ClusterBackends>,
+) -> Result<(ServiceAddress, PlannedService), String> {
     let members = healthy_endpoints(&cluster)
-        .ok_or_else(|| format!("tcp_proxy cluster '{cluster}' does not exist"))?;
+        .ok_or_else(|| format!("{filter} cluster '{cluster}' does not exist"))?;
     let mut backends: Vec<PlannedBackend> = members
         .endpoints
         .into_iter()
@@ -245,9 +279,11 @@ pub(super) fn service_address(listener: &Listener) -> Result<ServiceAddress, Str
     else {
         return Err("has no socket address".into());
     };
-    if socket.protocol != Protocol::Tcp as i32 {
-        return Err("is not TCP".into());
-    }
+    let protocol = if socket.protocol == Protocol::Udp as i32 {
+        ServiceProtocol::Udp
+    } else {
+        ServiceProtocol::Tcp
+    };
     let Ok(vip) = socket.address.parse::<IpAddr>() else {
         return Err(format!("address '{}' is not an IP address", socket.address));
     };
@@ -268,7 +304,11 @@ pub(super) fn service_address(listener: &Listener) -> Result<ServiceAddress, Str
         .ok()
         .filter(|port| *port != 0)
         .ok_or_else(|| format!("port {port} is not a service port"))?;
-    Ok(ServiceAddress { vip, port })
+    Ok(ServiceAddress {
+        vip,
+        port,
+        protocol,
+    })
 }
 
 #[cfg(test)]
@@ -303,6 +343,7 @@ pub(super) mod tests {
         ServiceAddress {
             vip: "10.96.0.10".parse().unwrap(),
             port,
+            protocol: ServiceProtocol::Tcp,
         }
     }
 
@@ -343,6 +384,7 @@ pub(super) mod tests {
         let address = ServiceAddress {
             vip: "fd00::10".parse().unwrap(),
             port: 80,
+            protocol: ServiceProtocol::Tcp,
         };
         assert_eq!(address.to_string(), "[fd00::10]:80/tcp");
         assert_eq!(

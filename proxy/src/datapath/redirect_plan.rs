@@ -90,7 +90,7 @@ pub(super) fn redirect_service(
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::plan::derive;
+    use super::super::plan::{derive, ServiceProtocol};
     use super::super::plan::tests::{
         backend, endpoints, listener, vip, virtual_listener, HCM, TCP,
     };
@@ -187,6 +187,7 @@ mod tests {
         let v6 = ServiceAddress {
             vip: "fd96::20".parse().unwrap(),
             port: 80,
+            protocol: ServiceProtocol::Tcp,
         };
         assert_eq!(plan.services[&v6].listener, "l7_v6");
         assert_eq!(plan.services[&v6].mode, ServiceMode::Redirect);

@@ -19,12 +19,13 @@ use std::net::{IpAddr, SocketAddr};
 use sluice_ebpf::common::{
     Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, Lb6Backend, Lb6ServiceKey, MaglevKey,
     MaglevTable, ServiceInfo, MAX_BACKEND_IDS, MAX_SERVICES, MODE_REDIRECT, MODE_SOCKET_LB,
-    PROTO_TCP, SERVICE_FLAG_MAGLEV, SERVICE_FLAG_REDIRECT, SERVICE_FLAG_WEIGHTED,
+    PROTO_TCP, PROTO_UDP, SERVICE_FLAG_MAGLEV, SERVICE_FLAG_REDIRECT, SERVICE_FLAG_WEIGHTED,
 };
 
 use super::maglev;
 use super::plan::{
     BackendChoice, Plan, PlannedBackend, PlannedService, ServiceAddress, ServiceMode,
+    ServiceProtocol,
 };
 
 /// The map operations the syncer needs (the BPF maps, or a fake in tests).
@@ -172,17 +173,21 @@ pub enum ServiceKey {
 }
 
 pub fn service_key(address: &ServiceAddress) -> ServiceKey {
+    let protocol = match address.protocol {
+        ServiceProtocol::Tcp => PROTO_TCP,
+        ServiceProtocol::Udp => PROTO_UDP,
+    };
     match address.vip {
         IpAddr::V4(vip) => ServiceKey::V4(Lb4ServiceKey {
             address: u32::from(vip).to_be(),
             port: address.port.to_be(),
-            protocol: PROTO_TCP,
+            protocol,
             pad: 0,
         }),
         IpAddr::V6(vip) => ServiceKey::V6(Lb6ServiceKey {
             address: ip6_words(&vip),
             port: address.port.to_be(),
-            protocol: PROTO_TCP,
+            protocol,
             pad: 0,
         }),
     }

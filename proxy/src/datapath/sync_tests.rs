@@ -170,6 +170,7 @@ fn address(port: u16) -> ServiceAddress {
     ServiceAddress {
         vip: VIP.into(),
         port,
+        protocol: ServiceProtocol::Tcp,
     }
 }
 
@@ -331,6 +332,35 @@ fn keys_are_in_network_byte_order() {
 }
 
 #[test]
+fn tcp_and_udp_services_on_one_vip_and_port_are_two_kernel_entries() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let udp = ServiceAddress {
+        protocol: ServiceProtocol::Udp,
+        ..address(53)
+    };
+    let mut both = plan(&[(53, vec![backend(1, 8053)])]);
+    let mut dns = service(53, &[backend(2, 5353)], BackendChoice::Random);
+    dns.listener = "dns_udp".into();
+    both.services.insert(udp, dns);
+    syncer.apply(&both, &mut table).unwrap();
+    assert_eq!(v4_key(&udp).protocol, PROTO_UDP);
+    assert_eq!(table.services.len(), 2);
+    let tcp_entry = table.services[&v4_key(&address(53))];
+    let udp_entry = table.services[&v4_key(&udp)];
+    assert_ne!(tcp_entry.service_id, udp_entry.service_id);
+    assert_eq!(table.names[&udp_entry.service_id], "dns_udp");
+    let udp_backend = table.backends[&backend_key(udp_entry.service_id, udp_entry.slot, 0)];
+    assert_eq!(udp_backend.port, 5353u16.to_be());
+    // Removing the UDP listener leaves the TCP service alone.
+    both.services.remove(&udp);
+    syncer.apply(&both, &mut table).unwrap();
+    assert_eq!(table.services.len(), 1);
+    assert!(table.services.contains_key(&v4_key(&address(53))));
+    table.assert_consistent();
+}
+
+#[test]
 fn a_failed_write_names_the_service() {
     struct Failing;
     impl LbTable for Failing {
@@ -391,6 +421,7 @@ fn ipv6_services_use_the_lb6_maps_and_share_the_id_spaces() {
     let vip6 = ServiceAddress {
         vip: "fd00::10".parse().unwrap(),
         port: 80,
+        protocol: ServiceProtocol::Tcp,
     };
     let backends6: Vec<SocketAddr> =
         vec!["[::1]:8080".parse().unwrap(), "[::1]:8081".parse().unwrap()];

@@ -1,5 +1,8 @@
 //! Compiling a Listener message: address, filter chains and their one
-//! terminal network filter (`http_connection_manager` or `tcp_proxy`).
+//! terminal network filter (`http_connection_manager` or `tcp_proxy`); a
+//! UDP listener (a kernel-served service VIP) is checked by [`udp_proxy`].
+//!
+//! [`udp_proxy`]: super::udp_proxy
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -21,6 +24,8 @@ use crate::config::{ConfigError, ConfigErrors};
 use crate::http::connection_manager::HttpConnectionManager;
 use crate::stats::{Counter, Gauge, Store};
 use crate::tcp::TcpProxy;
+
+use super::udp_proxy::{check_tcp_listener_filters, compile_udp_listener, UdpProxy};
 
 /// The terminal network filter of a chain.
 #[derive(Debug, Clone)]
@@ -66,6 +71,9 @@ pub struct ListenerConfig {
     pub filter_chains: Vec<FilterChain>,
     pub stats: ListenerStats,
     pub access_logs: AccessLogs,
+    /// A UDP listener's route (`socket_address.protocol: UDP`): a service
+    /// VIP the kernel serves; it has no filter chains and accepts nothing.
+    pub udp_proxy: Option<UdpProxy>,
     /// The message it was compiled from, for `/config_dump`.
     pub source: Listener,
 }
@@ -79,8 +87,8 @@ impl ListenerConfig {
         let store = &context.store;
         let mut errors = ConfigErrors::default();
         let address = match listener.address.as_ref() {
-            Some(address) => match socket_address(address) {
-                Ok(address) => Some(address),
+            Some(address) => match socket_address_and_protocol(address) {
+                Ok((address, _)) => Some(address),
                 Err(e) => {
                     errors.push(e.under("address"));
                     None
@@ -91,12 +99,29 @@ impl ListenerConfig {
                 None
             }
         };
+        // From the message itself, so a bad IP does not make it look TCP.
+        let udp = matches!(
+            listener.address.as_ref().and_then(|a| a.address.as_ref()),
+            Some(AddressKind::SocketAddress(socket)) if socket.protocol == Protocol::Udp as i32
+        );
+        let udp_proxy = if udp {
+            match compile_udp_listener(listener, address) {
+                Ok(route) => Some(route),
+                Err(e) => {
+                    errors.0.extend(e.0);
+                    None
+                }
+            }
+        } else {
+            errors.0.extend(check_tcp_listener_filters(listener).0);
+            None
+        };
         let name = if listener.name.is_empty() {
             address.map(stat_address).unwrap_or_default()
         } else {
             listener.name.clone()
         };
-        if listener.filter_chains.is_empty() {
+        if listener.filter_chains.is_empty() && !udp {
             errors.push(ConfigError::new(
                 "filter_chains",
                 "a listener needs at least one filter chain",
@@ -160,6 +185,7 @@ impl ListenerConfig {
             filter_chains,
             stats: ListenerStats::new(store, &stat_prefix),
             access_logs: access_logs.expect("checked above"),
+            udp_proxy,
             source: listener.clone(),
         })
     }
@@ -195,8 +221,21 @@ pub fn stat_address(address: SocketAddr) -> String {
     format!("{}_{}", address.ip(), address.port())
 }
 
-/// A `socket_address` with an IP literal (listeners never resolve names).
+/// A TCP `socket_address` with an IP literal (listeners never resolve
+/// names; the admin address).
 pub fn socket_address(address: &Address) -> Result<SocketAddr, ConfigError> {
+    let (address, protocol) = socket_address_and_protocol(address)?;
+    if protocol == Protocol::Udp {
+        return Err(ConfigError::new(
+            "socket_address.protocol",
+            "only a listener can be UDP (a kernel-served UDP service VIP)",
+        ));
+    }
+    Ok(address)
+}
+
+/// A `socket_address` with an IP literal, and its protocol.
+fn socket_address_and_protocol(address: &Address) -> Result<(SocketAddr, Protocol), ConfigError> {
     let socket = match &address.address {
         Some(AddressKind::SocketAddress(socket)) => socket,
         Some(AddressKind::Pipe(_)) => {
@@ -213,12 +252,7 @@ pub fn socket_address(address: &Address) -> Result<SocketAddr, ConfigError> {
         }
         None => return Err(ConfigError::new("socket_address", "an address is required")),
     };
-    if socket.protocol == Protocol::Udp as i32 {
-        return Err(ConfigError::new(
-            "socket_address.protocol",
-            "UDP listeners are not supported by Sluice",
-        ));
-    }
+    let protocol = Protocol::try_from(socket.protocol).unwrap_or(Protocol::Tcp);
     let port = match socket.port_specifier {
         Some(PortSpecifier::PortValue(port)) if port <= 65535 => port as u16,
         Some(PortSpecifier::PortValue(port)) => {
@@ -241,7 +275,7 @@ pub fn socket_address(address: &Address) -> Result<SocketAddr, ConfigError> {
             format!("'{}' is not a valid IP address", socket.address),
         )
     })?;
-    Ok(SocketAddr::new(ip, port))
+    Ok((SocketAddr::new(ip, port), protocol))
 }
 
 fn compile_filters(

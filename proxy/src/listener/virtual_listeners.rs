@@ -78,7 +78,9 @@ impl VirtualListeners {
 
     fn reindex(&self, by_name: &BTreeMap<String, Arc<Generation>>) {
         let mut index = HashMap::with_capacity(by_name.len());
-        for generation in by_name.values() {
+        // UDP service listeners never receive redirected (TCP) connections,
+        // and may share their VIP:port with a TCP listener (DNS on 53).
+        for generation in by_name.values().filter(|g| g.config.udp_proxy.is_none()) {
             index
                 .entry(generation.config.address)
                 .or_insert_with(|| generation.clone());
@@ -147,6 +149,22 @@ mod tests {
         assert!(draining(&second));
         assert_eq!(name_for(&set, "10.96.0.10:80"), None);
         assert!(!set.remove("vip", SETTINGS));
+    }
+
+    #[test]
+    fn udp_service_listeners_never_take_redirected_connections() {
+        let yaml = "name: a_dns_udp\nbind_to_port: false\naddress: {socket_address: {address: 10.96.0.10, port_value: 53, protocol: UDP}}\nlistener_filters:\n- name: udp_proxy\n  typed_config: {'@type': type.googleapis.com/envoy.extensions.filters.udp.udp_proxy.v3.UdpProxyConfig, stat_prefix: dns, cluster: backend}";
+        let proto = crate::config::parse_message(yaml).expect("test YAML parses");
+        let udp = ListenerConfig::compile(&proto, &CompileContext::with_backend_cluster()).unwrap();
+        let set = VirtualListeners::default();
+        set.insert(Arc::new(udp), SETTINGS);
+        assert_eq!(name_for(&set, "10.96.0.10:53"), None);
+        set.insert(config("b_dns_tcp", "10.96.0.10:53"), SETTINGS);
+        assert_eq!(
+            name_for(&set, "10.96.0.10:53").as_deref(),
+            Some("b_dns_tcp")
+        );
+        assert_eq!(set.generations().len(), 2);
     }
 
     #[test]
