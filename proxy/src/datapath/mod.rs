@@ -275,7 +275,9 @@ fn start_recording(
         },
     );
     for (listener, reason) in &initial.not_planned {
-        tracing::info!(target: "sluice::datapath", %listener, "stays in userspace: {reason}");
+        // A TCP listener left out is still served in userspace when a
+        // connection reaches it; a UDP one is not served at all.
+        tracing::info!(target: "sluice::datapath", %listener, "not a kernel service: {reason}");
     }
     if flags.datapath_mode == DatapathMode::Auto
         && initial.services.is_empty()
