@@ -7,7 +7,9 @@
 //! `/stats` must show it. With sockmap off the same traffic is counted by
 //! nobody. Also covers a dual-stack (`::`) server, whose accepted sockets are
 //! v4-mapped IPv6, and `sluicectl bpf dump` of the sockmap maps while a
-//! pair is open (both ends' keys; the values are sockets, shown as null). Needs root, bpffs and cgroup v2; skips with a reason
+//! pair is open (both ends' keys, one namespace cookie; the values are
+//! sockets, shown as null), and one 4-tuple open in two network namespaces
+//! at once (each pair stays in its namespace, both accelerated). Needs root, bpffs and cgroup v2; skips with a reason
 //! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
@@ -191,6 +193,7 @@ fn local_pairs_skip_the_stack_with_sockmap_on_and_data_arrives_intact() {
     assert_eq!(status["sockmap"]["sockets"], 0, "{status}");
 
     dump_shows_an_open_pair(&sandbox);
+    one_four_tuple_in_two_namespaces_stays_apart(&sandbox);
 
     // The same counter on /stats and /stats/prometheus (exported every second).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -246,14 +249,19 @@ print(json.dumps({{'client': '%s:%d' % client.getsockname(), 'server': '%s:%d' %
     let result: Value = serde_json::from_str(&lines[0]).expect("the script prints JSON");
     let (client, server) = (&result["client"], &result["server"]);
     let sockets = result["sockets"].as_array().expect("an array of entries");
+    let mut cookies = Vec::new();
     for (local, remote) in [(client, server), (server, client)] {
-        assert!(
-            sockets.contains(
-                &serde_json::json!({"key": {"local": local, "remote": remote}, "value": null})
-            ),
-            "{result}"
-        );
+        let entry = sockets
+            .iter()
+            .find(|entry| entry["key"]["local"] == *local && entry["key"]["remote"] == *remote)
+            .unwrap_or_else(|| panic!("no entry {local} -> {remote}: {result}"));
+        assert_eq!(entry["value"], Value::Null, "{result}");
+        cookies.push(entry["key"]["netns_cookie"].as_u64().expect("a cookie"));
     }
+    assert_eq!(
+        cookies[0], cookies[1],
+        "both ends in one namespace: {result}"
+    );
     let counters = &result["counters"][0];
     assert_eq!(counters["key"], 0, "{result}");
     assert!(
@@ -261,6 +269,82 @@ print(json.dumps({{'client': '%s:%d' % client.getsockname(), 'server': '%s:%d' %
         "{result}"
     );
     assert!(result["tainted"].is_array(), "{result}");
+}
+
+/// Two network namespaces each hold a loopback pair with the same 4-tuple
+/// (127.0.0.1:40000 -> 127.0.0.1:9000) at the same time: each server must
+/// get its own client's bytes, never the other namespace's.
+const TWO_NAMESPACES_SCRIPT: &str = r#"
+import os, socket, sys, time
+tag, sync = sys.argv[1], sys.argv[2]
+other = 'B' if tag == 'A' else 'A'
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(('127.0.0.1', 9000)); server.listen(1)
+client = socket.socket()
+client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+client.bind(('127.0.0.1', 40000)); client.connect(('127.0.0.1', 9000))
+accepted, _ = server.accept()
+open(os.path.join(sync, tag), 'w').close()
+deadline = time.time() + 10
+while not os.path.exists(os.path.join(sync, other)):
+    if time.time() > deadline:
+        print('err: the other namespace never connected'); sys.exit(0)
+    time.sleep(0.01)
+accepted.settimeout(3)
+message = (tag * 4096).encode()
+client.sendall(message)
+received = b''
+try:
+    while len(received) < len(message):
+        chunk = accepted.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+except socket.timeout:
+    pass
+print('ok' if received == message else 'err: %s received %d bytes starting %r' % (tag, len(received), received[:8]))
+"#;
+
+fn one_four_tuple_in_two_namespaces_stays_apart(sandbox: &Sandbox) {
+    let sync = sandbox.dir.path().join("two-namespaces");
+    std::fs::create_dir_all(&sync).unwrap();
+    let redirected_before = sockmap_counter(sandbox, "redirected_messages");
+    let spawn = |tag: &str| {
+        Command::new("timeout")
+            .args([
+                "20",
+                "unshare",
+                "--net",
+                "sh",
+                "-c",
+                "echo $$ > \"$0\" && ip link set lo up && exec python3 -c \"$1\" \"$2\" \"$3\"",
+            ])
+            .arg(sandbox.cgroup.join("cgroup.procs"))
+            .arg(TWO_NAMESPACES_SCRIPT)
+            .arg(tag)
+            .arg(&sync)
+            .output()
+    };
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| spawn("A"));
+        let b = scope.spawn(|| spawn("B"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for (tag, output) in [("A", a), ("B", b)] {
+        let output = output.expect("run a namespace's pair");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            stdout.trim(),
+            "ok",
+            "namespace {tag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(
+        sockmap_counter(sandbox, "redirected_messages") >= redirected_before + 2,
+        "both namespaces' pairs were accelerated"
+    );
 }
 
 #[test]

@@ -4,6 +4,12 @@
 //! is moved straight into its peer socket's receive queue, skipping the
 //! TCP/IP stack. Shared by the kernel programs and userspace.
 //!
+//! Keys carry the socket's network-namespace cookie: both ends of a local
+//! pair (loopback, or a socket's own address) are in one namespace, and the
+//! same 4-tuple may be open in other namespaces (every pod has its own
+//! loopback), so the 4-tuple alone would let one namespace's connection
+//! replace another's entry.
+//!
 //! Keys hold IPv4 addresses in network order (as the kernel hands them) and
 //! ports in host order: the kernel gives `local_port` in host order but
 //! `remote_port` in network order (in the high 16 bits on little-endian), so
@@ -37,6 +43,8 @@ pub const MAX_TAINTED: u32 = 65536;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SockKey {
+    /// `bpf_get_netns_cookie` of the socket's network namespace.
+    pub netns_cookie: u64,
     /// Network order.
     pub local_ip4: u32,
     /// Network order.
@@ -52,6 +60,7 @@ impl SockKey {
     #[inline(always)]
     pub fn peer(&self) -> SockKey {
         SockKey {
+            netns_cookie: self.netns_cookie,
             local_ip4: self.remote_ip4,
             remote_ip4: self.local_ip4,
             local_port: self.remote_port,
@@ -135,13 +144,14 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<SockKey>(), 16);
+        assert_eq!(size_of::<SockKey>(), 24);
         assert_eq!(size_of::<SockmapCounters>(), 56);
     }
 
     #[test]
     fn the_peer_key_swaps_both_ends_and_is_an_involution() {
         let key = SockKey {
+            netns_cookie: 4097,
             local_ip4: ip([127, 0, 0, 1]),
             remote_ip4: ip([127, 0, 0, 2]),
             local_port: 40000,
@@ -163,6 +173,7 @@ mod tests {
     #[test]
     fn loopback_and_same_address_peers_are_local_others_are_not() {
         let key = |local, remote| SockKey {
+            netns_cookie: 1,
             local_ip4: ip(local),
             remote_ip4: ip(remote),
             local_port: 1,

@@ -1,6 +1,6 @@
 //! Local acceleration: `sockops` adds every established TCP socket whose
 //! peer is on this node (both ends, active and passive; IPv4 and v4-mapped
-//! IPv6) to `SOCKMAP_SOCKETS` keyed by its 4-tuple, and `sk_msg` (attached to
+//! IPv6) to `SOCKMAP_SOCKETS` keyed by its network namespace and 4-tuple, and `sk_msg` (attached to
 //! that map) moves each message a member socket sends straight into its peer
 //! socket's receive queue (`bpf_msg_redirect_hash` with `BPF_F_INGRESS`),
 //! skipping the TCP/IP stack. A socket whose peer is not in the map sends
@@ -17,6 +17,7 @@ use aya_ebpf::{
         sk_action::SK_PASS, BPF_F_INGRESS, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
     },
+    helpers::bpf_get_netns_cookie,
     macros::{map, sk_msg, sock_ops},
     maps::{LruHashMap, PerCpuArray, SockHash},
     programs::{SkMsgContext, SockOpsContext},
@@ -70,6 +71,11 @@ pub fn sluice_sockops_sockmap(ctx: SockOpsContext) -> u32 {
         },
         _ => return 1,
     };
+    // SAFETY: sockops programs may call bpf_get_netns_cookie on their context.
+    let key = SockKey {
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.ops.cast()) },
+        ..key
+    };
     if !key.peer_is_local() {
         count(|c| c.sockets_not_local += 1);
         return 1;
@@ -115,6 +121,11 @@ pub fn sluice_sk_msg_sockmap(ctx: SkMsgContext) -> u32 {
         },
         _ => return SK_PASS,
     };
+    // SAFETY: sk_msg programs may call bpf_get_netns_cookie on their context.
+    let key = SockKey {
+        netns_cookie: unsafe { bpf_get_netns_cookie(ctx.msg.cast()) },
+        ..key
+    };
     // SAFETY: only the presence of the entry is used.
     let tainted = unsafe { SOCKMAP_TAINTED.get(&key) }.is_some();
     if !tainted {
@@ -137,7 +148,7 @@ pub fn sluice_sk_msg_sockmap(ctx: SkMsgContext) -> u32 {
     SK_PASS
 }
 
-/// A key from the kernel's fields: addresses in network order, `local_port`
+/// A key (without its namespace) from the kernel's fields: addresses in network order, `local_port`
 /// in host order, `remote_port` in network order (high 16 bits on
 /// little-endian; the low 16 bits are also accepted).
 #[inline(always)]
@@ -148,6 +159,7 @@ fn key_of(local_ip4: u32, remote_ip4: u32, local_port: u32, remote_port: u32) ->
         remote_port as u16
     };
     SockKey {
+        netns_cookie: 0,
         local_ip4,
         remote_ip4,
         local_port: local_port & 0xffff,

@@ -94,6 +94,7 @@ fn socket_entry(key: &SockKey, value: Value) -> Value {
     };
     json!({
         "key": {
+            "netns_cookie": key.netns_cookie,
             "local": address(key.local_ip4, key.local_port),
             "remote": address(key.remote_ip4, key.remote_port),
         },
@@ -122,6 +123,7 @@ mod tests {
     #[test]
     fn sockmap_keys_print_as_local_and_remote_addresses() {
         let key = SockKey {
+            netns_cookie: 4097,
             local_ip4: u32::from(Ipv4Addr::new(127, 0, 0, 1)).to_be(),
             remote_ip4: u32::from(Ipv4Addr::new(127, 0, 0, 2)).to_be(),
             local_port: 15001,
@@ -129,7 +131,7 @@ mod tests {
         };
         assert_eq!(
             socket_entry(&key, Value::Null),
-            json!({"key": {"local": "127.0.0.1:15001", "remote": "127.0.0.2:40000"}, "value": null})
+            json!({"key": {"netns_cookie": 4097, "local": "127.0.0.1:15001", "remote": "127.0.0.2:40000"}, "value": null})
         );
     }
 

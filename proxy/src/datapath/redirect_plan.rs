@@ -90,10 +90,10 @@ pub(super) fn redirect_service(
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::super::plan::{derive, ServiceProtocol};
     use super::super::plan::tests::{
         backend, endpoints, listener, vip, virtual_listener, HCM, TCP,
     };
+    use super::super::plan::{derive, ServiceProtocol};
     use super::*;
 
     fn redirect_to() -> RedirectTargets {
