@@ -9,12 +9,12 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use sluice_ebpf::common::{
-    map_names, Lb4Backend, Lb4BackendKey, Lb4Service, Lb4ServiceKey, MODE_REDIRECT, MODE_SOCKET_LB,
-    PROTO_TCP, PROTO_UDP,
+    map_names, Lb4ServiceKey, MODE_REDIRECT, MODE_SOCKET_LB, PROTO_TCP, PROTO_UDP,
 };
 use sluice_ebpf::maps::LbMaps;
 use sluice_ebpf::Hook;
 
+use super::bpf_lb_rows as rows;
 use super::bpf_xdp::{self, DenylistAction};
 use super::Output;
 
@@ -149,56 +149,35 @@ fn status_text(value: &Value) -> String {
 }
 
 /// The backends of a service's active slot.
-fn active_backends(
-    service: &Lb4Service,
-    backends: &BTreeMap<Lb4BackendKey, Lb4Backend>,
-) -> Vec<Lb4Backend> {
-    (0..service.backend_count)
-        .filter_map(|index| {
-            backends
-                .get(&Lb4BackendKey {
-                    service_id: service.service_id,
-                    slot: service.slot,
-                    index,
-                })
-                .copied()
-        })
-        .collect()
+fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        MODE_SOCKET_LB => "socket-lb",
+        MODE_REDIRECT => "redirect",
+        _ => "unknown",
+    }
 }
 
-/// The JSON array of the Interface section: vip, port, protocol, mode,
-/// backends, listener.
 fn services(maps: &LbMaps) -> Result<Value, String> {
-    let services = maps.service_entries().map_err(|e| e.to_string())?;
-    let backends: BTreeMap<_, _> = maps
-        .backend_entries()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
+    let backend_rows = rows::backend_rows(maps)?;
+    let backends: BTreeMap<_, _> = backend_rows.iter().map(|row| (row.key, row)).collect();
     let mut list = Vec::new();
-    for (key, service) in services {
+    for row in rows::service_rows(maps)? {
         let info = maps
-            .service_info(service.service_id)
+            .service_info(row.service.service_id)
             .map_err(|e| e.to_string())?;
-        let mode = match info.mode {
-            MODE_SOCKET_LB => "socket-lb",
-            MODE_REDIRECT => "redirect",
-            _ => "unknown",
-        };
-        let backends: Vec<Value> = active_backends(&service, &backends)
+        let backends: Vec<Value> = rows::active_backends(&row.service, &backends)
             .iter()
-            .map(|b| json!({"address": ip(b.address), "port": u16::from_be(b.port)}))
+            .map(|b| json!({"address": b.address.to_string(), "port": b.port}))
             .collect();
         list.push(json!({
-            "vip": ip(key.address),
-            "port": u16::from_be(key.port),
-            "protocol": protocol_name(key.protocol),
-            "mode": mode,
+            "vip": row.vip.to_string(),
+            "port": row.port,
+            "protocol": protocol_name(row.protocol),
+            "mode": mode_name(info.mode),
             "backends": backends,
             "listener": info.listener_name(),
         }));
     }
-    list.extend(super::bpf_lb6::services(maps)?);
     Ok(Value::Array(list))
 }
 
@@ -236,25 +215,24 @@ fn services_text(value: &Value) -> String {
 }
 
 fn backends(maps: &LbMaps) -> Result<Value, String> {
-    let active: BTreeMap<u32, u32> = maps
-        .service_entries()
-        .map_err(|e| e.to_string())?
+    let active: BTreeMap<u32, u32> = rows::service_rows(maps)?
         .into_iter()
-        .map(|(_, s)| (s.service_id, s.slot))
+        .map(|row| (row.service.service_id, row.service.slot))
         .collect();
-    let mut list = Vec::new();
-    for (key, backend) in maps.backend_entries().map_err(|e| e.to_string())? {
-        list.push(json!({
-            "backend_id": backend.backend_id,
-            "address": ip(backend.address),
-            "port": u16::from_be(backend.port),
-            "service_id": key.service_id,
-            "slot": key.slot,
-            "index": key.index,
-            "active": active.get(&key.service_id) == Some(&key.slot),
-        }));
-    }
-    list.extend(super::bpf_lb6::backends(maps)?);
+    let list = rows::backend_rows(maps)?
+        .into_iter()
+        .map(|row| {
+            json!({
+                "backend_id": row.backend_id,
+                "address": row.address.to_string(),
+                "port": row.port,
+                "service_id": row.key.service_id,
+                "slot": row.key.slot,
+                "index": row.key.index,
+                "active": active.get(&row.key.service_id) == Some(&row.key.slot),
+            })
+        })
+        .collect();
     Ok(Value::Array(list))
 }
 
@@ -282,43 +260,41 @@ fn backends_text(value: &Value) -> String {
     text
 }
 
-/// Named counters: `datapath.lb4.service.<vip>:<port>/<proto>.connects|no_backend|redirects`,
-/// `datapath.xdp.service.<vip>:<port>/<proto>.packets|bytes` (XDP) and
-/// `datapath.lb4.backend.<address>:<port>.connects`.
+/// Named counters: `datapath.lb4.service.<vip>:<port>/<proto>.connects|no_backend|redirects`
+/// (`datapath.lb6.service.[<vip>]:<port>/<proto>.*` for IPv6),
+/// `datapath.xdp.service.<vip>:<port>/<proto>.packets|bytes` (XDP counts
+/// IPv4 services) and `datapath.lb4|lb6.backend.<address>:<port>.connects`.
 fn counters(maps: &LbMaps) -> Result<Value, String> {
     let mut counters = serde_json::Map::new();
-    for (key, service) in maps.service_entries().map_err(|e| e.to_string())? {
-        let name = format!(
-            "datapath.lb4.service.{}:{}/{}",
-            ip(key.address),
-            u16::from_be(key.port),
-            protocol_name(key.protocol)
-        );
+    for row in rows::service_rows(maps)? {
+        let service = format!("{}/{}", row.address(), protocol_name(row.protocol));
+        let name = format!("datapath.{}.service.{service}", row.family());
         let c = maps
-            .service_counters(service.service_id)
+            .service_counters(row.service.service_id)
             .map_err(|e| e.to_string())?;
         counters.insert(format!("{name}.connects"), json!(c.connects));
         counters.insert(format!("{name}.no_backend"), json!(c.no_backend));
         counters.insert(format!("{name}.redirects"), json!(c.redirects));
-        let xdp = maps
-            .xdp_service_counters(service.service_id)
-            .map_err(|e| e.to_string())?;
-        let name = name.replacen("datapath.lb4.service.", "datapath.xdp.service.", 1);
-        counters.insert(format!("{name}.packets"), json!(xdp.packets));
-        counters.insert(format!("{name}.bytes"), json!(xdp.bytes));
+        if row.vip.is_ipv4() {
+            let xdp = maps
+                .xdp_service_counters(row.service.service_id)
+                .map_err(|e| e.to_string())?;
+            let name = format!("datapath.xdp.service.{service}");
+            counters.insert(format!("{name}.packets"), json!(xdp.packets));
+            counters.insert(format!("{name}.bytes"), json!(xdp.bytes));
+        }
     }
-    for (_, backend) in maps.backend_entries().map_err(|e| e.to_string())? {
+    for row in rows::backend_rows(maps)? {
         let name = format!(
-            "datapath.lb4.backend.{}:{}.connects",
-            ip(backend.address),
-            u16::from_be(backend.port)
+            "datapath.{}.backend.{}.connects",
+            row.family(),
+            row.socket_address()
         );
         let c = maps
-            .backend_counters(backend.backend_id)
+            .backend_counters(row.backend_id)
             .map_err(|e| e.to_string())?;
         counters.insert(name, json!(c.connects));
     }
-    super::bpf_lb6::counters(maps, &mut counters)?;
     Ok(Value::Object(counters))
 }
 

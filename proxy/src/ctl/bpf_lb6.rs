@@ -1,125 +1,18 @@
-//! The IPv6 half of `sluicectl bpf services|backends|counters|dump`: reads
-//! `LB6_SERVICES` / `LB6_BACKENDS` (and the shared counters, service info
-//! and `LB_MAGLEV`) and renders them in the same JSON shapes as IPv4, with
-//! IPv6 addresses (`"vip": "fd00::10"`).
+//! `sluicectl bpf dump` of the IPv6 socket-LB maps (`LB6_SERVICES`,
+//! `LB6_BACKENDS`) and of `LB_MAGLEV`, with IPv6 addresses
+//! (`"address": "fd00::10"`); services, backends and counters of both
+//! families are rendered from `bpf_lb_rows`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use serde_json::{json, Value};
-use sluice_ebpf::common::{Lb4BackendKey, Lb4Service, Lb6Backend, MODE_REDIRECT, MODE_SOCKET_LB};
 use sluice_ebpf::maps::LbMaps;
 
 use super::bpf::protocol_name;
 
 fn ip6(words: [u32; 4]) -> String {
     crate::datapath::sync::ip6_from_words(words).to_string()
-}
-
-fn active_backends(
-    service: &Lb4Service,
-    backends: &BTreeMap<Lb4BackendKey, Lb6Backend>,
-) -> Vec<Lb6Backend> {
-    (0..service.backend_count)
-        .filter_map(|index| {
-            let key = Lb4BackendKey {
-                service_id: service.service_id,
-                slot: service.slot,
-                index,
-            };
-            backends.get(&key).copied()
-        })
-        .collect()
-}
-
-/// IPv6 entries of `sluicectl bpf services -o json`.
-pub fn services(maps: &LbMaps) -> Result<Vec<Value>, String> {
-    let backends: BTreeMap<_, _> = maps
-        .backend6_entries()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
-    let mut list = Vec::new();
-    for (key, service) in maps.service6_entries().map_err(|e| e.to_string())? {
-        let info = maps
-            .service_info(service.service_id)
-            .map_err(|e| e.to_string())?;
-        let mode = match info.mode {
-            MODE_SOCKET_LB => "socket-lb",
-            MODE_REDIRECT => "redirect",
-            _ => "unknown",
-        };
-        let backends: Vec<Value> = active_backends(&service, &backends)
-            .iter()
-            .map(|b| json!({"address": ip6(b.address), "port": u16::from_be(b.port)}))
-            .collect();
-        list.push(json!({
-            "vip": ip6(key.address),
-            "port": u16::from_be(key.port),
-            "protocol": protocol_name(key.protocol),
-            "mode": mode,
-            "backends": backends,
-            "listener": info.listener_name(),
-        }));
-    }
-    Ok(list)
-}
-
-/// IPv6 entries of `sluicectl bpf backends -o json`.
-pub fn backends(maps: &LbMaps) -> Result<Vec<Value>, String> {
-    let active: BTreeMap<u32, u32> = maps
-        .service6_entries()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(_, s)| (s.service_id, s.slot))
-        .collect();
-    let mut list = Vec::new();
-    for (key, backend) in maps.backend6_entries().map_err(|e| e.to_string())? {
-        list.push(json!({
-            "backend_id": backend.backend_id,
-            "address": ip6(backend.address),
-            "port": u16::from_be(backend.port),
-            "service_id": key.service_id,
-            "slot": key.slot,
-            "index": key.index,
-            "active": active.get(&key.service_id) == Some(&key.slot),
-        }));
-    }
-    Ok(list)
-}
-
-/// IPv6 counters: `datapath.lb6.service.[<vip>]:<port>/<proto>.*` and
-/// `datapath.lb6.backend.[<address>]:<port>.connects`.
-pub fn counters(
-    maps: &LbMaps,
-    counters: &mut serde_json::Map<String, Value>,
-) -> Result<(), String> {
-    for (key, service) in maps.service6_entries().map_err(|e| e.to_string())? {
-        let name = format!(
-            "datapath.lb6.service.[{}]:{}/{}",
-            ip6(key.address),
-            u16::from_be(key.port),
-            protocol_name(key.protocol)
-        );
-        let c = maps
-            .service_counters(service.service_id)
-            .map_err(|e| e.to_string())?;
-        counters.insert(format!("{name}.connects"), json!(c.connects));
-        counters.insert(format!("{name}.no_backend"), json!(c.no_backend));
-        counters.insert(format!("{name}.redirects"), json!(c.redirects));
-    }
-    for (_, backend) in maps.backend6_entries().map_err(|e| e.to_string())? {
-        let name = format!(
-            "datapath.lb6.backend.[{}]:{}.connects",
-            ip6(backend.address),
-            u16::from_be(backend.port)
-        );
-        let c = maps
-            .backend_counters(backend.backend_id)
-            .map_err(|e| e.to_string())?;
-        counters.insert(name, json!(c.connects));
-    }
-    Ok(())
 }
 
 /// `sluicectl bpf dump` of `LB6_SERVICES`, `LB6_BACKENDS` and `LB_MAGLEV`

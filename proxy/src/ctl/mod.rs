@@ -4,6 +4,7 @@
 
 pub mod bpf;
 mod bpf_lb6;
+mod bpf_lb_rows;
 mod bpf_socket_maps;
 mod bpf_sockmap;
 pub mod bpf_xdp;
