@@ -542,27 +542,26 @@ fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<FdLink, Datapath
             hook: point,
             program: hook.program_name(),
         })?;
+    // SockOps and CgroupSockAddr share no trait for load/attach/take_link:
+    // one body, instantiated per program type.
+    macro_rules! load_and_attach {
+        ($program_type:ty) => {{
+            let program: &mut $program_type =
+                program.try_into().map_err(program_error("type check"))?;
+            program.load().map_err(program_error("load (verifier)"))?;
+            let link_id = program
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(program_error("attach"))?;
+            let link = program
+                .take_link(link_id)
+                .map_err(program_error("take link"))?;
+            FdLink::try_from(link)
+        }};
+    }
     let link = if hook == Hook::SockopsRedirect {
-        let program: &mut SockOps = program.try_into().map_err(program_error("type check"))?;
-        program.load().map_err(program_error("load (verifier)"))?;
-        let link_id = program
-            .attach(cgroup, CgroupAttachMode::Single)
-            .map_err(program_error("attach"))?;
-        let link = program
-            .take_link(link_id)
-            .map_err(program_error("take link"))?;
-        FdLink::try_from(link)
+        load_and_attach!(SockOps)
     } else {
-        let program: &mut CgroupSockAddr =
-            program.try_into().map_err(program_error("type check"))?;
-        program.load().map_err(program_error("load (verifier)"))?;
-        let link_id = program
-            .attach(cgroup, CgroupAttachMode::Single)
-            .map_err(program_error("attach"))?;
-        let link = program
-            .take_link(link_id)
-            .map_err(program_error("take link"))?;
-        FdLink::try_from(link)
+        load_and_attach!(CgroupSockAddr)
     };
     link.map_err(|source| DatapathError::NotALink {
         hook: point,
