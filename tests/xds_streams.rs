@@ -197,7 +197,9 @@ async fn an_eds_cluster_without_ads_is_rejected_over_its_cds_stream() {
     dir.write("lazy.yaml", &harness::cluster_yaml("lazy", "1s", true));
     let nack = server.wait_log(&["NACK Cluster"]);
     assert!(
-        nack.contains("lazy") && nack.contains("EDS is delivered over ADS only"),
+        nack.contains("lazy")
+            && nack
+                .contains("eds_config.ads: ADS must be configured to support an ADS config source"),
         "{nack}"
     );
     eventually(port, "web still serves", |r| {
@@ -239,8 +241,7 @@ filter_chains:
     let _sluice = Sluice::start(&bootstrap(server.port, &dynamic), &[]).await;
     let nack = server.wait_log(&["NACK delta Listener"]);
     assert!(
-        nack.contains("front")
-            && nack.contains("routes 'front-routes' are delivered over ADS only"),
+        nack.contains("front") && nack.contains("(routes 'front-routes'): ADS must be configured"),
         "{nack}"
     );
 }

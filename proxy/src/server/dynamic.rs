@@ -9,7 +9,7 @@
 //! It also remembers what it applied (version, time) and the last error per
 //! resource, for `/config_dump`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -23,8 +23,7 @@ use tokio::sync::watch;
 use crate::config::context::CompileContext;
 use crate::config::{validate_message, ConfigErrors};
 use crate::listener::{ListenerConfig, ListenerManager};
-use crate::upstream::Discovery;
-use crate::xds::{type_urls, Resource, ResourceSink, Subscription};
+use crate::xds::{type_urls, Resource, ResourceSink, SourceId, Subscription};
 
 /// How long a listener waits for its RDS routes before it starts anyway,
 /// when the `rds.config_source` does not say (Envoy's default
@@ -66,10 +65,13 @@ pub struct DynamicResources {
     listeners: Arc<ListenerManager>,
     /// Bootstrap listeners, which LDS may not replace.
     static_listeners: Vec<String>,
-    /// Whether an ADS stream runs: EDS and RDS arrive over it only, so
-    /// without it an EDS cluster or an RDS listener is rejected (it would
-    /// never get its endpoints or routes).
+    /// Whether an ADS stream runs: without it an EDS cluster or an RDS
+    /// listener whose source is `ads: {}` is rejected (it would never get
+    /// its endpoints or routes).
     ads_configured: bool,
+    /// Ticks after every cluster or listener update: the subscriptions of
+    /// other streams (EDS/RDS of their own) may have changed.
+    subscription_changes: watch::Sender<u64>,
     state: Mutex<DynamicState>,
     /// Becomes true once the first listener and cluster updates applied.
     initial_fetch: watch::Sender<(bool, bool)>,
@@ -88,6 +90,7 @@ impl DynamicResources {
             listeners,
             static_listeners,
             ads_configured,
+            subscription_changes: watch::Sender::new(0),
             state: Mutex::new(DynamicState::default()),
             initial_fetch: watch::Sender::new((false, false)),
             myself: myself.clone(),
@@ -131,9 +134,9 @@ impl DynamicResources {
                     ));
                 }
                 if !self.ads_configured && is_eds(&cluster) {
-                    return Err(
-                        "eds_cluster_config.eds_config.ads: EDS is delivered over ADS only, and dynamic_resources has no ads_config".into(),
-                    );
+                    if let Some(error) = super::subscriptions::eds_without_ads(&cluster) {
+                        return Err(error);
+                    }
                 }
                 let unchanged = self.with_state(|s| {
                     s.clusters
@@ -274,10 +277,8 @@ impl DynamicResources {
                     ));
                 }
                 if !self.ads_configured {
-                    if let Some(routes) = rds_fetch_timeouts(&listener).keys().next() {
-                        return Err(format!(
-                            "rds.config_source.ads: routes '{routes}' are delivered over ADS only, and dynamic_resources has no ads_config"
-                        ));
+                    if let Some(error) = super::subscriptions::rds_without_ads(&listener) {
+                        return Err(error);
                     }
                 }
                 let unchanged = self.with_state(|s| {
@@ -502,11 +503,18 @@ impl ResourceSink for DynamicResources {
         removed: Vec<String>,
         _state_of_the_world: bool,
     ) -> Vec<(String, String)> {
+        if type_url == type_urls::CLUSTER || type_url == type_urls::LISTENER {
+            let errors = if type_url == type_urls::CLUSTER {
+                self.apply_clusters(updated, removed)
+            } else {
+                self.apply_listeners(updated, removed)
+            };
+            self.subscription_changes.send_modify(|n| *n += 1);
+            return errors;
+        }
         match type_url {
-            type_urls::CLUSTER => self.apply_clusters(updated, removed),
             type_urls::ENDPOINT => self.apply_endpoints(updated, removed),
             type_urls::ROUTE => self.apply_routes(updated, removed),
-            type_urls::LISTENER => self.apply_listeners(updated, removed),
             other => updated
                 .into_iter()
                 .map(|r| {
@@ -520,18 +528,19 @@ impl ResourceSink for DynamicResources {
     }
 
     fn subscriptions(&self, type_url: &str) -> Subscription {
-        match type_url {
-            type_urls::ENDPOINT => Subscription::names(
-                self.context
-                    .clusters
-                    .snapshot()
-                    .iter()
-                    .filter(|c| c.discovery() == Discovery::Eds)
-                    .filter_map(|c| c.eds_service_name().map(str::to_string)),
-            ),
-            type_urls::ROUTE => Subscription::names(self.context.routes.names()),
-            _ => Subscription::Wildcard,
-        }
+        super::subscriptions::subscriptions(&self.context, type_url, &SourceId::Ads)
+    }
+
+    fn source_subscriptions(&self, type_url: &str, source: &SourceId) -> Subscription {
+        super::subscriptions::subscriptions(&self.context, type_url, source)
+    }
+
+    fn api_sources(&self) -> BTreeSet<(&'static str, SourceId)> {
+        super::subscriptions::api_sources(&self.context)
+    }
+
+    fn subscription_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.subscription_changes.subscribe())
     }
 
     fn resource_stats_prefix(&self, type_url: &str, name: &str) -> Option<String> {

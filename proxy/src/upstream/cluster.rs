@@ -134,6 +134,11 @@ impl UpstreamCluster {
         self.config.eds_service_name.as_deref()
     }
 
+    /// EDS: where the assignment comes from (ADS or a stream of its own).
+    pub fn eds_source(&self) -> Option<&crate::xds::SourceId> {
+        self.config.eds_source.as_ref()
+    }
+
     /// EDS: how long it warms without an assignment (`None`: until one comes).
     pub fn eds_initial_fetch_timeout(&self) -> Option<std::time::Duration> {
         self.config.eds_initial_fetch_timeout

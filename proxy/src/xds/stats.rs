@@ -1,9 +1,16 @@
 //! xDS stats under Envoy's names.
 //!
-//! - `control_plane.connected_state` (gauge): 1 while the ADS stream is up.
-//!   Per-type streams (LDS/CDS with their own `api_config_source`) write
-//!   the same gauge, so with several streams it shows the state of the one
-//!   that last connected or broke.
+//! - `control_plane.connected_state` (gauge): 1 while the control plane is
+//!   connected. Envoy has one such gauge in the root scope for every gRPC
+//!   mux (ADS, and each `api_config_source` stream), all writing it, so
+//!   with several streams it shows whichever wrote last. Sluice keeps the
+//!   same single name and makes it deterministic: 1 only while every
+//!   running gRPC stream is connected, 0 as soon as one is not (a separate
+//!   EDS/RDS control plane that dies shows, and the gauge returns to 1 when
+//!   it is back). The streams of one [`XdsStats`] (and its
+//!   [`XdsStats::stream`] clones) share the gauge.
+//! - `control_plane.rate_limit_enforced` / `control_plane.pending_requests`:
+//!   see [`super::rate_limit`].
 //! - Per subscription, with Envoy's subscription stat names
 //!   (`update_attempt`, `update_success`, `update_rejected`, `update_failure`,
 //!   `version` — the xxHash64 of the last accepted `version_info`):
@@ -11,7 +18,9 @@
 //!   resource for EDS (`cluster.<name>.*`) and RDS
 //!   (`http.<stat_prefix>.rds.<name>.*`), whose prefixes the sink supplies.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::stats::{Gauge, Store};
 
@@ -45,24 +54,77 @@ pub enum UpdateEvent {
     Failure,
 }
 
-/// Stats recording for the xDS client.
+/// The connection state of every running gRPC stream, behind
+/// `control_plane.connected_state`.
+struct ConnectedStreams {
+    gauge: Gauge,
+    /// Stream id → connected.
+    streams: Mutex<BTreeMap<u64, bool>>,
+    next_id: AtomicU64,
+}
+
+impl ConnectedStreams {
+    fn set(&self, id: u64, connected: Option<bool>) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        match connected {
+            Some(connected) => {
+                streams.insert(id, connected);
+            }
+            None => {
+                streams.remove(&id);
+            }
+        }
+        let all = !streams.is_empty() && streams.values().all(|c| *c);
+        self.gauge.set(i64::from(all));
+    }
+}
+
+/// Stats recording for the xDS client (one per stream: see [`XdsStats::stream`]).
 #[derive(Clone)]
 pub struct XdsStats {
     store: Store,
-    connected_state: Gauge,
+    connected: Arc<ConnectedStreams>,
+    stream_id: u64,
 }
 
 impl XdsStats {
     pub fn new(store: &Store) -> XdsStats {
+        let connected = Arc::new(ConnectedStreams {
+            gauge: store.gauge("control_plane.connected_state"),
+            streams: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+        });
         XdsStats {
             store: store.clone(),
-            connected_state: store.gauge("control_plane.connected_state"),
+            connected,
+            stream_id: 0,
         }
     }
 
-    /// `control_plane.connected_state`.
+    /// The stats of another stream: same store, its own connection state
+    /// in the shared `control_plane.connected_state`.
+    pub fn stream(&self) -> XdsStats {
+        XdsStats {
+            store: self.store.clone(),
+            connected: self.connected.clone(),
+            stream_id: self.connected.next_id.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The store the stats are recorded in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This stream's state in `control_plane.connected_state`.
     pub fn set_connected(&self, connected: bool) {
-        self.connected_state.set(i64::from(connected));
+        self.connected.set(self.stream_id, Some(connected));
+    }
+
+    /// This stream stopped for good (its source is no longer used): it no
+    /// longer counts in `control_plane.connected_state`.
+    pub fn stream_stopped(&self) {
+        self.connected.set(self.stream_id, None);
     }
 
     /// Records `event` under `prefix` (which ends in `.`); on success also
@@ -170,5 +232,24 @@ mod tests {
         assert_eq!(store.counter("cluster.backend.update_success").value(), 1);
         // Envoy's documented example: the hash of "" is xxh64 seed 0.
         assert_eq!(version_hash(""), 0xef46db3751d8e999_u64 as i64);
+    }
+
+    #[test]
+    fn connected_state_is_one_only_while_every_stream_is_connected() {
+        let store = Store::new();
+        let gauge = || store.gauge("control_plane.connected_state").value();
+        let ads = XdsStats::new(&store).stream();
+        let eds = ads.stream();
+        ads.set_connected(true);
+        assert_eq!(gauge(), 1);
+        eds.set_connected(false);
+        assert_eq!(gauge(), 0, "a separate EDS stream down shows");
+        eds.set_connected(true);
+        assert_eq!(gauge(), 1);
+        eds.set_connected(false);
+        eds.stream_stopped();
+        assert_eq!(gauge(), 1, "a stream no longer used does not count");
+        ads.set_connected(false);
+        assert_eq!(gauge(), 0);
     }
 }

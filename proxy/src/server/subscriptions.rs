@@ -1,0 +1,185 @@
+//! Which EDS and RDS names the xDS streams subscribe to, per config source:
+//! the EDS clusters in force and the route configurations connection
+//! managers use, each on the stream of the source it names (ADS, or an
+//! `api_config_source` of its own); and which sources need a stream.
+//! Also the checks that an `ads: {}` source has an ADS stream to come from.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+use envoy_types::pb::envoy::config::core::v3::ConfigSource;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+use crate::config::context::CompileContext;
+use crate::config::{ConfigError, ConfigErrors};
+use crate::upstream::Discovery;
+use crate::xds::source::ADS_NOT_CONFIGURED;
+use crate::xds::{type_urls, SourceId, Subscription};
+
+/// The names to subscribe to for `type_url` on the stream of `source`
+/// (LDS/CDS: everything).
+pub fn subscriptions(context: &CompileContext, type_url: &str, source: &SourceId) -> Subscription {
+    match type_url {
+        type_urls::ENDPOINT => Subscription::names(
+            context
+                .clusters
+                .snapshot()
+                .iter()
+                .filter(|c| c.discovery() == Discovery::Eds && c.eds_source() == Some(source))
+                .filter_map(|c| c.eds_service_name().map(str::to_string)),
+        ),
+        type_urls::ROUTE => Subscription::names(context.routes.names_from(source)),
+        _ => Subscription::Wildcard,
+    }
+}
+
+/// The EDS/RDS sources of their own in use, with the type each carries.
+pub fn api_sources(context: &CompileContext) -> BTreeSet<(&'static str, SourceId)> {
+    let clusters = context.clusters.snapshot();
+    let eds = clusters
+        .iter()
+        .filter_map(|c| c.eds_source().cloned())
+        .map(|source| (type_urls::ENDPOINT, source));
+    let rds = context
+        .routes
+        .sources()
+        .into_iter()
+        .map(|source| (type_urls::ROUTE, source));
+    eds.chain(rds)
+        .filter(|(_, source)| *source != SourceId::Ads)
+        .collect()
+}
+
+/// Whether any EDS cluster or RDS route configuration in force uses a
+/// source of its own (then the daemon runs the dynamic side even without
+/// `dynamic_resources`).
+pub fn uses_api_sources(context: &CompileContext) -> bool {
+    !api_sources(context).is_empty()
+}
+
+fn is_ads(source: Option<&ConfigSource>) -> bool {
+    matches!(
+        source.and_then(|s| s.config_source_specifier.as_ref()),
+        Some(ConfigSourceSpecifier::Ads(_))
+    )
+}
+
+/// A cluster from CDS whose `eds_config` says `ads: {}` while no ADS
+/// stream runs: the error to NACK it with.
+pub fn eds_without_ads(cluster: &Cluster) -> Option<String> {
+    let source = cluster
+        .eds_cluster_config
+        .as_ref()
+        .and_then(|eds| eds.eds_config.as_ref());
+    is_ads(source).then(|| format!("eds_cluster_config.eds_config.ads: {ADS_NOT_CONFIGURED}"))
+}
+
+/// A listener from LDS with an `rds.config_source` of `ads: {}` while no
+/// ADS stream runs: the error to NACK it with.
+pub fn rds_without_ads(listener: &Listener) -> Option<String> {
+    connection_manager_rds(listener)
+        .into_iter()
+        .find(|(_, source)| is_ads(source.as_ref()))
+        .map(|(name, _)| format!("rds.config_source.ads (routes '{name}'): {ADS_NOT_CONFIGURED}"))
+}
+
+/// `(route_config_name, config_source)` of every connection manager using RDS.
+fn connection_manager_rds(listener: &Listener) -> Vec<(String, Option<ConfigSource>)> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    };
+    let chains = listener
+        .filter_chains
+        .iter()
+        .chain(listener.default_filter_chain.as_ref());
+    let mut found = Vec::new();
+    for filter in chains.flat_map(|chain| &chain.filters) {
+        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+            continue;
+        };
+        let Ok(hcm) = crate::config::proto::unpack::<HttpConnectionManager>(any) else {
+            continue;
+        };
+        if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+            found.push((rds.route_config_name, rds.config_source));
+        }
+    }
+    found
+}
+
+/// Bootstrap checks: without `dynamic_resources.ads_config`, no static
+/// cluster or listener may use `ads: {}` for EDS/RDS (Envoy: "ADS must be
+/// configured to support an ADS config source"); and every source of its
+/// own must name a static cluster with an endpoint.
+pub fn check_bootstrap(
+    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+    ads_configured: bool,
+) -> ConfigErrors {
+    let mut errors = ConfigErrors::default();
+    let Some(resources) = &bootstrap.static_resources else {
+        return errors;
+    };
+    for (i, cluster) in resources.clusters.iter().enumerate() {
+        let path = format!("static_resources.clusters[{i}].eds_cluster_config.eds_config");
+        let source = cluster
+            .eds_cluster_config
+            .as_ref()
+            .and_then(|eds| eds.eds_config.as_ref());
+        check_source(
+            bootstrap,
+            source,
+            &path,
+            type_urls::ENDPOINT,
+            ads_configured,
+            &mut errors,
+        );
+    }
+    for (i, listener) in resources.listeners.iter().enumerate() {
+        for (name, source) in connection_manager_rds(listener) {
+            let path = format!(
+                "static_resources.listeners[{i}] (listener '{}', routes '{name}') rds.config_source",
+                listener.name
+            );
+            check_source(
+                bootstrap,
+                source.as_ref(),
+                &path,
+                type_urls::ROUTE,
+                ads_configured,
+                &mut errors,
+            );
+        }
+    }
+    errors
+}
+
+fn check_source(
+    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+    source: Option<&ConfigSource>,
+    path: &str,
+    type_url: &'static str,
+    ads_configured: bool,
+    errors: &mut ConfigErrors,
+) {
+    if is_ads(source) && !ads_configured {
+        errors.push(ConfigError::new(format!("{path}.ads"), ADS_NOT_CONFIGURED));
+        return;
+    }
+    // Shape errors are reported where the cluster or listener compiles;
+    // here only whether the named gRPC cluster can be reached.
+    let Ok(source) = crate::xds::source::subscription_source(source, path) else {
+        return;
+    };
+    let api_path = format!("{path}.api_config_source");
+    if let Some(Err(error)) =
+        crate::xds::config::api_stream_config(bootstrap, &source, type_url, &api_path)
+    {
+        errors.push(error);
+    }
+}
+
+#[cfg(test)]
+#[path = "subscriptions_tests.rs"]
+mod tests;

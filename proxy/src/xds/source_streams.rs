@@ -1,0 +1,132 @@
+//! The EDS and RDS streams of their own: one gRPC stream per distinct
+//! `api_config_source` (and type) that clusters and listeners name, started
+//! when the first user appears and stopped when the last one goes, as the
+//! sink's [`ResourceSink::api_sources`] says after every change.
+//!
+//! Each stream is an ordinary [`run_xds_stream`] (SotW or delta, ACK/NACK,
+//! backoff, resume) whose subscriptions are the names that use its source.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::oneshot;
+
+use super::config::api_stream_config;
+use super::resource::{type_urls, ResourceSink};
+use super::source::SourceId;
+use super::stats::XdsStats;
+use super::{run_xds_stream, StreamConfig};
+
+type StreamKey = (&'static str, SourceId);
+
+/// The running EDS/RDS streams of their own.
+pub struct SourceStreams {
+    bootstrap: Arc<Bootstrap>,
+    node: Node,
+    sink: Arc<dyn ResourceSink>,
+    stats: XdsStats,
+    /// Running stream → its stop signal.
+    running: Mutex<BTreeMap<StreamKey, oneshot::Sender<()>>>,
+}
+
+impl SourceStreams {
+    pub fn new(
+        bootstrap: Arc<Bootstrap>,
+        node: Node,
+        sink: Arc<dyn ResourceSink>,
+        stats: XdsStats,
+    ) -> Arc<SourceStreams> {
+        Arc::new(SourceStreams {
+            bootstrap,
+            node,
+            sink,
+            stats,
+            running: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Starts the streams of sources newly in use and stops those no longer
+    /// used. Must run inside a tokio runtime.
+    pub fn reconcile(&self) {
+        let wanted = self.sink.api_sources();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|key, _| {
+            let keep = wanted.contains(key);
+            if !keep {
+                tracing::info!(
+                    "xDS: {} stream ({}) no longer used; stopping it",
+                    type_urls::short(key.0),
+                    key.1.describe()
+                );
+            }
+            keep // dropping the sender stops the stream
+        });
+        for key in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let config = match self.stream_config(&key) {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::error!(
+                        "xDS: cannot start a {} stream: {error}",
+                        type_urls::short(key.0)
+                    );
+                    continue;
+                }
+            };
+            let (stop, stopped) = oneshot::channel();
+            let (node, sink, stats) = (self.node.clone(), self.sink.clone(), self.stats.stream());
+            tracing::info!(
+                server = %config.uri,
+                "xDS: starting a {} stream of its own ({})",
+                type_urls::short(key.0),
+                key.1.describe()
+            );
+            tokio::spawn(async move {
+                run_xds_stream(config, node, sink, stats, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            });
+            running.insert(key, stop);
+        }
+    }
+
+    /// The sources with a running stream.
+    pub fn running(&self) -> BTreeSet<StreamKey> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn stream_config(&self, (type_url, source): &StreamKey) -> Result<StreamConfig, String> {
+        let path = match *type_url {
+            type_urls::ENDPOINT => "eds_cluster_config.eds_config.api_config_source",
+            _ => "rds.config_source.api_config_source",
+        };
+        api_stream_config(&self.bootstrap, source, type_url, path)
+            .ok_or_else(|| format!("{} is not a stream of its own", source.describe()))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reconciles now and after every subscription change, until the sink
+    /// stops announcing changes.
+    pub async fn run(self: Arc<Self>) {
+        let Some(mut changes) = self.sink.subscription_changes() else {
+            self.reconcile();
+            return;
+        };
+        loop {
+            self.reconcile();
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! EDS and RDS on streams of their own: a cluster's `eds_config` or a
+//! connection manager's `rds.config_source` with an `api_config_source`
+//! (GRPC or DELTA_GRPC) naming a second control plane. The real `sluice`
+//! gets listeners and clusters over ADS from one `sluicectl xds serve` and
+//! endpoints or routes over `EndpointDiscoveryService` /
+//! `RouteDiscoveryService` from another; a change there moves traffic; when
+//! the second control plane dies the last config keeps serving,
+//! `control_plane.connected_state` drops to 0, and it reconnects (back to 1)
+//! when the control plane returns. Bad shapes are rejected by path.
+
+#[path = "xds/harness.rs"]
+mod harness;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use harness::{endpoints_yaml, DemoServer, ResourceDir};
+use support::{get, Backend, Reply, Sluice};
+
+/// An `api_config_source` to the static cluster `side_cp`.
+fn side_source(api_type: &str) -> String {
+    format!(
+        "{{ resource_api_version: V3, api_config_source: {{ api_type: {api_type}, transport_api_version: V3, grpc_services: [{{ envoy_grpc: {{ cluster_name: side_cp }} }}] }} }}"
+    )
+}
+
+/// A bootstrap with ADS (`api_type`) to `xds_cluster` and a second static
+/// control-plane cluster `side_cp` at `side_port`.
+fn bootstrap(xds_port: u16, side_port: u16, api_type: &str) -> String {
+    let base = harness::control_plane_bootstrap(
+        "sources-test",
+        "${ADMIN}",
+        xds_port,
+        &harness::ads_dynamic_resources(api_type),
+    );
+    format!(
+        "{base}  - name: side_cp
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: side_cp
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {side_port} }} }} }} }}] }}]
+"
+    )
+}
+
+/// An EDS cluster whose endpoints come from `side_cp`.
+fn eds_cluster_yaml(name: &str, api_type: &str) -> String {
+    format!(
+        "\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: {name}\nconnect_timeout: 1s\ntype: EDS\neds_cluster_config: {{eds_config: {}}}\n",
+        side_source(api_type)
+    )
+}
+
+fn static_cluster_yaml(name: &str, port: u16) -> String {
+    format!(
+        "\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: {name}\nconnect_timeout: 1s\ntype: STATIC\nload_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}\n"
+    )
+}
+
+/// An HTTP listener whose routes `routes` come from `config_source`.
+fn http_listener_yaml(name: &str, port: u16, routes: &str, config_source: &str) -> String {
+    format!(
+        r#""@type": type.googleapis.com/envoy.config.listener.v3.Listener
+name: {name}
+address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+filter_chains:
+- filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: {name}
+      rds: {{ route_config_name: {routes}, config_source: {config_source} }}
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+    )
+}
+
+fn routes_yaml(name: &str, cluster: &str) -> String {
+    format!(
+        "\"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration\nname: {name}\nvirtual_hosts: [{{name: all, domains: ['*'], routes: [{{match: {{prefix: /}}, route: {{cluster: {cluster}}}}}]}}]\n"
+    )
+}
+
+/// GETs `/` on `port` until `check` accepts the reply (bounded).
+async fn eventually(port: u16, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            let reply = get(address, "x", "/").await;
+            if check(&reply) {
+                return reply;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the stat `name` reads `value` (bounded).
+async fn stat_becomes(sluice: &Sluice, name: &str, value: i64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sluice.stat(name).await != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {value} (is {:?})",
+            sluice.stat(name).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn backend_is(name: &'static str) -> impl Fn(&Reply) -> bool {
+    move |r: &Reply| r.status == 200 && r.echo().backend == name
+}
+
+/// ADS delivers an EDS cluster and a TCP listener to it; the cluster's
+/// endpoints come over an EDS stream of its own (`side_api`) from a second
+/// control plane, which then changes them, dies and comes back.
+async fn eds_on_its_own_stream(ads_api: &str, side_api: &str, protocol_log: &str) {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let (main_dir, side_dir) = (ResourceDir::new(), ResourceDir::new());
+    let port = support::free_port();
+    main_dir.write("web.yaml", &eds_cluster_yaml("web", side_api));
+    main_dir.write("front.yaml", &harness::listener_yaml("front", port, "web"));
+    side_dir.write("web-eds.yaml", &endpoints_yaml("web", &[blue.port()]));
+    let main = DemoServer::start(main_dir.path(), 0);
+    let side = DemoServer::start(side_dir.path(), 0);
+    let side_port = side.port;
+    let sluice = Sluice::start(&bootstrap(main.port, side_port, ads_api), &[]).await;
+    side.wait_log(&[protocol_log, "(EDS)"]);
+    eventually(
+        port,
+        "EDS endpoints from the side stream serve",
+        backend_is("blue"),
+    )
+    .await;
+    assert!(
+        main.lines_with(&["ClusterLoadAssignment"]).is_empty(),
+        "EDS went to the ADS server:\n{}",
+        main.full_log()
+    );
+    stat_becomes(&sluice, "control_plane.connected_state", 1).await;
+
+    side_dir.write("web-eds.yaml", &endpoints_yaml("web", &[green.port()]));
+    eventually(
+        port,
+        "an endpoint change moves traffic",
+        backend_is("green"),
+    )
+    .await;
+
+    side.stop();
+    stat_becomes(&sluice, "control_plane.connected_state", 0).await;
+    for _ in 0..5 {
+        let reply = get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "x", "/").await;
+        assert!(
+            backend_is("green")(&reply),
+            "the last endpoints keep serving"
+        );
+    }
+    side_dir.write("web-eds.yaml", &endpoints_yaml("web", &[blue.port()]));
+    let side = DemoServer::start(side_dir.path(), side_port);
+    eventually(
+        port,
+        "the side stream reconnects and resumes",
+        backend_is("blue"),
+    )
+    .await;
+    stat_becomes(&sluice, "control_plane.connected_state", 1).await;
+    assert!(sluice.stat("cluster.web.update_success").await >= Some(2));
+    let _ = (&side, &green);
+}
+
+#[tokio::test]
+async fn eds_on_its_own_sotw_stream() {
+    eds_on_its_own_stream("DELTA_GRPC", "GRPC", "state-of-the-world stream opened").await;
+}
+
+#[tokio::test]
+async fn eds_on_its_own_delta_stream() {
+    eds_on_its_own_stream("GRPC", "DELTA_GRPC", "delta stream opened").await;
+}
+
+/// ADS delivers an HTTP listener and two clusters; the listener's routes
+/// come over an RDS stream of its own from a second control plane, whose
+/// route change moves traffic. Removing the listener unsubscribes.
+async fn rds_on_its_own_stream(side_api: &str, protocol_log: &str) {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let (main_dir, side_dir) = (ResourceDir::new(), ResourceDir::new());
+    let port = support::free_port();
+    main_dir.write("blue.yaml", &static_cluster_yaml("blue", blue.port()));
+    main_dir.write("green.yaml", &static_cluster_yaml("green", green.port()));
+    main_dir.write(
+        "front.yaml",
+        &http_listener_yaml("front", port, "front-routes", &side_source(side_api)),
+    );
+    side_dir.write("routes.yaml", &routes_yaml("front-routes", "blue"));
+    let main = DemoServer::start(main_dir.path(), 0);
+    let side = DemoServer::start(side_dir.path(), 0);
+    let sluice = Sluice::start(&bootstrap(main.port, side.port, "GRPC"), &[]).await;
+    side.wait_log(&[protocol_log, "(RDS)"]);
+    eventually(
+        port,
+        "routes from the side stream serve",
+        backend_is("blue"),
+    )
+    .await;
+    assert!(
+        main.lines_with(&["RouteConfiguration"]).is_empty(),
+        "RDS went to the ADS server:\n{}",
+        main.full_log()
+    );
+    side_dir.write("routes.yaml", &routes_yaml("front-routes", "green"));
+    eventually(port, "a route change moves traffic", backend_is("green")).await;
+    assert!(
+        sluice
+            .stat("http.front.rds.front-routes.update_success")
+            .await
+            >= Some(2)
+    );
+    // The listener goes: nothing uses the source any more.
+    main_dir.remove("front.yaml");
+    stat_becomes(&sluice, "listener_manager.total_listeners_active", 0).await;
+    let _ = (&side, &blue);
+}
+
+#[tokio::test]
+async fn rds_on_its_own_sotw_stream() {
+    rds_on_its_own_stream("GRPC", "state-of-the-world stream opened").await;
+}
+
+#[tokio::test]
+async fn rds_on_its_own_delta_stream() {
+    rds_on_its_own_stream("DELTA_GRPC", "delta stream opened").await;
+}
+
+/// Bad EDS/RDS sources: each is NACKed over ADS naming the field, and
+/// what is in force keeps serving.
+#[tokio::test]
+async fn bad_eds_and_rds_sources_are_nacked_by_path() {
+    let dir = ResourceDir::new();
+    let side_dir = ResourceDir::new();
+    let server = DemoServer::start(dir.path(), 0);
+    let side = DemoServer::start(side_dir.path(), 0);
+    let _sluice = Sluice::start(&bootstrap(server.port, side.port, "GRPC"), &[]).await;
+    let cases = [
+        (
+            "rest.yaml",
+            eds_cluster_yaml("rest", "REST"),
+            "eds_cluster_config.eds_config.api_config_source.api_type",
+        ),
+        (
+            "file.yaml",
+            "\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: file\nconnect_timeout: 1s\ntype: EDS\neds_cluster_config: {eds_config: {resource_api_version: V3, path_config_source: {path: /nonexistent}}}\n".to_string(),
+            "eds_cluster_config.eds_config.path_config_source: file-based EDS/RDS is not supported",
+        ),
+    ];
+    for (file, yaml, expected) in cases {
+        dir.write(file, &yaml);
+        let nack = server.wait_log(&["NACK Cluster", expected]);
+        assert!(nack.contains(expected), "{nack}");
+        dir.remove(file);
+    }
+}
+
+/// `ads: {}` for EDS or RDS in the bootstrap without `ads_config`, or an
+/// `api_config_source` naming no static cluster: rejected at start and by
+/// `--mode validate`, naming the field.
+#[test]
+fn bootstraps_with_unusable_sources_are_rejected() {
+    let admin = "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\n";
+    let listener = |source: &str| {
+        format!(
+            "  listeners:\n  - name: l\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}\n    filter_chains:\n    - filters:\n      - name: hcm\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: x\n          rds: {{route_config_name: r, config_source: {source}}}\n          http_filters: [{{name: envoy.filters.http.router, typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}}}]\n",
+            support::free_port()
+        )
+    };
+    let cases = [
+        (
+            format!("{admin}static_resources:\n  clusters:\n  - name: e\n    type: EDS\n    eds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}\n"),
+            "static_resources.clusters[0].eds_cluster_config.eds_config.ads: ADS must be configured to support an ADS config source",
+        ),
+        (
+            format!("{admin}static_resources:\n{}", listener("{ads: {}, resource_api_version: V3}")),
+            "rds.config_source.ads: ADS must be configured to support an ADS config source",
+        ),
+        (
+            format!("{admin}static_resources:\n{}", listener(&side_source("GRPC"))),
+            "rds.config_source.api_config_source.grpc_services[0].envoy_grpc.cluster_name: 'side_cp' is not a static cluster",
+        ),
+        (
+            format!("{admin}dynamic_resources:\n  cds_config: {{ads: {{}}, resource_api_version: V3}}\n"),
+            "dynamic_resources.cds_config.ads: ADS must be configured",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        for mode in [&["--mode", "validate"][..], &["--mode", "serve"][..]] {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["--config-yaml", &yaml])
+                .args(mode)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{mode:?} accepted:\n{yaml}");
+            assert!(
+                stderr.contains(expected),
+                "{mode:?}: want {expected}\n{stderr}"
+            );
+        }
+    }
+}
