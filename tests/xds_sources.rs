@@ -221,15 +221,29 @@ async fn rds_on_its_own_stream(side_api: &str, protocol_log: &str) {
     );
     side_dir.write("routes.yaml", &routes_yaml("front-routes", "green"));
     eventually(port, "a route change moves traffic", backend_is("green")).await;
+    // The first response arrives while the listener warms (its per-route
+    // stats are not known yet), the change after it is counted.
     assert!(
         sluice
             .stat("http.front.rds.front-routes.update_success")
             .await
-            >= Some(2)
+            >= Some(1)
     );
-    // The listener goes: nothing uses the source any more.
+    // The listener goes: nothing uses the source any more, its stream stops.
     main_dir.remove("front.yaml");
-    stat_becomes(&sluice, "listener_manager.total_listeners_active", 0).await;
+    let stopped =
+        format!("RouteConfiguration stream ({side_api} via cluster 'side_cp') no longer used");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sluice.log().contains(&stopped) {
+        assert!(
+            Instant::now() < deadline,
+            "the RDS stream never stopped:\n{}\n{}\n{}",
+            sluice.log(),
+            sluice.admin_get("/listeners").await.text(),
+            main.full_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = (&side, &blue);
 }
 

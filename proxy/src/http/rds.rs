@@ -112,6 +112,14 @@ impl RouteConfigRegistry {
             .collect()
     }
 
+    /// `(name, source)` of every live provider.
+    pub fn live_names(&self) -> BTreeSet<(String, SourceId)> {
+        self.live()
+            .into_iter()
+            .map(|p| (p.name.clone(), p.source.clone()))
+            .collect()
+    }
+
     /// The sources live providers follow.
     pub fn sources(&self) -> BTreeSet<SourceId> {
         self.live().into_iter().map(|p| p.source.clone()).collect()

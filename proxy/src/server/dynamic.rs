@@ -69,9 +69,12 @@ pub struct DynamicResources {
     /// listener whose source is `ads: {}` is rejected (it would never get
     /// its endpoints or routes).
     ads_configured: bool,
-    /// Ticks after every cluster or listener update: the subscriptions of
-    /// other streams (EDS/RDS of their own) may have changed.
+    /// Ticks when the EDS/RDS names wanted (by source) changed: after a
+    /// cluster or listener update, or when a draining listener finally lets
+    /// go of its routes ([`DynamicResources::recheck_subscriptions`]).
     subscription_changes: watch::Sender<u64>,
+    /// What was wanted at the last tick.
+    wanted: Mutex<BTreeSet<(&'static str, SourceId, String)>>,
     state: Mutex<DynamicState>,
     /// Becomes true once the first listener and cluster updates applied.
     initial_fetch: watch::Sender<(bool, bool)>,
@@ -91,6 +94,7 @@ impl DynamicResources {
             static_listeners,
             ads_configured,
             subscription_changes: watch::Sender::new(0),
+            wanted: Mutex::new(BTreeSet::new()),
             state: Mutex::new(DynamicState::default()),
             initial_fetch: watch::Sender::new((false, false)),
             myself: myself.clone(),
@@ -116,6 +120,18 @@ impl DynamicResources {
             None => {
                 let _ = fetched.await;
             }
+        }
+    }
+
+    /// Ticks `subscription_changes` if the EDS/RDS names wanted changed
+    /// since the last tick. Runs after every cluster or listener update and
+    /// periodically (a removed listener keeps its routes while it drains).
+    pub fn recheck_subscriptions(&self) {
+        let wanted = super::subscriptions::wanted(&self.context);
+        let mut last = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != wanted {
+            *last = wanted;
+            self.subscription_changes.send_modify(|n| *n += 1);
         }
     }
 
@@ -509,7 +525,7 @@ impl ResourceSink for DynamicResources {
             } else {
                 self.apply_listeners(updated, removed)
             };
-            self.subscription_changes.send_modify(|n| *n += 1);
+            self.recheck_subscriptions();
             return errors;
         }
         match type_url {

@@ -24,6 +24,8 @@ pub use snapshot::Snapshot;
 
 /// How long to wait for clusters' first DNS resolution before listening.
 const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often EDS/RDS subscriptions are looked at besides after each update.
+const SUBSCRIPTION_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long start-up waits for the first xDS clusters and listeners when
 /// their config sources do not say (Envoy's default `initial_fetch_timeout`).
@@ -245,6 +247,17 @@ fn start_source_streams(server: &Arc<Server>) -> Option<crate::xds::stats::XdsSt
         stats.clone(),
     );
     tokio::spawn(source_streams.run());
+    let weak = Arc::downgrade(dynamic);
+    tokio::spawn(async move {
+        // A removed listener holds its routes until it drained: look again
+        // now and then, so what nothing uses any more is unsubscribed.
+        let mut every = tokio::time::interval(SUBSCRIPTION_RECHECK);
+        loop {
+            every.tick().await;
+            let Some(dynamic) = weak.upgrade() else { break };
+            dynamic.recheck_subscriptions();
+        }
+    });
     Some(stats)
 }
 

@@ -51,6 +51,25 @@ pub fn api_sources(context: &CompileContext) -> BTreeSet<(&'static str, SourceId
         .collect()
 }
 
+/// Every EDS/RDS name wanted, with its type and source: when this changes,
+/// streams re-subscribe (and streams of their own start or stop).
+pub fn wanted(context: &CompileContext) -> BTreeSet<(&'static str, SourceId, String)> {
+    let clusters = context.clusters.snapshot();
+    let eds = clusters.iter().filter_map(|c| {
+        Some((
+            type_urls::ENDPOINT,
+            c.eds_source()?.clone(),
+            c.eds_service_name()?.to_string(),
+        ))
+    });
+    let rds = context
+        .routes
+        .live_names()
+        .into_iter()
+        .map(|(name, source)| (type_urls::ROUTE, source, name));
+    eds.chain(rds).collect()
+}
+
 /// Whether any EDS cluster or RDS route configuration in force uses a
 /// source of its own (then the daemon runs the dynamic side even without
 /// `dynamic_resources`).
