@@ -332,3 +332,31 @@ fn bootstraps_with_unusable_sources_are_rejected() {
         }
     }
 }
+
+/// `rate_limit_settings` on the ADS source: with one token refilled twice a
+/// second, the daemon's first burst of requests (CDS, LDS, EDS, their
+/// ACKs) is paced: `control_plane.rate_limit_enforced` counts, and the
+/// config still arrives and serves.
+#[tokio::test]
+async fn rate_limit_settings_pace_the_requests() {
+    let blue = Backend::start("blue").await;
+    let dir = ResourceDir::new();
+    let port = support::free_port();
+    dir.write("web.yaml", &static_cluster_yaml("web", blue.port()));
+    dir.write("front.yaml", &harness::listener_yaml("front", port, "web"));
+    let server = DemoServer::start(dir.path(), 0);
+    let config = harness::control_plane_bootstrap(
+        "rate-test",
+        "${ADMIN}",
+        server.port,
+        &harness::ads_dynamic_resources("GRPC").replace(
+            "transport_api_version: V3\n",
+            "transport_api_version: V3\n    rate_limit_settings: { max_tokens: 1, fill_rate: 4 }\n",
+        ),
+    );
+    let sluice = Sluice::start(&config, &[]).await;
+    eventually(port, "paced config serves", backend_is("blue")).await;
+    let enforced = sluice.stat("control_plane.rate_limit_enforced").await;
+    assert!(enforced >= Some(1), "{enforced:?}");
+    stat_becomes(&sluice, "control_plane.pending_requests", 0).await;
+}

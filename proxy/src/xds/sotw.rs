@@ -88,8 +88,7 @@ impl SotwClient {
         sink: &dyn ResourceSink,
         stats: &XdsStats,
     ) -> Vec<DiscoveryRequest> {
-        let requests = self.subscription_requests(sink, stats);
-        requests
+        self.subscription_requests(sink, stats)
     }
 
     /// The state of one type, for inspection.
