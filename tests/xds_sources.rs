@@ -273,17 +273,89 @@ async fn bad_eds_and_rds_sources_are_nacked_by_path() {
             "eds_cluster_config.eds_config.api_config_source.api_type",
         ),
         (
-            "file.yaml",
-            "\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: file\nconnect_timeout: 1s\ntype: EDS\neds_cluster_config: {eds_config: {resource_api_version: V3, path_config_source: {path: /nonexistent}}}\n".to_string(),
-            "eds_cluster_config.eds_config.path_config_source: file-based EDS/RDS is not supported",
+            "self.yaml",
+            "\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: myself\nconnect_timeout: 1s\ntype: EDS\neds_cluster_config: {eds_config: {resource_api_version: V3, self: {}}}\n".to_string(),
+            "eds_cluster_config.eds_config.self",
+        ),
+        (
+            "listener.yaml",
+            http_listener_yaml("front", support::free_port(), "r", &side_source("REST")),
+            "rds.config_source.api_config_source.api_type",
         ),
     ];
     for (file, yaml, expected) in cases {
         dir.write(file, &yaml);
-        let nack = server.wait_log(&["NACK Cluster", expected]);
+        let nack = server.wait_log(&["NACK", expected]);
         assert!(nack.contains(expected), "{nack}");
         dir.remove(file);
     }
+}
+
+/// A bootstrap without `dynamic_resources`: a static EDS cluster and a
+/// static listener's routes come from `path_config_source` files, which are
+/// watched: a change to either moves traffic.
+#[tokio::test]
+async fn eds_and_rds_from_watched_files() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = ResourceDir::new();
+    let (eds_file, rds_file) = (dir.path().join("eds.yaml"), dir.path().join("rds.yaml"));
+    let eds = |cluster: &str, port: u16| {
+        format!(
+            "version_info: '{port}'\nresources:\n- {}",
+            endpoints_yaml(cluster, &[port]).replace('\n', "\n  ")
+        )
+    };
+    let rds = |cluster: &str| {
+        format!(
+            "version_info: '{cluster}'\nresources:\n- {}",
+            routes_yaml("r", cluster).replace('\n', "\n  ")
+        )
+    };
+    dir.write("eds.yaml", &eds("by-file", blue.port()));
+    dir.write("rds.yaml", &rds("by-file"));
+    let port = support::free_port();
+    let file_source = |path: &std::path::Path| {
+        format!(
+            "{{ resource_api_version: V3, path_config_source: {{ path: '{}' }} }}",
+            path.display()
+        )
+    };
+    let listener = http_listener_yaml("front", port, "r", &file_source(&rds_file))
+        .replace(
+            "\"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n",
+            "",
+        )
+        .replace('\n', "\n    ");
+    let config = format!(
+        "admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }} }}\nstatic_resources:\n  clusters:\n  - name: by-file\n    connect_timeout: 1s\n    type: EDS\n    eds_cluster_config: {{ eds_config: {} }}\n  - name: direct\n    connect_timeout: 1s\n    type: STATIC\n    load_assignment: {{cluster_name: direct, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {}}}}}}}}}]}}]}}\n  listeners:\n  - {listener}\n",
+        file_source(&eds_file),
+        green.port()
+    );
+    let sluice = Sluice::start(&config, &[]).await;
+    eventually(
+        port,
+        "routes and endpoints from files serve",
+        backend_is("blue"),
+    )
+    .await;
+    dir.write("eds.yaml", &eds("by-file", green.port()));
+    eventually(
+        port,
+        "an endpoint file change moves traffic",
+        backend_is("green"),
+    )
+    .await;
+    dir.write("eds.yaml", &eds("by-file", blue.port()));
+    eventually(port, "endpoints back to blue", backend_is("blue")).await;
+    dir.write("rds.yaml", &rds("direct"));
+    eventually(
+        port,
+        "a route file change moves traffic",
+        backend_is("green"),
+    )
+    .await;
+    assert!(sluice.log().contains("watching"), "{}", sluice.log());
 }
 
 /// `ads: {}` for EDS or RDS in the bootstrap without `ads_config`, or an

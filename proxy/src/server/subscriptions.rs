@@ -1,7 +1,8 @@
 //! Which EDS and RDS names the xDS streams subscribe to, per config source:
 //! the EDS clusters in force and the route configurations connection
 //! managers use, each on the stream of the source it names (ADS, or an
-//! `api_config_source` of its own); and which sources need a stream.
+//! `api_config_source` of its own, or a `path_config_source` file); and
+//! which sources need a stream or a file watch.
 //! Also the checks that an `ads: {}` source has an ADS stream to come from.
 
 use std::collections::BTreeSet;
@@ -34,7 +35,8 @@ pub fn subscriptions(context: &CompileContext, type_url: &str, source: &SourceId
     }
 }
 
-/// The EDS/RDS sources of their own in use, with the type each carries.
+/// The EDS/RDS sources of their own (streams and files) in use, with the
+/// type each carries.
 pub fn api_sources(context: &CompileContext) -> BTreeSet<(&'static str, SourceId)> {
     let clusters = context.clusters.snapshot();
     let eds = clusters

@@ -111,19 +111,22 @@ pub trait ResourceSink: Send + Sync + 'static {
     /// route configs) over ADS, recomputed after each apply.
     fn subscriptions(&self, type_url: &str) -> Subscription;
 
-    /// The names to subscribe to for a type on the stream of `source`:
-    /// ADS as [`ResourceSink::subscriptions`]; an `api_config_source`
-    /// stream carries only the EDS/RDS names that name that source.
+    /// The names to subscribe to for a type on the stream (or file) of
+    /// `source`: ADS, and LDS/CDS anywhere, as
+    /// [`ResourceSink::subscriptions`]; a source of its own carries only
+    /// the EDS/RDS names that name it.
     fn source_subscriptions(&self, type_url: &str, source: &SourceId) -> Subscription {
-        match source {
-            SourceId::Ads => self.subscriptions(type_url),
-            SourceId::Api(_) => Subscription::Names(BTreeSet::new()),
+        if *source == SourceId::Ads || type_urls::is_full_state(type_url) {
+            self.subscriptions(type_url)
+        } else {
+            Subscription::Names(BTreeSet::new())
         }
     }
 
-    /// The EDS/RDS sources of their own (`api_config_source`) that clusters
-    /// and listeners in force (or warming) use, with the type each carries:
-    /// a stream runs for each.
+    /// The EDS/RDS sources of their own (`api_config_source`,
+    /// `path_config_source`) that clusters and listeners in force (or
+    /// warming) use, with the type each carries: a stream or a file watch
+    /// runs for each.
     fn api_sources(&self) -> BTreeSet<(&'static str, SourceId)> {
         BTreeSet::new()
     }

@@ -1,9 +1,11 @@
 //! Where a per-resource subscription (EDS in a cluster, RDS in a connection
-//! manager) gets its resources: the ADS stream, or a gRPC stream of its own
-//! (`api_config_source`). [`SourceId`] names one such source; identical
-//! `api_config_source`s are the same source and share one stream, as Envoy
-//! shares one gRPC mux per identical config source.
+//! manager) gets its resources: the ADS stream, a gRPC stream of its own
+//! (`api_config_source`), or a watched file (`path_config_source`).
+//! [`SourceId`] names one such source; identical `api_config_source`s are
+//! the same source and share one stream, as Envoy shares one gRPC mux per
+//! identical config source, and one file is watched once.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::api_config_source::ApiType as ProtoApiType;
@@ -26,19 +28,24 @@ pub enum SourceId {
     /// `api_config_source`: a stream of its own; the encoded
     /// `ApiConfigSource` (equal bytes, equal source).
     Api(Arc<[u8]>),
+    /// `path_config_source`: a file holding a `DiscoveryResponse`, polled.
+    File(PathBuf),
 }
 
 impl SourceId {
     /// The `ApiConfigSource` of a separate stream (`None` for ADS).
     pub fn api_config_source(&self) -> Option<ApiConfigSource> {
         match self {
-            SourceId::Ads => None,
             SourceId::Api(bytes) => ApiConfigSource::decode(&bytes[..]).ok(),
+            SourceId::Ads | SourceId::File(_) => None,
         }
     }
 
-    /// A short description for logs: `ADS` or `GRPC via cluster 'xds'`.
+    /// A short description for logs: `ADS`, `GRPC via cluster 'xds'`, `file /p`.
     pub fn describe(&self) -> String {
+        if let SourceId::File(path) = self {
+            return format!("file {}", path.display());
+        }
         match self.api_config_source() {
             None => "ADS".into(),
             Some(api) => format!(
@@ -62,9 +69,9 @@ pub fn envoy_cluster_name(api: &ApiConfigSource) -> Option<String> {
 }
 
 /// Reads the config source of a per-resource subscription (RDS in a
-/// connection manager, EDS in a cluster) at `path` (errors name it). ADS
-/// and a separate gRPC stream (GRPC or DELTA_GRPC, V3, `envoy_grpc`) are
-/// supported; whether the named gRPC cluster exists is checked where the
+/// connection manager, EDS in a cluster) at `path` (errors name it). ADS,
+/// a separate gRPC stream (GRPC or DELTA_GRPC, V3, `envoy_grpc`) and a file
+/// are supported; whether the named gRPC cluster exists is checked where the
 /// bootstrap is known (load, or when the stream starts).
 pub fn subscription_source(
     source: Option<&ConfigSource>,
@@ -83,21 +90,26 @@ pub fn subscription_source(
             check_api_source(api, &format!("{path}.api_config_source"))?;
             Ok(SourceId::Api(api.encode_to_vec().into()))
         }
-        Some(ConfigSourceSpecifier::PathConfigSource(_) | ConfigSourceSpecifier::Path(_)) => {
-            Err(ConfigError::new(
-                format!("{path}.path_config_source"),
-                "file-based EDS/RDS is not supported by Sluice yet; use ads: {} or api_config_source",
-            ))
+        Some(ConfigSourceSpecifier::PathConfigSource(file)) => {
+            file_source(&file.path, &format!("{path}.path_config_source.path"))
         }
+        Some(ConfigSourceSpecifier::Path(file)) => file_source(file, &format!("{path}.path")),
         Some(ConfigSourceSpecifier::Self_(_)) => Err(ConfigError::new(
             format!("{path}.self"),
             "'self' config sources are not supported by Sluice",
         )),
         None => Err(ConfigError::new(
             path,
-            "no config source given (ads: {} or api_config_source)",
+            "no config source given (ads: {}, api_config_source or path_config_source)",
         )),
     }
+}
+
+fn file_source(file: &str, path: &str) -> Result<SourceId, ConfigError> {
+    if file.is_empty() {
+        return Err(ConfigError::new(path, "must not be empty"));
+    }
+    Ok(SourceId::File(PathBuf::from(file)))
 }
 
 /// The shape of an `api_config_source` Sluice can run a stream for.
@@ -160,6 +172,13 @@ mod tests {
         assert_ne!(a, delta);
         assert_eq!(a.describe(), "GRPC via cluster 'xds'");
         assert_eq!(SourceId::Ads.describe(), "ADS");
+        let file = subscription_source(
+            Some(&source("path_config_source: {path: /tmp/e.yaml}")),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(file, SourceId::File("/tmp/e.yaml".into()));
+        assert_eq!(file.describe(), "file /tmp/e.yaml");
     }
 
     #[test]
@@ -182,8 +201,8 @@ mod tests {
                 "rds.config_source.api_config_source.grpc_services[0]: only envoy_grpc",
             ),
             (
-                "path_config_source: {path: /tmp/eds.yaml}",
-                "rds.config_source.path_config_source: file-based EDS/RDS is not supported",
+                "path_config_source: {path: ''}",
+                "rds.config_source.path_config_source.path: must not be empty",
             ),
             ("initial_fetch_timeout: 1s", "rds.config_source: no config source given"),
         ];

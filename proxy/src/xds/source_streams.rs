@@ -1,10 +1,12 @@
-//! The EDS and RDS streams of their own: one gRPC stream per distinct
-//! `api_config_source` (and type) that clusters and listeners name, started
-//! when the first user appears and stopped when the last one goes, as the
-//! sink's [`ResourceSink::api_sources`] says after every change.
+//! The EDS and RDS sources of their own: one gRPC stream per distinct
+//! `api_config_source` (and type) that clusters and listeners name, and one
+//! watch per `path_config_source` file, started when the first user appears
+//! and stopped when the last one goes, as the sink's
+//! [`ResourceSink::api_sources`] says after every change.
 //!
 //! Each stream is an ordinary [`run_xds_stream`] (SotW or delta, ACK/NACK,
-//! backoff, resume) whose subscriptions are the names that use its source.
+//! backoff, resume) whose subscriptions are the names that use its source;
+//! each file an ordinary [`run_file_sources`] poll.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,8 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::oneshot;
 
-use super::config::api_stream_config;
+use super::config::{api_stream_config, FileSource};
+use super::file_source::run_file_sources;
 use super::resource::{type_urls, ResourceSink};
 use super::source::SourceId;
 use super::stats::XdsStats;
@@ -67,6 +70,10 @@ impl SourceStreams {
             if running.contains_key(&key) {
                 continue;
             }
+            if let SourceId::File(path) = &key.1 {
+                running.insert(key.clone(), self.start_file(key.0, path.clone()));
+                continue;
+            }
             let config = match self.stream_config(&key) {
                 Ok(config) => config,
                 Err(error) => {
@@ -93,6 +100,25 @@ impl SourceStreams {
             });
             running.insert(key, stop);
         }
+    }
+
+    /// Polls the EDS/RDS file `path` until stopped.
+    fn start_file(&self, type_url: &'static str, path: std::path::PathBuf) -> oneshot::Sender<()> {
+        tracing::info!(
+            "xDS: watching {} for {} resources",
+            path.display(),
+            type_urls::short(type_url)
+        );
+        let (stop, stopped) = oneshot::channel();
+        let (sink, store) = (self.sink.clone(), self.stats.store().clone());
+        tokio::spawn(async move {
+            let files = vec![FileSource { type_url, path }];
+            run_file_sources(files, sink, &store, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        stop
     }
 
     /// The sources with a running stream.
