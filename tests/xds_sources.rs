@@ -157,6 +157,23 @@ async fn eds_on_its_own_stream(ads_api: &str, side_api: &str, protocol_log: &str
     )
     .await;
 
+    // A second cluster with the same source, added over ADS later, is
+    // subscribed to on the same stream (one stream per distinct source).
+    side_dir.write("web2-eds.yaml", &endpoints_yaml("web2", &[blue.port()]));
+    main_dir.write("web2.yaml", &eds_cluster_yaml("web2", side_api));
+    let host = format!("web2::127.0.0.1:{}::", blue.port());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sluice.admin_get("/clusters").await.text().contains(&host) {
+        assert!(Instant::now() < deadline, "web2 never got its endpoint");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        side.lines_with(&["stream opened (EDS)"]).len(),
+        1,
+        "{}",
+        side.full_log()
+    );
+
     side.stop();
     stat_becomes(&sluice, "control_plane.connected_state", 0).await;
     for _ in 0..5 {

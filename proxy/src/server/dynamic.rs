@@ -25,10 +25,7 @@ use crate::config::{validate_message, ConfigErrors};
 use crate::listener::{ListenerConfig, ListenerManager};
 use crate::xds::{type_urls, Resource, ResourceSink, SourceId, Subscription};
 
-/// How long a listener waits for its RDS routes before it starts anyway,
-/// when the `rds.config_source` does not say (Envoy's default
-/// `initial_fetch_timeout`).
-const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
+use super::subscriptions::{rds_fetch_timeouts, WARMING_TIMEOUT};
 
 /// One applied resource, as `/config_dump` shows it.
 #[derive(Debug, Clone)]
@@ -149,7 +146,7 @@ impl DynamicResources {
                         resource.name, cluster.name
                     ));
                 }
-                if !self.ads_configured && is_eds(&cluster) {
+                if !self.ads_configured {
                     if let Some(error) = super::subscriptions::eds_without_ads(&cluster) {
                         return Err(error);
                     }
@@ -457,51 +454,6 @@ impl DynamicResources {
             }
         }
     }
-}
-
-/// The warming limit of each RDS route configuration a listener's
-/// connection managers name: `rds.config_source.initial_fetch_timeout`
-/// (15 s when unset, as Envoy; `None` for `0s`, which waits without limit).
-/// Negative durations never get here: validation rejects them.
-fn rds_fetch_timeouts(listener: &Listener) -> BTreeMap<String, Option<Duration>> {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-        http_connection_manager::RouteSpecifier, HttpConnectionManager,
-    };
-    let mut limits = BTreeMap::new();
-    let chains = listener
-        .filter_chains
-        .iter()
-        .chain(listener.default_filter_chain.as_ref());
-    for filter in chains.flat_map(|chain| &chain.filters) {
-        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
-            continue;
-        };
-        let Ok(hcm) = crate::config::proto::unpack::<HttpConnectionManager>(any) else {
-            continue;
-        };
-        if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
-            let limit = rds
-                .config_source
-                .as_ref()
-                .map_or(Some(WARMING_TIMEOUT), |source| {
-                    crate::config::proto::timeout_or(
-                        &source.initial_fetch_timeout,
-                        Some(WARMING_TIMEOUT),
-                    )
-                });
-            limits.entry(rds.route_config_name.clone()).or_insert(limit);
-        }
-    }
-    limits
-}
-
-/// Whether a cluster gets its endpoints from EDS (`type: EDS`).
-fn is_eds(cluster: &Cluster) -> bool {
-    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-        ClusterDiscoveryType, DiscoveryType,
-    };
-    cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
 }
 
 /// Decodes a resource and runs the same validation as the bootstrap.

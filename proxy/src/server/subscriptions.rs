@@ -3,9 +3,11 @@
 //! managers use, each on the stream of the source it names (ADS, or an
 //! `api_config_source` of its own, or a `path_config_source` file); and
 //! which sources need a stream or a file watch.
-//! Also the checks that an `ads: {}` source has an ADS stream to come from.
+//! Also the checks that an `ads: {}` source has an ADS stream to come from,
+//! and how long a listener warms for its routes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
@@ -86,9 +88,36 @@ fn is_ads(source: Option<&ConfigSource>) -> bool {
     )
 }
 
+/// How long a listener waits for its RDS routes before it starts anyway,
+/// when the `rds.config_source` does not say (Envoy's default
+/// `initial_fetch_timeout`).
+pub const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The warming limit of each RDS route configuration a listener's
+/// connection managers name: `rds.config_source.initial_fetch_timeout`
+/// (15 s when unset, as Envoy; `None` for `0s`, which waits without limit).
+/// Negative durations never get here: validation rejects them.
+pub fn rds_fetch_timeouts(listener: &Listener) -> BTreeMap<String, Option<Duration>> {
+    let mut limits = BTreeMap::new();
+    for (name, source) in connection_manager_rds(listener) {
+        let limit = source.as_ref().map_or(Some(WARMING_TIMEOUT), |source| {
+            crate::config::proto::timeout_or(&source.initial_fetch_timeout, Some(WARMING_TIMEOUT))
+        });
+        limits.entry(name).or_insert(limit);
+    }
+    limits
+}
+
 /// A cluster from CDS whose `eds_config` says `ads: {}` while no ADS
 /// stream runs: the error to NACK it with.
 pub fn eds_without_ads(cluster: &Cluster) -> Option<String> {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
+    let eds = ClusterDiscoveryType::Type(DiscoveryType::Eds as i32);
+    if cluster.cluster_discovery_type != Some(eds) {
+        return None;
+    }
     let source = cluster
         .eds_cluster_config
         .as_ref()

@@ -236,8 +236,11 @@ impl Exchange<'_> {
                 }
             };
             let started = Instant::now();
+            let is_response = matches!(event, Event::Response(_));
             let requests = step(event);
-            tracing::debug!(target: "sluice::config", elapsed = ?started.elapsed(), "xDS: response decoded, validated and applied");
+            if is_response {
+                tracing::debug!(target: "sluice::config", elapsed = ?started.elapsed(), "xDS: response decoded, validated and applied");
+            }
             let mut ready = Vec::new();
             for request in requests {
                 ready.extend(pacer.push(request, Instant::now()));
