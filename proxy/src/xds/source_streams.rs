@@ -156,3 +156,81 @@ impl SourceStreams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use envoy_types::pb::envoy::config::core::v3::ConfigSource;
+
+    use super::*;
+    use crate::config::parse_message;
+    use crate::stats::Store;
+    use crate::xds::{Resource, Subscription};
+
+    /// A sink whose sources of their own are set by the test.
+    #[derive(Default)]
+    struct Sources(Mutex<BTreeSet<StreamKey>>);
+
+    impl ResourceSink for Sources {
+        fn apply(
+            &self,
+            _: &str,
+            _: Vec<Resource>,
+            _: Vec<String>,
+            _: bool,
+        ) -> Vec<(String, String)> {
+            Vec::new()
+        }
+        fn subscriptions(&self, _: &str) -> Subscription {
+            Subscription::Names(BTreeSet::new())
+        }
+        fn api_sources(&self) -> BTreeSet<StreamKey> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    fn api(cluster: &str) -> SourceId {
+        let source = parse_message::<ConfigSource>(&format!(
+            "api_config_source: {{api_type: GRPC, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: {cluster}}}}}]}}"
+        ))
+        .unwrap();
+        crate::xds::source::subscription_source(Some(&source), "x").unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_stream_per_source_in_use_started_and_stopped_as_users_come_and_go() {
+        // The control plane's port is closed: the streams only retry.
+        let bootstrap = parse_message::<Bootstrap>(
+            "static_resources: {clusters: [{name: xds, load_assignment: {cluster_name: xds, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}}]}",
+        )
+        .unwrap();
+        let sink = Arc::new(Sources::default());
+        let store = Store::new();
+        let streams = SourceStreams::new(
+            Arc::new(bootstrap),
+            Node::default(),
+            sink.clone(),
+            XdsStats::new(&store),
+        );
+        let eds = (type_urls::ENDPOINT, api("xds"));
+        let rds = (type_urls::ROUTE, api("xds"));
+        let unknown = (type_urls::ENDPOINT, api("nope"));
+        *sink.0.lock().unwrap() = BTreeSet::from([eds.clone(), rds.clone(), unknown]);
+        streams.reconcile();
+        assert_eq!(
+            streams.running(),
+            BTreeSet::from([eds.clone(), rds.clone()]),
+            "a source naming no static cluster gets no stream"
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(store.gauge("control_plane.connected_state").value(), 0);
+        *sink.0.lock().unwrap() = BTreeSet::from([rds.clone()]);
+        streams.reconcile();
+        assert_eq!(streams.running(), BTreeSet::from([rds]));
+        sink.0.lock().unwrap().clear();
+        streams.reconcile();
+        assert!(streams.running().is_empty());
+    }
+}
