@@ -4,8 +4,10 @@
 //! gets listeners and clusters over ADS from one `sluicectl xds serve` and
 //! endpoints or routes over `EndpointDiscoveryService` /
 //! `RouteDiscoveryService` from another; a change there moves traffic; when
-//! the second control plane dies the last config keeps serving,
-//! `control_plane.connected_state` drops to 0, and it reconnects (back to 1)
+//! the second control plane dies the last config keeps serving, the
+//! stream's `control_plane.connected_state` (under the cluster's scope, as
+//! Envoy names it: `cluster.<name>.control_plane.connected_state`) drops to
+//! 0 while ADS's own (the root one) stays 1, and it reconnects (back to 1)
 //! when the control plane returns. Bad shapes are rejected by path.
 
 #[path = "xds/harness.rs"]
@@ -147,6 +149,7 @@ async fn eds_on_its_own_stream(ads_api: &str, side_api: &str, protocol_log: &str
         "EDS went to the ADS server:\n{}",
         main.full_log()
     );
+    stat_becomes(&sluice, "cluster.web.control_plane.connected_state", 1).await;
     stat_becomes(&sluice, "control_plane.connected_state", 1).await;
 
     side_dir.write("web-eds.yaml", &endpoints_yaml("web", &[green.port()]));
@@ -175,7 +178,9 @@ async fn eds_on_its_own_stream(ads_api: &str, side_api: &str, protocol_log: &str
     );
 
     side.stop();
-    stat_becomes(&sluice, "control_plane.connected_state", 0).await;
+    stat_becomes(&sluice, "cluster.web.control_plane.connected_state", 0).await;
+    stat_becomes(&sluice, "cluster.web2.control_plane.connected_state", 0).await;
+    assert_eq!(sluice.stat("control_plane.connected_state").await, Some(1));
     for _ in 0..5 {
         let reply = get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), "x", "/").await;
         assert!(
@@ -191,6 +196,7 @@ async fn eds_on_its_own_stream(ads_api: &str, side_api: &str, protocol_log: &str
         backend_is("blue"),
     )
     .await;
+    stat_becomes(&sluice, "cluster.web.control_plane.connected_state", 1).await;
     stat_becomes(&sluice, "control_plane.connected_state", 1).await;
     assert!(sluice.stat("cluster.web.update_success").await >= Some(2));
     let _ = (&side, &green);
@@ -238,6 +244,12 @@ async fn rds_on_its_own_stream(side_api: &str, protocol_log: &str) {
     );
     side_dir.write("routes.yaml", &routes_yaml("front-routes", "green"));
     eventually(port, "a route change moves traffic", backend_is("green")).await;
+    stat_becomes(
+        &sluice,
+        "http.front.rds.front-routes.control_plane.connected_state",
+        1,
+    )
+    .await;
     // The first response arrives while the listener warms (its per-route
     // stats are not known yet), the change after it is counted.
     assert!(
@@ -445,6 +457,7 @@ async fn rate_limit_settings_pace_the_requests() {
     );
     let sluice = Sluice::start(&config, &[]).await;
     eventually(port, "paced config serves", backend_is("blue")).await;
+    // On the ADS stream: at the root, as Envoy names it.
     let enforced = sluice.stat("control_plane.rate_limit_enforced").await;
     assert!(enforced >= Some(1), "{enforced:?}");
     stat_becomes(&sluice, "control_plane.pending_requests", 0).await;

@@ -95,6 +95,11 @@ async fn own_streams_serve_and_follow_cds(lds_api: &str, cds_api: &str, protocol
         ("listener_manager.lds.update_success", Some(1)),
         ("cluster_manager.cds.update_rejected", None),
         ("listener_manager.lds.update_rejected", None),
+        // Each stream's own connection state, under its scope as Envoy
+        // names it; no ADS, so nothing at the root.
+        ("cluster_manager.cds.control_plane.connected_state", Some(1)),
+        ("listener_manager.lds.control_plane.connected_state", Some(1)),
+        ("control_plane.connected_state", None),
     ] {
         let value = sluice.stat(stat).await.filter(|v| *v != 0);
         assert_eq!(value, expected, "{stat}");

@@ -259,7 +259,7 @@ impl Client {
                 config,
                 node,
                 thread_sink,
-                sluice::xds::stats::XdsStats::new(&thread_stats).stream(),
+                sluice::xds::stats::XdsStats::new(&thread_stats),
                 async {
                     let _ = stopped.await;
                 },

@@ -192,7 +192,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     server.snapshot.clusters.start();
     // EDS/RDS streams of their own start with the clusters, so static EDS
     // clusters warm from them (as Envoy initializes secondary clusters).
-    let xds_stats = start_source_streams(&server);
+    let runs_dynamic = start_source_streams(&server);
     server.state_gauge.set(3); // INITIALIZING
     server
         .snapshot
@@ -206,8 +206,8 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             return 1;
         }
     }
-    if let Some(xds_stats) = xds_stats {
-        start_dynamic_sources(&server, xds_stats).await;
+    if runs_dynamic {
+        start_dynamic_sources(&server).await;
     }
 
     // Kernel datapath (socket LB), derived from the listeners and clusters
@@ -235,16 +235,16 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
 
 /// Starts the EDS/RDS streams of their own (one per distinct
 /// `api_config_source` clusters and listeners name, following them as they
-/// change). Returns the xDS stats every stream shares, `None` without a
-/// dynamic side.
-fn start_source_streams(server: &Arc<Server>) -> Option<crate::xds::stats::XdsStats> {
-    let dynamic = server.dynamic.as_ref()?;
-    let stats = crate::xds::stats::XdsStats::new(&server.store);
+/// change). Returns whether the dynamic side runs.
+fn start_source_streams(server: &Arc<Server>) -> bool {
+    let Some(dynamic) = server.dynamic.as_ref() else {
+        return false;
+    };
     let source_streams = crate::xds::source_streams::SourceStreams::new(
         Arc::new(server.snapshot.bootstrap.clone()),
         server.snapshot.bootstrap.node.clone().unwrap_or_default(),
         dynamic.clone(),
-        stats.clone(),
+        server.store.clone(),
     );
     tokio::spawn(source_streams.run());
     let weak = Arc::downgrade(dynamic);
@@ -258,13 +258,13 @@ fn start_source_streams(server: &Arc<Server>) -> Option<crate::xds::stats::XdsSt
             dynamic.recheck_subscriptions();
         }
     });
-    Some(stats)
+    true
 }
 
 /// Starts the xDS clients (ADS, per-type streams, file sources) and waits, as Envoy does
 /// before going live, for the first clusters and listeners (bounded by the
 /// initial fetch timeout).
-async fn start_dynamic_sources(server: &Arc<Server>, stats: crate::xds::stats::XdsStats) {
+async fn start_dynamic_sources(server: &Arc<Server>) {
     let Some(dynamic) = &server.dynamic else {
         return;
     };
@@ -273,8 +273,12 @@ async fn start_dynamic_sources(server: &Arc<Server>, stats: crate::xds::stats::X
     let sink: Arc<dyn crate::xds::ResourceSink> = dynamic.clone();
     let node = server.snapshot.bootstrap.node.clone().unwrap_or_default();
     for stream in sources.grpc_streams() {
-        let (stream, node, sink, stats) =
-            (stream.clone(), node.clone(), sink.clone(), stats.stream());
+        let (stream, node, sink, stats) = (
+            stream.clone(),
+            node.clone(),
+            sink.clone(),
+            crate::xds::stats::XdsStats::for_service(&server.store, stream.service),
+        );
         tokio::spawn(async move {
             crate::xds::run_xds_stream(stream, node, sink, stats, std::future::pending::<()>())
                 .await;

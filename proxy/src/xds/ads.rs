@@ -42,8 +42,8 @@ struct StreamEnd {
 
 /// Runs one xDS stream client (ADS or a per-type service) until `shutdown`
 /// completes: connect, stream, and on any failure reconnect after a
-/// backoff. `sink` receives every update. `stats` is this stream's (see
-/// [`XdsStats::stream`]: streams of one daemon share `connected_state`).
+/// backoff. `sink` receives every update. `stats` is this stream's
+/// ([`XdsStats::for_service`]: its `control_plane.*` scope).
 pub async fn run_xds_stream(
     config: StreamConfig,
     node: Node,
@@ -91,7 +91,7 @@ pub async fn run_xds_stream(
             _ = &mut shutdown => break,
         }
     }
-    stats.stream_stopped();
+    stats.set_connected(false);
 }
 
 enum Protocol {
@@ -190,7 +190,7 @@ impl Exchange<'_> {
             Ok(channel) => channel,
             Err(reason) => return reason,
         };
-        let mut pacer = RequestPacer::new(config.rate_limit, self.stats.store(), Instant::now());
+        let mut pacer = RequestPacer::new(config.rate_limit, self.stats, Instant::now());
         let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
         for request in initial {
             for ready in pacer.push(request, Instant::now()) {

@@ -181,6 +181,7 @@ impl DeltaClient {
         let state = &mut self.types[index];
         for (name, version) in accepted {
             if let Some(prefix) = sink.resource_stats_prefix(&type_url, &name) {
+                stats.resource_subscribed(&prefix);
                 stats.record(&prefix, UpdateEvent::Attempt, None);
                 let event = if rejected.contains(&name) {
                     UpdateEvent::Rejected

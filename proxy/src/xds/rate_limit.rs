@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::RateLimitSettings;
 
+use super::stats::XdsStats;
 use crate::config::ConfigError;
-use crate::stats::{Counter, Gauge, Store};
 
 /// Envoy's default bucket size.
 pub const DEFAULT_MAX_TOKENS: u32 = 100;
@@ -105,17 +105,16 @@ impl TokenBucket {
 pub struct RequestPacer<R> {
     bucket: Option<TokenBucket>,
     queue: VecDeque<R>,
-    enforced: Counter,
-    pending: Gauge,
+    stats: XdsStats,
 }
 
 impl<R> RequestPacer<R> {
-    pub fn new(limit: Option<RateLimit>, store: &Store, now: Instant) -> RequestPacer<R> {
+    /// `stats` is the stream's (its `control_plane.*` scope).
+    pub fn new(limit: Option<RateLimit>, stats: &XdsStats, now: Instant) -> RequestPacer<R> {
         RequestPacer {
             bucket: limit.map(|limit| TokenBucket::new(limit, now)),
             queue: VecDeque::new(),
-            enforced: store.counter("control_plane.rate_limit_enforced"),
-            pending: store.gauge("control_plane.pending_requests"),
+            stats: stats.clone(),
         }
     }
 
@@ -127,8 +126,8 @@ impl<R> RequestPacer<R> {
             return vec![request];
         }
         self.queue.push_back(request);
-        self.pending.inc();
-        self.enforced.inc();
+        self.stats.pending_requests(1);
+        self.stats.rate_limit_enforced();
         self.ready(now)
     }
 
@@ -143,7 +142,9 @@ impl<R> RequestPacer<R> {
             }
             ready.extend(self.queue.pop_front());
         }
-        self.pending.sub(ready.len() as i64);
+        if !ready.is_empty() {
+            self.stats.pending_requests(-(ready.len() as i64));
+        }
         ready
     }
 
@@ -161,7 +162,9 @@ impl<R> RequestPacer<R> {
 
     /// Drops what is queued (the stream ended; a new one starts afresh).
     pub fn clear(&mut self) {
-        self.pending.sub(self.queue.len() as i64);
+        if !self.queue.is_empty() {
+            self.stats.pending_requests(-(self.queue.len() as i64));
+        }
         self.queue.clear();
     }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::parse_message;
+use crate::stats::Store;
 
 fn limit(max_tokens: u32, fill_rate: f64) -> RateLimit {
     RateLimit {
@@ -62,7 +63,7 @@ fn the_bucket_starts_full_and_refills_at_the_fill_rate() {
 fn the_pacer_queues_in_order_and_counts_under_envoy_names() {
     let store = Store::new();
     let start = Instant::now();
-    let mut pacer = RequestPacer::new(Some(limit(1, 10.0)), &store, start);
+    let mut pacer = RequestPacer::new(Some(limit(1, 10.0)), &XdsStats::new(&store), start);
     assert_eq!(pacer.push("a", start), vec!["a"]);
     assert_eq!(pacer.wake_in(start), None);
     assert!(pacer.push("b", start).is_empty());
@@ -85,7 +86,7 @@ fn the_pacer_queues_in_order_and_counts_under_envoy_names() {
 fn without_a_limit_everything_goes_at_once() {
     let store = Store::new();
     let now = Instant::now();
-    let mut pacer = RequestPacer::new(None, &store, now);
+    let mut pacer = RequestPacer::new(None, &XdsStats::new(&store), now);
     for i in 0..1000 {
         assert_eq!(pacer.push(i, now), vec![i]);
     }

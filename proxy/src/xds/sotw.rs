@@ -236,6 +236,7 @@ impl SotwClient {
         }
         for name in &present {
             if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+                stats.resource_subscribed(&prefix);
                 stats.record(&prefix, UpdateEvent::Attempt, None);
                 if rejected.contains(name.as_str()) {
                     stats.record(&prefix, UpdateEvent::Rejected, None);

@@ -21,6 +21,7 @@ use super::resource::{type_urls, ResourceSink};
 use super::source::SourceId;
 use super::stats::XdsStats;
 use super::{run_xds_stream, StreamConfig};
+use crate::stats::Store;
 
 type StreamKey = (&'static str, SourceId);
 
@@ -29,7 +30,7 @@ pub struct SourceStreams {
     bootstrap: Arc<Bootstrap>,
     node: Node,
     sink: Arc<dyn ResourceSink>,
-    stats: XdsStats,
+    store: Store,
     /// Running stream → its stop signal.
     running: Mutex<BTreeMap<StreamKey, oneshot::Sender<()>>>,
 }
@@ -39,13 +40,13 @@ impl SourceStreams {
         bootstrap: Arc<Bootstrap>,
         node: Node,
         sink: Arc<dyn ResourceSink>,
-        stats: XdsStats,
+        store: Store,
     ) -> Arc<SourceStreams> {
         Arc::new(SourceStreams {
             bootstrap,
             node,
             sink,
-            stats,
+            store,
             running: Mutex::new(BTreeMap::new()),
         })
     }
@@ -85,7 +86,8 @@ impl SourceStreams {
                 }
             };
             let (stop, stopped) = oneshot::channel();
-            let (node, sink, stats) = (self.node.clone(), self.sink.clone(), self.stats.stream());
+            let stats = XdsStats::for_service(&self.store, config.service);
+            let (node, sink) = (self.node.clone(), self.sink.clone());
             tracing::info!(
                 server = %config.uri,
                 "xDS: starting a {} stream of its own ({})",
@@ -110,7 +112,7 @@ impl SourceStreams {
             type_urls::short(type_url)
         );
         let (stop, stopped) = oneshot::channel();
-        let (sink, store) = (self.sink.clone(), self.stats.store().clone());
+        let (sink, store) = (self.sink.clone(), self.store.clone());
         tokio::spawn(async move {
             let files = vec![FileSource { type_url, path }];
             run_file_sources(files, sink, &store, async {
@@ -166,7 +168,6 @@ mod tests {
 
     use super::*;
     use crate::config::parse_message;
-    use crate::stats::Store;
     use crate::xds::{Resource, Subscription};
 
     /// A sink whose sources of their own are set by the test.
@@ -212,7 +213,7 @@ mod tests {
             Arc::new(bootstrap),
             Node::default(),
             sink.clone(),
-            XdsStats::new(&store),
+            store.clone(),
         );
         let eds = (type_urls::ENDPOINT, api("xds"));
         let rds = (type_urls::ROUTE, api("xds"));
@@ -224,8 +225,6 @@ mod tests {
             BTreeSet::from([eds.clone(), rds.clone()]),
             "a source naming no static cluster gets no stream"
         );
-        tokio::task::yield_now().await;
-        assert_eq!(store.gauge("control_plane.connected_state").value(), 0);
         *sink.0.lock().unwrap() = BTreeSet::from([rds.clone()]);
         streams.reconcile();
         assert_eq!(streams.running(), BTreeSet::from([rds]));

@@ -1,16 +1,17 @@
 //! xDS stats under Envoy's names.
 //!
-//! - `control_plane.connected_state` (gauge): 1 while the control plane is
-//!   connected. Envoy has one such gauge in the root scope for every gRPC
-//!   mux (ADS, and each `api_config_source` stream), all writing it, so
-//!   with several streams it shows whichever wrote last. Sluice keeps the
-//!   same single name and makes it deterministic: 1 only while every
-//!   running gRPC stream is connected, 0 as soon as one is not (a separate
-//!   EDS/RDS control plane that dies shows, and the gauge returns to 1 when
-//!   it is back). The streams of one [`XdsStats`] (and its
-//!   [`XdsStats::stream`] clones) share the gauge.
-//! - `control_plane.rate_limit_enforced` / `control_plane.pending_requests`:
-//!   see [`super::rate_limit`].
+//! - `control_plane.connected_state` (gauge, 1 while the stream is up),
+//!   `control_plane.rate_limit_enforced` (counter) and
+//!   `control_plane.pending_requests` (gauge, see [`super::rate_limit`]):
+//!   per gRPC stream, under the scope of what subscribes on it, as Envoy
+//!   names them (checked against Envoy 1.3x with several muxes): the ADS
+//!   stream at the root (`control_plane.*`), a CDS or LDS stream of its own
+//!   under `cluster_manager.cds.` / `listener_manager.lds.`, and an EDS or
+//!   RDS stream of its own under each resource using it
+//!   (`cluster.<name>.control_plane.*`,
+//!   `http.<stat_prefix>.rds.<route_config>.control_plane.*`). So the root
+//!   gauge is ADS's alone; a separate EDS control plane that dies shows in
+//!   `cluster.<name>.control_plane.connected_state`.
 //! - Per subscription, with Envoy's subscription stat names
 //!   (`update_attempt`, `update_success`, `update_rejected`, `update_failure`,
 //!   `version` — the xxHash64 of the last accepted `version_info`):
@@ -18,11 +19,13 @@
 //!   resource for EDS (`cluster.<name>.*`) and RDS
 //!   (`http.<stat_prefix>.rds.<name>.*`), whose prefixes the sink supplies.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::stats::{Gauge, Store};
+use crate::stats::Store;
+
+use super::services::DiscoveryService;
 
 use super::resource::{type_urls, ResourceSink, Subscription};
 
@@ -54,60 +57,46 @@ pub enum UpdateEvent {
     Failure,
 }
 
-/// The connection state of every running gRPC stream, behind
-/// `control_plane.connected_state`.
-struct ConnectedStreams {
-    gauge: Gauge,
-    /// Stream id → connected.
-    streams: Mutex<BTreeMap<u64, bool>>,
-    next_id: AtomicU64,
+/// Where one stream's `control_plane.*` stats go.
+struct ControlPlaneScope {
+    /// Fixed prefixes (ADS: the root; CDS/LDS of their own: their scope).
+    fixed: Vec<String>,
+    /// EDS/RDS of their own: the prefixes of the resources subscribed.
+    per_resource: bool,
+    resources: Mutex<BTreeSet<String>>,
+    connected: AtomicBool,
 }
 
-impl ConnectedStreams {
-    fn set(&self, id: u64, connected: Option<bool>) {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        match connected {
-            Some(connected) => {
-                streams.insert(id, connected);
-            }
-            None => {
-                streams.remove(&id);
-            }
-        }
-        let all = !streams.is_empty() && streams.values().all(|c| *c);
-        self.gauge.set(i64::from(all));
-    }
-}
-
-/// Stats recording for the xDS client (one per stream: see [`XdsStats::stream`]).
+/// Stats recording for the xDS client (one per stream, [`XdsStats::for_service`]).
 #[derive(Clone)]
 pub struct XdsStats {
     store: Store,
-    connected: Arc<ConnectedStreams>,
-    stream_id: u64,
+    scope: Arc<ControlPlaneScope>,
 }
 
 impl XdsStats {
+    /// The stats of the ADS stream (`control_plane.*` at the root).
     pub fn new(store: &Store) -> XdsStats {
-        let connected = Arc::new(ConnectedStreams {
-            gauge: store.gauge("control_plane.connected_state"),
-            streams: Mutex::new(BTreeMap::new()),
-            next_id: AtomicU64::new(1),
-        });
-        XdsStats {
-            store: store.clone(),
-            connected,
-            stream_id: 0,
-        }
+        XdsStats::for_service(store, DiscoveryService::Aggregated)
     }
 
-    /// The stats of another stream: same store, its own connection state
-    /// in the shared `control_plane.connected_state`.
-    pub fn stream(&self) -> XdsStats {
+    /// The stats of a stream on `service`: ADS at the root, CDS/LDS under
+    /// their managers' scope, EDS/RDS under each resource subscribed.
+    pub fn for_service(store: &Store, service: DiscoveryService) -> XdsStats {
+        let fixed = match service {
+            DiscoveryService::Aggregated => vec![String::new()],
+            DiscoveryService::Clusters => vec!["cluster_manager.cds.".to_string()],
+            DiscoveryService::Listeners => vec!["listener_manager.lds.".to_string()],
+            DiscoveryService::Endpoints | DiscoveryService::Routes => Vec::new(),
+        };
         XdsStats {
-            store: self.store.clone(),
-            connected: self.connected.clone(),
-            stream_id: self.connected.next_id.fetch_add(1, Ordering::Relaxed),
+            store: store.clone(),
+            scope: Arc::new(ControlPlaneScope {
+                per_resource: fixed.is_empty(),
+                fixed,
+                resources: Mutex::new(BTreeSet::new()),
+                connected: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -116,15 +105,67 @@ impl XdsStats {
         &self.store
     }
 
-    /// This stream's state in `control_plane.connected_state`.
-    pub fn set_connected(&self, connected: bool) {
-        self.connected.set(self.stream_id, Some(connected));
+    fn scopes(&self) -> Vec<String> {
+        let resources = self
+            .scope
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.scope
+            .fixed
+            .iter()
+            .chain(resources.iter())
+            .cloned()
+            .collect()
     }
 
-    /// This stream stopped for good (its source is no longer used): it no
-    /// longer counts in `control_plane.connected_state`.
-    pub fn stream_stopped(&self) {
-        self.connected.set(self.stream_id, None);
+    /// `control_plane.connected_state` of this stream.
+    pub fn set_connected(&self, connected: bool) {
+        self.scope.connected.store(connected, Ordering::Relaxed);
+        for scope in self.scopes() {
+            self.store
+                .gauge(&format!("{scope}control_plane.connected_state"))
+                .set(i64::from(connected));
+        }
+    }
+
+    /// A resource subscribed on this stream, whose stats live under
+    /// `prefix`: an EDS/RDS stream of its own reports its `control_plane.*`
+    /// there too.
+    pub fn resource_subscribed(&self, prefix: &str) {
+        if !self.scope.per_resource {
+            return;
+        }
+        let new = self
+            .scope
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(prefix.to_string());
+        if new {
+            let connected = self.scope.connected.load(Ordering::Relaxed);
+            self.store
+                .gauge(&format!("{prefix}control_plane.connected_state"))
+                .set(i64::from(connected));
+        }
+    }
+
+    /// `control_plane.rate_limit_enforced`: a request had to wait.
+    pub fn rate_limit_enforced(&self) {
+        for scope in self.scopes() {
+            self.store
+                .counter(&format!("{scope}control_plane.rate_limit_enforced"))
+                .inc();
+        }
+    }
+
+    /// `control_plane.pending_requests` changes by `delta`.
+    pub fn pending_requests(&self, delta: i64) {
+        for scope in self.scopes() {
+            self.store
+                .gauge(&format!("{scope}control_plane.pending_requests"))
+                .add(delta);
+        }
     }
 
     /// Records `event` under `prefix` (which ends in `.`); on success also
@@ -168,6 +209,7 @@ pub fn record_started_subscriptions(
     let names = wanted.name_set();
     for name in names.difference(tracked) {
         if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+            stats.resource_subscribed(&prefix);
             stats.record(&prefix, UpdateEvent::Attempt, None);
         }
     }
@@ -235,21 +277,51 @@ mod tests {
     }
 
     #[test]
-    fn connected_state_is_one_only_while_every_stream_is_connected() {
+    fn control_plane_stats_are_per_stream_under_envoys_scopes() {
         let store = Store::new();
-        let gauge = || store.gauge("control_plane.connected_state").value();
-        let ads = XdsStats::new(&store).stream();
-        let eds = ads.stream();
+        let gauge = |name: &str| store.gauge(name).value();
+        let ads = XdsStats::new(&store);
+        let cds = XdsStats::for_service(&store, DiscoveryService::Clusters);
+        let eds = XdsStats::for_service(&store, DiscoveryService::Endpoints);
         ads.set_connected(true);
-        assert_eq!(gauge(), 1);
-        eds.set_connected(false);
-        assert_eq!(gauge(), 0, "a separate EDS stream down shows");
+        cds.set_connected(true);
+        eds.resource_subscribed("cluster.a.");
         eds.set_connected(true);
-        assert_eq!(gauge(), 1);
+        eds.resource_subscribed("cluster.b.");
+        assert_eq!(gauge("control_plane.connected_state"), 1);
+        assert_eq!(
+            gauge("cluster_manager.cds.control_plane.connected_state"),
+            1
+        );
+        assert_eq!(gauge("cluster.a.control_plane.connected_state"), 1);
+        assert_eq!(
+            gauge("cluster.b.control_plane.connected_state"),
+            1,
+            "joins connected"
+        );
         eds.set_connected(false);
-        eds.stream_stopped();
-        assert_eq!(gauge(), 1, "a stream no longer used does not count");
-        ads.set_connected(false);
-        assert_eq!(gauge(), 0);
+        assert_eq!(gauge("cluster.a.control_plane.connected_state"), 0);
+        assert_eq!(gauge("cluster.b.control_plane.connected_state"), 0);
+        assert_eq!(gauge("control_plane.connected_state"), 1, "ADS is its own");
+        ads.resource_subscribed("cluster.c.");
+        assert!(
+            !store
+                .gauge("cluster.c.control_plane.connected_state")
+                .used(),
+            "ADS reports at the root only"
+        );
+        eds.rate_limit_enforced();
+        eds.pending_requests(2);
+        assert_eq!(
+            store
+                .counter("cluster.a.control_plane.rate_limit_enforced")
+                .value(),
+            1
+        );
+        assert_eq!(gauge("cluster.b.control_plane.pending_requests"), 2);
+        assert_eq!(
+            store.counter("control_plane.rate_limit_enforced").value(),
+            0
+        );
     }
 }
