@@ -462,3 +462,54 @@ async fn rate_limit_settings_pace_the_requests() {
     assert!(enforced >= Some(1), "{enforced:?}");
     stat_becomes(&sluice, "control_plane.pending_requests", 0).await;
 }
+
+/// Differential: Envoy and Sluice, same bootstrap (ADS for clusters, EDS
+/// on a stream of its own to a second control plane), same servers. Both
+/// get the endpoints and name the stream's state alike; when the second
+/// control plane dies both show it under `cluster.web.control_plane.`,
+/// not at the root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_and_sluice_name_a_separate_eds_stream_alike() {
+    let Some(envoy_binary) = support::envoy_binary_or_skip() else {
+        return;
+    };
+    let (main_dir, side_dir) = (ResourceDir::new(), ResourceDir::new());
+    main_dir.write("web.yaml", &eds_cluster_yaml("web", "GRPC"));
+    side_dir.write("web-eds.yaml", &endpoints_yaml("web", &[9]));
+    let main = DemoServer::start(main_dir.path(), 0);
+    let side = DemoServer::start(side_dir.path(), 0);
+    let config = bootstrap(main.port, side.port, "GRPC");
+    let envoy = support::Envoy::start(&envoy_binary, &config, &[]).await;
+    let sluice = Sluice::start(&config, &[]).await;
+    let stats = [
+        "control_plane.connected_state",
+        "cluster.web.control_plane.connected_state",
+        "cluster.web.update_success",
+        "cluster.web.membership_total",
+    ];
+    stats_agree(&envoy, &sluice, &stats, &[1, 1, 1, 1]).await;
+    side.stop();
+    stats_agree(&envoy, &sluice, &stats, &[1, 0, 1, 1]).await;
+    drop(main);
+}
+
+/// Waits (bounded) until Envoy and Sluice both read `values` for `names`.
+async fn stats_agree(envoy: &support::Envoy, sluice: &Sluice, names: &[&str], values: &[i64]) {
+    let wanted: Vec<_> = values.iter().map(|v| Some(*v)).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (mut from_envoy, mut from_sluice) = (Vec::new(), Vec::new());
+        for name in names {
+            from_envoy.push(envoy.stat(name).await);
+            from_sluice.push(sluice.stat(name).await);
+        }
+        if from_envoy == wanted && from_sluice == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{names:?}: want {wanted:?}, Envoy {from_envoy:?}, Sluice {from_sluice:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -98,7 +98,10 @@ async fn own_streams_serve_and_follow_cds(lds_api: &str, cds_api: &str, protocol
         // Each stream's own connection state, under its scope as Envoy
         // names it; no ADS, so nothing at the root.
         ("cluster_manager.cds.control_plane.connected_state", Some(1)),
-        ("listener_manager.lds.control_plane.connected_state", Some(1)),
+        (
+            "listener_manager.lds.control_plane.connected_state",
+            Some(1),
+        ),
         ("control_plane.connected_state", None),
     ] {
         let value = sluice.stat(stat).await.filter(|v| *v != 0);

@@ -161,7 +161,9 @@ impl UpstreamCluster {
         if !errors.is_empty() {
             return Err(errors);
         }
-        self.stats.update_attempt.inc();
+        // `update_attempt`/`update_success` of an EDS cluster are the xDS
+        // subscription's, counted by the xDS client (counting here too
+        // doubled them).
         let endpoints = endpoints
             .iter()
             .filter_map(|endpoint| match endpoint.address {
@@ -170,7 +172,6 @@ impl UpstreamCluster {
             })
             .collect();
         self.update_hosts(endpoints);
-        self.stats.update_success.inc();
         self.mark_initialized();
         Ok(())
     }
