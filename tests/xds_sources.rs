@@ -307,6 +307,11 @@ async fn bad_eds_and_rds_sources_are_nacked_by_path() {
             "eds_cluster_config.eds_config.self",
         ),
         (
+            "unknown.yaml",
+            eds_cluster_yaml("unknown", "GRPC").replace("side_cp", "nope"),
+            "eds_cluster_config.eds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: 'nope' is not a static cluster",
+        ),
+        (
             "listener.yaml",
             http_listener_yaml("front", support::free_port(), "r", &side_source("REST")),
             "rds.config_source.api_config_source.api_type",

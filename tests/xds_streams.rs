@@ -249,7 +249,7 @@ filter_chains:
     let _sluice = Sluice::start(&bootstrap(server.port, &dynamic), &[]).await;
     let nack = server.wait_log(&["NACK delta Listener"]);
     assert!(
-        nack.contains("front") && nack.contains("(routes 'front-routes'): ADS must be configured"),
+        nack.contains("rds.config_source (routes 'front-routes').ads: ADS must be configured"),
         "{nack}"
     );
 }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -62,10 +63,11 @@ pub struct DynamicResources {
     listeners: Arc<ListenerManager>,
     /// Bootstrap listeners, which LDS may not replace.
     static_listeners: Vec<String>,
-    /// Whether an ADS stream runs: without it an EDS cluster or an RDS
-    /// listener whose source is `ads: {}` is rejected (it would never get
-    /// its endpoints or routes).
-    ads_configured: bool,
+    /// The bootstrap: an EDS cluster or RDS listener whose source cannot
+    /// deliver (`ads: {}` without `ads_config`, an `api_config_source`
+    /// naming no static cluster) is rejected (it would never get its
+    /// endpoints or routes).
+    bootstrap: Arc<Bootstrap>,
     /// Ticks when the EDS/RDS names wanted (by source) changed: after a
     /// cluster or listener update, or when a draining listener finally lets
     /// go of its routes ([`DynamicResources::recheck_subscriptions`]).
@@ -83,13 +85,13 @@ impl DynamicResources {
         context: CompileContext,
         listeners: Arc<ListenerManager>,
         static_listeners: Vec<String>,
-        ads_configured: bool,
+        bootstrap: Arc<Bootstrap>,
     ) -> Arc<DynamicResources> {
         Arc::new_cyclic(|myself| DynamicResources {
             context,
             listeners,
             static_listeners,
-            ads_configured,
+            bootstrap,
             subscription_changes: watch::Sender::new(0),
             wanted: Mutex::new(BTreeSet::new()),
             state: Mutex::new(DynamicState::default()),
@@ -146,10 +148,10 @@ impl DynamicResources {
                         resource.name, cluster.name
                     ));
                 }
-                if !self.ads_configured {
-                    if let Some(error) = super::subscriptions::eds_without_ads(&cluster) {
-                        return Err(error);
-                    }
+                if let Some(error) =
+                    super::subscriptions::cluster_source_error(&self.bootstrap, &cluster)
+                {
+                    return Err(error);
                 }
                 let unchanged = self.with_state(|s| {
                     s.clusters
@@ -289,10 +291,10 @@ impl DynamicResources {
                         listener.name
                     ));
                 }
-                if !self.ads_configured {
-                    if let Some(error) = super::subscriptions::rds_without_ads(&listener) {
-                        return Err(error);
-                    }
+                if let Some(error) =
+                    super::subscriptions::listener_source_error(&self.bootstrap, &listener)
+                {
+                    return Err(error);
                 }
                 let unchanged = self.with_state(|s| {
                     s.listeners

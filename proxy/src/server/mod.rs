@@ -141,10 +141,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             snapshot.context.clone(),
             listener_manager.clone(),
             static_listeners.clone(),
-            snapshot
-                .dynamic_sources
-                .as_ref()
-                .is_some_and(|sources| sources.ads.is_some()),
+            Arc::new(snapshot.bootstrap.clone()),
         )
     });
     let server = Arc::new(Server {

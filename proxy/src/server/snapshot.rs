@@ -100,13 +100,9 @@ impl Snapshot {
                 None
             }
         };
-        let ads_configured = bootstrap
-            .dynamic_resources
-            .as_ref()
-            .is_some_and(|d| d.ads_config.is_some());
         errors
             .0
-            .extend(super::subscriptions::check_bootstrap(&bootstrap, ads_configured).0);
+            .extend(super::subscriptions::check_bootstrap(&bootstrap).0);
         errors.into_result(Snapshot {
             dynamic_sources,
             bootstrap,

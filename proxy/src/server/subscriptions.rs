@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::ConfigSource;
@@ -108,9 +109,18 @@ pub fn rds_fetch_timeouts(listener: &Listener) -> BTreeMap<String, Option<Durati
     limits
 }
 
-/// A cluster from CDS whose `eds_config` says `ads: {}` while no ADS
-/// stream runs: the error to NACK it with.
-pub fn eds_without_ads(cluster: &Cluster) -> Option<String> {
+/// Whether the bootstrap runs an ADS stream.
+pub fn ads_configured(bootstrap: &Bootstrap) -> bool {
+    bootstrap
+        .dynamic_resources
+        .as_ref()
+        .is_some_and(|d| d.ads_config.is_some())
+}
+
+/// A cluster from CDS whose EDS source cannot deliver: `ads: {}` without
+/// an ADS stream, or an `api_config_source` naming no usable static
+/// cluster. The error to NACK it with (as Envoy rejects such a cluster).
+pub fn cluster_source_error(bootstrap: &Bootstrap, cluster: &Cluster) -> Option<String> {
     use envoy_types::pb::envoy::config::cluster::v3::cluster::{
         ClusterDiscoveryType, DiscoveryType,
     };
@@ -122,16 +132,27 @@ pub fn eds_without_ads(cluster: &Cluster) -> Option<String> {
         .eds_cluster_config
         .as_ref()
         .and_then(|eds| eds.eds_config.as_ref());
-    is_ads(source).then(|| format!("eds_cluster_config.eds_config.ads: {ADS_NOT_CONFIGURED}"))
+    let mut errors = ConfigErrors::default();
+    let path = "eds_cluster_config.eds_config";
+    check_source(bootstrap, source, path, type_urls::ENDPOINT, &mut errors);
+    (!errors.0.is_empty()).then(|| errors.to_string())
 }
 
-/// A listener from LDS with an `rds.config_source` of `ads: {}` while no
-/// ADS stream runs: the error to NACK it with.
-pub fn rds_without_ads(listener: &Listener) -> Option<String> {
-    connection_manager_rds(listener)
-        .into_iter()
-        .find(|(_, source)| is_ads(source.as_ref()))
-        .map(|(name, _)| format!("rds.config_source.ads (routes '{name}'): {ADS_NOT_CONFIGURED}"))
+/// Likewise a listener from LDS whose connection managers' RDS sources
+/// cannot deliver.
+pub fn listener_source_error(bootstrap: &Bootstrap, listener: &Listener) -> Option<String> {
+    let mut errors = ConfigErrors::default();
+    for (name, source) in connection_manager_rds(listener) {
+        let path = format!("rds.config_source (routes '{name}')");
+        check_source(
+            bootstrap,
+            source.as_ref(),
+            &path,
+            type_urls::ROUTE,
+            &mut errors,
+        );
+    }
+    (!errors.0.is_empty()).then(|| errors.to_string())
 }
 
 /// `(route_config_name, config_source)` of every connection manager using RDS.
@@ -163,10 +184,7 @@ fn connection_manager_rds(listener: &Listener) -> Vec<(String, Option<ConfigSour
 /// cluster or listener may use `ads: {}` for EDS/RDS (Envoy: "ADS must be
 /// configured to support an ADS config source"); and every source of its
 /// own must name a static cluster with an endpoint.
-pub fn check_bootstrap(
-    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
-    ads_configured: bool,
-) -> ConfigErrors {
+pub fn check_bootstrap(bootstrap: &Bootstrap) -> ConfigErrors {
     let mut errors = ConfigErrors::default();
     let Some(resources) = &bootstrap.static_resources else {
         return errors;
@@ -177,14 +195,7 @@ pub fn check_bootstrap(
             .eds_cluster_config
             .as_ref()
             .and_then(|eds| eds.eds_config.as_ref());
-        check_source(
-            bootstrap,
-            source,
-            &path,
-            type_urls::ENDPOINT,
-            ads_configured,
-            &mut errors,
-        );
+        check_source(bootstrap, source, &path, type_urls::ENDPOINT, &mut errors);
     }
     for (i, listener) in resources.listeners.iter().enumerate() {
         for (name, source) in connection_manager_rds(listener) {
@@ -197,7 +208,6 @@ pub fn check_bootstrap(
                 source.as_ref(),
                 &path,
                 type_urls::ROUTE,
-                ads_configured,
                 &mut errors,
             );
         }
@@ -206,14 +216,13 @@ pub fn check_bootstrap(
 }
 
 fn check_source(
-    bootstrap: &envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap,
+    bootstrap: &Bootstrap,
     source: Option<&ConfigSource>,
     path: &str,
     type_url: &'static str,
-    ads_configured: bool,
     errors: &mut ConfigErrors,
 ) {
-    if is_ads(source) && !ads_configured {
+    if is_ads(source) && !ads_configured(bootstrap) {
         errors.push(ConfigError::new(format!("{path}.ads"), ADS_NOT_CONFIGURED));
         return;
     }

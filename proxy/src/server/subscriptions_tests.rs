@@ -36,7 +36,7 @@ fn ads_sources_without_ads_config_are_rejected_naming_the_field() {
         "static_resources:\n  clusters:\n  - name: e\n    type: EDS\n    eds_cluster_config: {{eds_config: {{ads: {{}}, resource_api_version: V3}}}}\n  listeners:{}",
         hcm_listener("l", "r", "{ads: {}, resource_api_version: V3}")
     );
-    let errors = check_bootstrap(&bootstrap(&yaml), false).to_string();
+    let errors = check_bootstrap(&bootstrap(&yaml)).to_string();
     assert!(
         errors.contains("static_resources.clusters[0].eds_cluster_config.eds_config.ads: ADS must be configured"),
         "{errors}"
@@ -45,7 +45,8 @@ fn ads_sources_without_ads_config_are_rejected_naming_the_field() {
         errors.contains("static_resources.listeners[0] (listener 'l', routes 'r') rds.config_source.ads: ADS must be configured"),
         "{errors}"
     );
-    assert!(check_bootstrap(&bootstrap(&yaml), true).0.is_empty());
+    let with_ads = format!("dynamic_resources: {{ads_config: {{api_type: GRPC, transport_api_version: V3, grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]}}}}\n{yaml}");
+    assert!(check_bootstrap(&bootstrap(&with_ads)).0.is_empty());
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn api_sources_must_name_a_static_cluster() {
         "static_resources:\n  clusters:\n  - name: e\n    type: EDS\n    eds_cluster_config: {{eds_config: {API}}}\n  listeners:{}",
         hcm_listener("l", "r", &API.replace("xds", "nope"))
     );
-    let errors = check_bootstrap(&bootstrap(&yaml), false).to_string();
+    let errors = check_bootstrap(&bootstrap(&yaml)).to_string();
     assert!(
         errors.contains("static_resources.clusters[0].eds_cluster_config.eds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: 'xds' is not a static cluster"),
         "{errors}"
@@ -64,26 +65,29 @@ fn api_sources_must_name_a_static_cluster() {
         .replace("clusters:\n", &format!("clusters:\n{XDS_CLUSTER}"))
         .replace("nope", "xds");
     assert!(
-        check_bootstrap(&bootstrap(&good), false).0.is_empty(),
+        check_bootstrap(&bootstrap(&good)).0.is_empty(),
         "{}",
-        check_bootstrap(&bootstrap(&good), false)
+        check_bootstrap(&bootstrap(&good))
     );
 }
 
 #[test]
-fn dynamic_resources_without_ads_are_named() {
-    let cluster = parse_message::<Cluster>(
-        "name: e\ntype: EDS\neds_cluster_config: {eds_config: {ads: {}, resource_api_version: V3}}",
-    )
-    .unwrap();
-    assert!(eds_without_ads(&cluster)
+fn dynamic_resources_whose_sources_cannot_deliver_are_named() {
+    let no_ads = bootstrap(&format!("static_resources:\n  clusters:\n{XDS_CLUSTER}"));
+    let cluster = |source: &str| {
+        parse_message::<Cluster>(&format!(
+            "name: e\ntype: EDS\neds_cluster_config: {{eds_config: {source}}}"
+        ))
+        .unwrap()
+    };
+    let ads = cluster("{ads: {}, resource_api_version: V3}");
+    assert!(cluster_source_error(&no_ads, &ads)
         .unwrap()
         .starts_with("eds_cluster_config.eds_config.ads: ADS must be configured"));
-    let own = parse_message::<Cluster>(&format!(
-        "name: e\ntype: EDS\neds_cluster_config: {{eds_config: {API}}}"
-    ))
-    .unwrap();
-    assert_eq!(eds_without_ads(&own), None);
+    assert_eq!(cluster_source_error(&no_ads, &cluster(API)), None);
+    assert!(cluster_source_error(&no_ads, &cluster(&API.replace("xds", "nope")))
+        .unwrap()
+        .contains("eds_cluster_config.eds_config.api_config_source.grpc_services[0].envoy_grpc.cluster_name: 'nope' is not a static cluster"));
     let yaml = format!(
         "listeners:{}",
         hcm_listener("l", "r", "{ads: {}, resource_api_version: V3}")
@@ -93,9 +97,9 @@ fn dynamic_resources_without_ads_are_named() {
         .unwrap()
         .listeners
         .remove(0);
-    assert!(rds_without_ads(&listener)
+    assert!(listener_source_error(&no_ads, &listener)
         .unwrap()
-        .starts_with("rds.config_source.ads (routes 'r'): ADS must be configured"));
+        .starts_with("rds.config_source (routes 'r').ads: ADS must be configured"));
 }
 
 #[test]
