@@ -4,7 +4,7 @@
 //!   `control_plane.rate_limit_enforced` (counter) and
 //!   `control_plane.pending_requests` (gauge, see [`super::rate_limit`]):
 //!   per gRPC stream, under the scope of what subscribes on it, as Envoy
-//!   names them (checked against Envoy 1.3x with several muxes): the ADS
+//!   names them (checked against Envoy 1.40 with several muxes): the ADS
 //!   stream at the root (`control_plane.*`), a CDS or LDS stream of its own
 //!   under `cluster_manager.cds.` / `listener_manager.lds.`, and an EDS or
 //!   RDS stream of its own under each resource using it
