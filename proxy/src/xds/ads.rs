@@ -215,7 +215,15 @@ impl Exchange<'_> {
             .sink
             .subscription_changes()
             .unwrap_or_else(|| watch::channel(0).1);
-        changes.mark_unchanged();
+        // What changed while connecting (the receiver only sees later ticks).
+        let mut ready = Vec::new();
+        for request in step(Event::SubscriptionsChanged) {
+            ready.extend(pacer.push(request, Instant::now()));
+        }
+        if !send_all(&sender, ready).await {
+            pacer.clear();
+            return "request stream closed".into();
+        }
         let reason = loop {
             let wake = pacer.wake_in(Instant::now());
             let event = tokio::select! {
