@@ -517,22 +517,35 @@ impl ResourceSink for DynamicResources {
         match type_url {
             type_urls::ENDPOINT => Some(format!("cluster.{name}.")),
             // Envoy: `http.<stat_prefix>.rds.<route_config_name>.` of the
-            // connection manager that uses it (the first one, if several).
-            type_urls::ROUTE => self.listeners.configs().iter().find_map(|listener| {
-                listener
-                    .filter_chains
-                    .iter()
-                    .find_map(|chain| match &chain.filter {
-                        crate::listener::NetworkFilter::Http(hcm)
-                            if hcm.route_provider().is_some_and(|p| p.name() == name) =>
-                        {
-                            Some(format!("http.{}.rds.{name}.", hcm.stat_prefix()))
-                        }
-                        _ => None,
-                    })
+            // connection manager that uses it (the first one, if several;
+            // a warming listener's too: its routes arrive while it warms).
+            type_urls::ROUTE => self.active_rds_stats_prefix(name).or_else(|| {
+                self.with_state(|s| {
+                    s.warming_listeners
+                        .values()
+                        .find_map(|l| super::subscriptions::rds_stats_prefix(&l.resource, name))
+                })
             }),
             _ => None,
         }
+    }
+}
+
+impl DynamicResources {
+    fn active_rds_stats_prefix(&self, name: &str) -> Option<String> {
+        self.listeners.configs().iter().find_map(|listener| {
+            listener
+                .filter_chains
+                .iter()
+                .find_map(|chain| match &chain.filter {
+                    crate::listener::NetworkFilter::Http(hcm)
+                        if hcm.route_provider().is_some_and(|p| p.name() == name) =>
+                    {
+                        Some(format!("http.{}.rds.{name}.", hcm.stat_prefix()))
+                    }
+                    _ => None,
+                })
+        })
     }
 }
 

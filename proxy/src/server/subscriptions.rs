@@ -157,6 +157,24 @@ pub fn listener_source_error(bootstrap: &Bootstrap, listener: &Listener) -> Opti
 
 /// `(route_config_name, config_source)` of every connection manager using RDS.
 fn connection_manager_rds(listener: &Listener) -> Vec<(String, Option<ConfigSource>)> {
+    rds_users(listener)
+        .into_iter()
+        .map(|(name, source, _)| (name, source))
+        .collect()
+}
+
+/// The per-route stats prefix (`http.<stat_prefix>.rds.<name>.`) of the
+/// first connection manager in `listener` that routes with `name`.
+pub fn rds_stats_prefix(listener: &Listener, name: &str) -> Option<String> {
+    rds_users(listener)
+        .into_iter()
+        .find(|(routes, _, _)| routes == name)
+        .map(|(_, _, stat_prefix)| format!("http.{stat_prefix}.rds.{name}."))
+}
+
+/// `(route_config_name, config_source, stat_prefix)` of every connection
+/// manager using RDS.
+fn rds_users(listener: &Listener) -> Vec<(String, Option<ConfigSource>, String)> {
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
         http_connection_manager::RouteSpecifier, HttpConnectionManager,
@@ -174,7 +192,7 @@ fn connection_manager_rds(listener: &Listener) -> Vec<(String, Option<ConfigSour
             continue;
         };
         if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
-            found.push((rds.route_config_name, rds.config_source));
+            found.push((rds.route_config_name, rds.config_source, hcm.stat_prefix));
         }
     }
     found
