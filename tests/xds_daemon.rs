@@ -408,22 +408,3 @@ async fn a_warming_cds_cluster_is_not_found_until_its_eds_initial_fetch_timeout(
     .await;
     let _ = (&w.blue, &w.green, &w.server);
 }
-
-#[tokio::test]
-async fn rds_over_its_own_stream_is_rejected_not_moved_onto_ads() {
-    let dir = ResourceDir::new();
-    let port = support::free_port();
-    let listener = http_listener_yaml("front", port, "front-routes").replace(
-        "config_source: { ads: {}, resource_api_version: V3 }",
-        "config_source: { resource_api_version: V3, api_config_source: { api_type: GRPC, transport_api_version: V3, grpc_services: [{ envoy_grpc: { cluster_name: xds_cluster } }] } }",
-    );
-    dir.write("front.yaml", &listener);
-    let server = DemoServer::start(dir.path(), 0);
-    let _sluice = Sluice::start(&bootstrap(server.port, "DELTA_GRPC"), &[]).await;
-    let nack = server.wait_log(&["NACK", "Listener"]);
-    assert!(
-        nack.contains("rds.config_source.api_config_source")
-            && nack.contains("not supported by Sluice yet"),
-        "{nack}"
-    );
-}

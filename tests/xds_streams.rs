@@ -95,6 +95,14 @@ async fn own_streams_serve_and_follow_cds(lds_api: &str, cds_api: &str, protocol
         ("listener_manager.lds.update_success", Some(1)),
         ("cluster_manager.cds.update_rejected", None),
         ("listener_manager.lds.update_rejected", None),
+        // Each stream's own connection state, under its scope as Envoy
+        // names it; no ADS, so nothing at the root.
+        ("cluster_manager.cds.control_plane.connected_state", Some(1)),
+        (
+            "listener_manager.lds.control_plane.connected_state",
+            Some(1),
+        ),
+        ("control_plane.connected_state", None),
     ] {
         let value = sluice.stat(stat).await.filter(|v| *v != 0);
         assert_eq!(value, expected, "{stat}");
@@ -197,7 +205,9 @@ async fn an_eds_cluster_without_ads_is_rejected_over_its_cds_stream() {
     dir.write("lazy.yaml", &harness::cluster_yaml("lazy", "1s", true));
     let nack = server.wait_log(&["NACK Cluster"]);
     assert!(
-        nack.contains("lazy") && nack.contains("EDS is delivered over ADS only"),
+        nack.contains("lazy")
+            && nack
+                .contains("eds_config.ads: ADS must be configured to support an ADS config source"),
         "{nack}"
     );
     eventually(port, "web still serves", |r| {
@@ -239,8 +249,7 @@ filter_chains:
     let _sluice = Sluice::start(&bootstrap(server.port, &dynamic), &[]).await;
     let nack = server.wait_log(&["NACK delta Listener"]);
     assert!(
-        nack.contains("front")
-            && nack.contains("routes 'front-routes' are delivered over ADS only"),
+        nack.contains("rds.config_source (routes 'front-routes').ads: ADS must be configured"),
         "{nack}"
     );
 }

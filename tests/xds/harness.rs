@@ -240,6 +240,8 @@ impl Client {
             types: type_urls::ALL.to_vec(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_millis(800)),
             connect_timeout: Duration::from_secs(2),
+            rate_limit: None,
+            source: sluice::xds::SourceId::Ads,
         };
         let node = Node {
             id: "test-node".into(),
@@ -257,7 +259,7 @@ impl Client {
                 config,
                 node,
                 thread_sink,
-                &thread_stats,
+                sluice::xds::stats::XdsStats::new(&thread_stats),
                 async {
                     let _ = stopped.await;
                 },

@@ -168,11 +168,11 @@ fn messages_outside_the_table_support_nothing() {
     );
     let dynamic = problems(
         "envoy.config.bootstrap.v3.Bootstrap",
-        "dynamic_resources: {ads_config: {api_type: REST, rate_limit_settings: {}}}\n",
+        "dynamic_resources: {ads_config: {api_type: REST, request_timeout: 1s}}\n",
     );
     assert_eq!(dynamic, [
         "dynamic_resources.ads_config.api_type: api_type REST is not supported by Sluice (supported: GRPC, DELTA_GRPC); Sluice speaks xDS over gRPC only",
-        "dynamic_resources.ads_config.rate_limit_settings: field 'rate_limit_settings' of envoy.config.core.v3.ApiConfigSource is not supported by Sluice",
+        "dynamic_resources.ads_config.request_timeout: field 'request_timeout' of envoy.config.core.v3.ApiConfigSource is not supported by Sluice",
     ]);
 }
 

@@ -4,7 +4,11 @@
 //! A [`RouteConfigProvider`] holds the current compiled table of one name
 //! (none until RDS delivers it); the [`RouteConfigRegistry`] hands out one
 //! provider per name while some listener uses it, and its live names are
-//! what the xDS client subscribes to.
+//! what the xDS client subscribes to, on the stream of the provider's
+//! config source (ADS, or an `api_config_source` of its own). Two
+//! connection managers naming the same route configuration share one
+//! provider and the source of the first (Envoy, too, shares one RDS
+//! subscription per name).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,10 +19,12 @@ use tokio::sync::watch;
 
 use super::router::RouteTable;
 use crate::config::ConfigErrors;
+use crate::xds::SourceId;
 
 /// The current route table of one RDS name.
 pub struct RouteConfigProvider {
     name: String,
+    source: SourceId,
     table: ArcSwapOption<RouteTable>,
     ready: watch::Sender<bool>,
 }
@@ -26,6 +32,11 @@ pub struct RouteConfigProvider {
 impl RouteConfigProvider {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where its routes come from.
+    pub fn source(&self) -> &SourceId {
+        &self.source
     }
 
     /// The table to route with; `None` until RDS delivered one.
@@ -53,8 +64,14 @@ pub struct RouteConfigRegistry {
 }
 
 impl RouteConfigRegistry {
-    /// The provider for `name`, shared with every other user of it.
+    /// The provider for `name` over ADS (see [`Self::provider_from`]).
     pub fn provider(&self, name: &str) -> Arc<RouteConfigProvider> {
+        self.provider_from(name, SourceId::Ads)
+    }
+
+    /// The provider for `name`, shared with every other user of it; a new
+    /// one follows `source`.
+    pub fn provider_from(&self, name: &str, source: SourceId) -> Arc<RouteConfigProvider> {
         let mut providers = self.providers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(live) = providers.get(name).and_then(Weak::upgrade) {
             return live;
@@ -66,6 +83,7 @@ impl RouteConfigRegistry {
             .remove(name);
         let provider = Arc::new(RouteConfigProvider {
             name: name.to_string(),
+            source,
             ready: watch::Sender::new(unclaimed.is_some()),
             table: ArcSwapOption::new(unclaimed),
         });
@@ -82,6 +100,37 @@ impl RouteConfigRegistry {
             .iter()
             .filter(|(_, weak)| weak.strong_count() > 0)
             .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Names some listener routes with whose provider follows `source`.
+    pub fn names_from(&self, source: &SourceId) -> BTreeSet<String> {
+        self.live()
+            .into_iter()
+            .filter(|p| p.source() == source)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// `(name, source)` of every live provider.
+    pub fn live_names(&self) -> BTreeSet<(String, SourceId)> {
+        self.live()
+            .into_iter()
+            .map(|p| (p.name.clone(), p.source.clone()))
+            .collect()
+    }
+
+    /// The sources live providers follow.
+    pub fn sources(&self) -> BTreeSet<SourceId> {
+        self.live().into_iter().map(|p| p.source.clone()).collect()
+    }
+
+    fn live(&self) -> Vec<Arc<RouteConfigProvider>> {
+        self.providers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
             .collect()
     }
 

@@ -9,10 +9,11 @@
 //! It also remembers what it applied (version, time) and the last error per
 //! resource, for `/config_dump`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -23,13 +24,9 @@ use tokio::sync::watch;
 use crate::config::context::CompileContext;
 use crate::config::{validate_message, ConfigErrors};
 use crate::listener::{ListenerConfig, ListenerManager};
-use crate::upstream::Discovery;
-use crate::xds::{type_urls, Resource, ResourceSink, Subscription};
+use crate::xds::{type_urls, Resource, ResourceSink, SourceId, Subscription};
 
-/// How long a listener waits for its RDS routes before it starts anyway,
-/// when the `rds.config_source` does not say (Envoy's default
-/// `initial_fetch_timeout`).
-const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
+use super::subscriptions::{rds_fetch_timeouts, WARMING_TIMEOUT};
 
 /// One applied resource, as `/config_dump` shows it.
 #[derive(Debug, Clone)]
@@ -66,10 +63,17 @@ pub struct DynamicResources {
     listeners: Arc<ListenerManager>,
     /// Bootstrap listeners, which LDS may not replace.
     static_listeners: Vec<String>,
-    /// Whether an ADS stream runs: EDS and RDS arrive over it only, so
-    /// without it an EDS cluster or an RDS listener is rejected (it would
-    /// never get its endpoints or routes).
-    ads_configured: bool,
+    /// The bootstrap: an EDS cluster or RDS listener whose source cannot
+    /// deliver (`ads: {}` without `ads_config`, an `api_config_source`
+    /// naming no static cluster) is rejected (it would never get its
+    /// endpoints or routes).
+    bootstrap: Arc<Bootstrap>,
+    /// Ticks when the EDS/RDS names wanted (by source) changed: after a
+    /// cluster or listener update, or when a draining listener finally lets
+    /// go of its routes ([`DynamicResources::recheck_subscriptions`]).
+    subscription_changes: watch::Sender<u64>,
+    /// What was wanted at the last tick.
+    wanted: Mutex<BTreeSet<(&'static str, SourceId, String)>>,
     state: Mutex<DynamicState>,
     /// Becomes true once the first listener and cluster updates applied.
     initial_fetch: watch::Sender<(bool, bool)>,
@@ -81,13 +85,15 @@ impl DynamicResources {
         context: CompileContext,
         listeners: Arc<ListenerManager>,
         static_listeners: Vec<String>,
-        ads_configured: bool,
+        bootstrap: Arc<Bootstrap>,
     ) -> Arc<DynamicResources> {
         Arc::new_cyclic(|myself| DynamicResources {
             context,
             listeners,
             static_listeners,
-            ads_configured,
+            bootstrap,
+            subscription_changes: watch::Sender::new(0),
+            wanted: Mutex::new(BTreeSet::new()),
             state: Mutex::new(DynamicState::default()),
             initial_fetch: watch::Sender::new((false, false)),
             myself: myself.clone(),
@@ -116,6 +122,18 @@ impl DynamicResources {
         }
     }
 
+    /// Ticks `subscription_changes` if the EDS/RDS names wanted changed
+    /// since the last tick. Runs after every cluster or listener update and
+    /// periodically (a removed listener keeps its routes while it drains).
+    pub fn recheck_subscriptions(&self) {
+        let wanted = super::subscriptions::wanted(&self.context);
+        let mut last = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != wanted {
+            *last = wanted;
+            self.subscription_changes.send_modify(|n| *n += 1);
+        }
+    }
+
     fn apply_clusters(
         &self,
         updated: Vec<Resource>,
@@ -130,10 +148,10 @@ impl DynamicResources {
                         resource.name, cluster.name
                     ));
                 }
-                if !self.ads_configured && is_eds(&cluster) {
-                    return Err(
-                        "eds_cluster_config.eds_config.ads: EDS is delivered over ADS only, and dynamic_resources has no ads_config".into(),
-                    );
+                if let Some(error) =
+                    super::subscriptions::cluster_source_error(&self.bootstrap, &cluster)
+                {
+                    return Err(error);
                 }
                 let unchanged = self.with_state(|s| {
                     s.clusters
@@ -273,12 +291,10 @@ impl DynamicResources {
                         listener.name
                     ));
                 }
-                if !self.ads_configured {
-                    if let Some(routes) = rds_fetch_timeouts(&listener).keys().next() {
-                        return Err(format!(
-                            "rds.config_source.ads: routes '{routes}' are delivered over ADS only, and dynamic_resources has no ads_config"
-                        ));
-                    }
+                if let Some(error) =
+                    super::subscriptions::listener_source_error(&self.bootstrap, &listener)
+                {
+                    return Err(error);
                 }
                 let unchanged = self.with_state(|s| {
                     s.listeners
@@ -442,51 +458,6 @@ impl DynamicResources {
     }
 }
 
-/// The warming limit of each RDS route configuration a listener's
-/// connection managers name: `rds.config_source.initial_fetch_timeout`
-/// (15 s when unset, as Envoy; `None` for `0s`, which waits without limit).
-/// Negative durations never get here: validation rejects them.
-fn rds_fetch_timeouts(listener: &Listener) -> BTreeMap<String, Option<Duration>> {
-    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-        http_connection_manager::RouteSpecifier, HttpConnectionManager,
-    };
-    let mut limits = BTreeMap::new();
-    let chains = listener
-        .filter_chains
-        .iter()
-        .chain(listener.default_filter_chain.as_ref());
-    for filter in chains.flat_map(|chain| &chain.filters) {
-        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
-            continue;
-        };
-        let Ok(hcm) = crate::config::proto::unpack::<HttpConnectionManager>(any) else {
-            continue;
-        };
-        if let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier {
-            let limit = rds
-                .config_source
-                .as_ref()
-                .map_or(Some(WARMING_TIMEOUT), |source| {
-                    crate::config::proto::timeout_or(
-                        &source.initial_fetch_timeout,
-                        Some(WARMING_TIMEOUT),
-                    )
-                });
-            limits.entry(rds.route_config_name.clone()).or_insert(limit);
-        }
-    }
-    limits
-}
-
-/// Whether a cluster gets its endpoints from EDS (`type: EDS`).
-fn is_eds(cluster: &Cluster) -> bool {
-    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-        ClusterDiscoveryType, DiscoveryType,
-    };
-    cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
-}
-
 /// Decodes a resource and runs the same validation as the bootstrap.
 fn decode_valid<T: Message + prost::Name + Default>(resource: &Resource) -> Result<T, String> {
     let message = crate::config::proto::unpack::<T>(&resource.body).map_err(|e| e.to_string())?;
@@ -502,11 +473,18 @@ impl ResourceSink for DynamicResources {
         removed: Vec<String>,
         _state_of_the_world: bool,
     ) -> Vec<(String, String)> {
+        if type_url == type_urls::CLUSTER || type_url == type_urls::LISTENER {
+            let errors = if type_url == type_urls::CLUSTER {
+                self.apply_clusters(updated, removed)
+            } else {
+                self.apply_listeners(updated, removed)
+            };
+            self.recheck_subscriptions();
+            return errors;
+        }
         match type_url {
-            type_urls::CLUSTER => self.apply_clusters(updated, removed),
             type_urls::ENDPOINT => self.apply_endpoints(updated, removed),
             type_urls::ROUTE => self.apply_routes(updated, removed),
-            type_urls::LISTENER => self.apply_listeners(updated, removed),
             other => updated
                 .into_iter()
                 .map(|r| {
@@ -520,40 +498,54 @@ impl ResourceSink for DynamicResources {
     }
 
     fn subscriptions(&self, type_url: &str) -> Subscription {
-        match type_url {
-            type_urls::ENDPOINT => Subscription::names(
-                self.context
-                    .clusters
-                    .snapshot()
-                    .iter()
-                    .filter(|c| c.discovery() == Discovery::Eds)
-                    .filter_map(|c| c.eds_service_name().map(str::to_string)),
-            ),
-            type_urls::ROUTE => Subscription::names(self.context.routes.names()),
-            _ => Subscription::Wildcard,
-        }
+        super::subscriptions::subscriptions(&self.context, type_url, &SourceId::Ads)
+    }
+
+    fn source_subscriptions(&self, type_url: &str, source: &SourceId) -> Subscription {
+        super::subscriptions::subscriptions(&self.context, type_url, source)
+    }
+
+    fn api_sources(&self) -> BTreeSet<(&'static str, SourceId)> {
+        super::subscriptions::api_sources(&self.context)
+    }
+
+    fn subscription_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.subscription_changes.subscribe())
     }
 
     fn resource_stats_prefix(&self, type_url: &str, name: &str) -> Option<String> {
         match type_url {
             type_urls::ENDPOINT => Some(format!("cluster.{name}.")),
             // Envoy: `http.<stat_prefix>.rds.<route_config_name>.` of the
-            // connection manager that uses it (the first one, if several).
-            type_urls::ROUTE => self.listeners.configs().iter().find_map(|listener| {
-                listener
-                    .filter_chains
-                    .iter()
-                    .find_map(|chain| match &chain.filter {
-                        crate::listener::NetworkFilter::Http(hcm)
-                            if hcm.route_provider().is_some_and(|p| p.name() == name) =>
-                        {
-                            Some(format!("http.{}.rds.{name}.", hcm.stat_prefix()))
-                        }
-                        _ => None,
-                    })
+            // connection manager that uses it (the first one, if several;
+            // a warming listener's too: its routes arrive while it warms).
+            type_urls::ROUTE => self.active_rds_stats_prefix(name).or_else(|| {
+                self.with_state(|s| {
+                    s.warming_listeners
+                        .values()
+                        .find_map(|l| super::subscriptions::rds_stats_prefix(&l.resource, name))
+                })
             }),
             _ => None,
         }
+    }
+}
+
+impl DynamicResources {
+    fn active_rds_stats_prefix(&self, name: &str) -> Option<String> {
+        self.listeners.configs().iter().find_map(|listener| {
+            listener
+                .filter_chains
+                .iter()
+                .find_map(|chain| match &chain.filter {
+                    crate::listener::NetworkFilter::Http(hcm)
+                        if hcm.route_provider().is_some_and(|p| p.name() == name) =>
+                    {
+                        Some(format!("http.{}.rds.{name}.", hcm.stat_prefix()))
+                    }
+                    _ => None,
+                })
+        })
     }
 }
 

@@ -7,6 +7,7 @@ mod admin_context;
 mod config_dump;
 pub mod dynamic;
 pub mod snapshot;
+mod subscriptions;
 mod workers;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ pub use snapshot::Snapshot;
 
 /// How long to wait for clusters' first DNS resolution before listening.
 const CLUSTER_INIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often EDS/RDS subscriptions are looked at besides after each update.
+const SUBSCRIPTION_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long start-up waits for the first xDS clusters and listeners when
 /// their config sources do not say (Envoy's default `initial_fetch_timeout`).
@@ -129,15 +132,16 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     let static_listeners: Vec<String> =
         bootstrap_listeners.iter().map(|l| l.name.clone()).collect();
     let listener_manager = Arc::new(ListenerManager::new(worker_channels, drain));
-    let dynamic = snapshot.dynamic_sources.is_some().then(|| {
+    // EDS/RDS streams of their own named by static clusters or listeners
+    // need the dynamic side even without `dynamic_resources`.
+    let runs_dynamic =
+        snapshot.dynamic_sources.is_some() || subscriptions::uses_api_sources(&snapshot.context);
+    let dynamic = runs_dynamic.then(|| {
         dynamic::DynamicResources::new(
             snapshot.context.clone(),
             listener_manager.clone(),
             static_listeners.clone(),
-            snapshot
-                .dynamic_sources
-                .as_ref()
-                .is_some_and(|sources| sources.ads.is_some()),
+            Arc::new(snapshot.bootstrap.clone()),
         )
     });
     let server = Arc::new(Server {
@@ -183,6 +187,9 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     }
 
     server.snapshot.clusters.start();
+    // EDS/RDS streams of their own start with the clusters, so static EDS
+    // clusters warm from them (as Envoy initializes secondary clusters).
+    let runs_dynamic = start_source_streams(&server);
     server.state_gauge.set(3); // INITIALIZING
     server
         .snapshot
@@ -196,7 +203,9 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             return 1;
         }
     }
-    start_dynamic_sources(&server).await;
+    if runs_dynamic {
+        start_dynamic_sources(&server).await;
+    }
 
     // Kernel datapath (socket LB), derived from the listeners and clusters
     // in force and kept in sync with them; detached when serve() returns.
@@ -221,20 +230,54 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     exit_code
 }
 
+/// Starts the EDS/RDS streams of their own (one per distinct
+/// `api_config_source` clusters and listeners name, following them as they
+/// change). Returns whether the dynamic side runs.
+fn start_source_streams(server: &Arc<Server>) -> bool {
+    let Some(dynamic) = server.dynamic.as_ref() else {
+        return false;
+    };
+    let source_streams = crate::xds::source_streams::SourceStreams::new(
+        Arc::new(server.snapshot.bootstrap.clone()),
+        server.snapshot.bootstrap.node.clone().unwrap_or_default(),
+        dynamic.clone(),
+        server.store.clone(),
+    );
+    tokio::spawn(source_streams.run());
+    let weak = Arc::downgrade(dynamic);
+    tokio::spawn(async move {
+        // A removed listener holds its routes until it drained: look again
+        // now and then, so what nothing uses any more is unsubscribed.
+        let mut every = tokio::time::interval(SUBSCRIPTION_RECHECK);
+        loop {
+            every.tick().await;
+            let Some(dynamic) = weak.upgrade() else { break };
+            dynamic.recheck_subscriptions();
+        }
+    });
+    true
+}
+
 /// Starts the xDS clients (ADS, per-type streams, file sources) and waits, as Envoy does
 /// before going live, for the first clusters and listeners (bounded by the
 /// initial fetch timeout).
 async fn start_dynamic_sources(server: &Arc<Server>) {
-    let (Some(sources), Some(dynamic)) = (&server.snapshot.dynamic_sources, &server.dynamic) else {
+    let Some(dynamic) = &server.dynamic else {
         return;
     };
+    let empty = crate::xds::config::DynamicSources::default();
+    let sources = server.snapshot.dynamic_sources.as_ref().unwrap_or(&empty);
     let sink: Arc<dyn crate::xds::ResourceSink> = dynamic.clone();
     let node = server.snapshot.bootstrap.node.clone().unwrap_or_default();
     for stream in sources.grpc_streams() {
-        let store = server.store.clone();
-        let (stream, node, sink) = (stream.clone(), node.clone(), sink.clone());
+        let (stream, node, sink, stats) = (
+            stream.clone(),
+            node.clone(),
+            sink.clone(),
+            crate::xds::stats::XdsStats::for_service(&server.store, stream.service),
+        );
         tokio::spawn(async move {
-            crate::xds::run_xds_stream(stream, node, sink, &store, std::future::pending::<()>())
+            crate::xds::run_xds_stream(stream, node, sink, stats, std::future::pending::<()>())
                 .await;
         });
     }

@@ -100,6 +100,9 @@ impl Snapshot {
                 None
             }
         };
+        errors
+            .0
+            .extend(super::subscriptions::check_bootstrap(&bootstrap).0);
         errors.into_result(Snapshot {
             dynamic_sources,
             bootstrap,

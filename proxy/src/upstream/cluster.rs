@@ -134,6 +134,11 @@ impl UpstreamCluster {
         self.config.eds_service_name.as_deref()
     }
 
+    /// EDS: where the assignment comes from (ADS or a stream of its own).
+    pub fn eds_source(&self) -> Option<&crate::xds::SourceId> {
+        self.config.eds_source.as_ref()
+    }
+
     /// EDS: how long it warms without an assignment (`None`: until one comes).
     pub fn eds_initial_fetch_timeout(&self) -> Option<std::time::Duration> {
         self.config.eds_initial_fetch_timeout
@@ -156,7 +161,9 @@ impl UpstreamCluster {
         if !errors.is_empty() {
             return Err(errors);
         }
-        self.stats.update_attempt.inc();
+        // `update_attempt`/`update_success` of an EDS cluster are the xDS
+        // subscription's, counted by the xDS client (counting here too
+        // doubled them).
         let endpoints = endpoints
             .iter()
             .filter_map(|endpoint| match endpoint.address {
@@ -165,7 +172,6 @@ impl UpstreamCluster {
             })
             .collect();
         self.update_hosts(endpoints);
-        self.stats.update_success.inc();
         self.mark_initialized();
         Ok(())
     }

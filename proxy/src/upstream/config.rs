@@ -63,6 +63,9 @@ pub(crate) struct ClusterConfig {
     /// For EDS clusters: the name of the `ClusterLoadAssignment` to follow
     /// (`eds_cluster_config.service_name`, else the cluster name).
     pub eds_service_name: Option<String>,
+    /// For EDS clusters: where the assignment comes from (ADS, or a stream
+    /// of its own).
+    pub eds_source: Option<crate::xds::SourceId>,
     /// EDS: how long the cluster warms waiting for its first assignment
     /// (`eds_config.initial_fetch_timeout`, 15 s when unset; `None` for
     /// `0s`: until it comes).
@@ -134,17 +137,23 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
             "healthy_panic_threshold must be between 0 and 100",
         ));
     }
-    if discovery == Discovery::Eds {
-        if let Err(error) = crate::xds::config::require_ads_source(
+    let eds_source = if discovery == Discovery::Eds {
+        match crate::xds::source::subscription_source(
             cluster
                 .eds_cluster_config
                 .as_ref()
                 .and_then(|eds| eds.eds_config.as_ref()),
             "eds_cluster_config.eds_config",
         ) {
-            errors.push(error);
+            Ok(source) => Some(source),
+            Err(error) => {
+                errors.push(error);
+                None
+            }
         }
-    }
+    } else {
+        None
+    };
     let eds_initial_fetch_timeout = crate::config::proto::timeout_or(
         &cluster
             .eds_cluster_config
@@ -197,6 +206,7 @@ pub(crate) fn compile(cluster: &Cluster) -> Result<ClusterConfig, ConfigErrors> 
         stat_name,
         discovery,
         eds_service_name,
+        eds_source,
         eds_initial_fetch_timeout,
         endpoints,
         lb_policy,

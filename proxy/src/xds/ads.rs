@@ -6,22 +6,25 @@
 //! client waits a jittered exponential backoff and reconnects, resuming with
 //! what it holds (SotW: last accepted versions; delta:
 //! `initial_resource_versions`). Nothing already applied is withdrawn while
-//! disconnected: the proxy keeps serving the last good config.
+//! disconnected: the proxy keeps serving the last good config. Requests go
+//! out through the stream's [`RequestPacer`] (`rate_limit_settings`), and
+//! when the sink says subscriptions changed elsewhere (a CDS update on
+//! another stream names new EDS clusters) the stream re-subscribes.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::stats::Store;
-
 use super::config::{ApiType, StreamConfig};
 use super::delta::DeltaClient;
+use super::rate_limit::RequestPacer;
 use super::resource::ResourceSink;
 use super::sotw::SotwClient;
 use super::stats::XdsStats;
@@ -39,28 +42,27 @@ struct StreamEnd {
 
 /// Runs one xDS stream client (ADS or a per-type service) until `shutdown`
 /// completes: connect, stream, and on any failure reconnect after a
-/// backoff. `sink` receives every update.
+/// backoff. `sink` receives every update. `stats` is this stream's
+/// ([`XdsStats::for_service`]: its `control_plane.*` scope).
 pub async fn run_xds_stream(
     config: StreamConfig,
     node: Node,
     sink: Arc<dyn ResourceSink>,
-    stats: &Store,
+    stats: XdsStats,
     shutdown: impl Future<Output = ()>,
 ) {
-    let stats = XdsStats::new(stats);
     let node = with_user_agent(node);
     let mut protocol = match config.api_type {
-        ApiType::Grpc => Protocol::Sotw(SotwClient::new(
-            &config.types,
-            node,
-            config.set_node_on_first_message_only,
-        )),
-        ApiType::DeltaGrpc => Protocol::Delta(DeltaClient::new(
-            &config.types,
-            node,
-            config.set_node_on_first_message_only,
-        )),
+        ApiType::Grpc => Protocol::Sotw(
+            SotwClient::new(&config.types, node, config.set_node_on_first_message_only)
+                .with_source(config.source.clone()),
+        ),
+        ApiType::DeltaGrpc => Protocol::Delta(
+            DeltaClient::new(&config.types, node, config.set_node_on_first_message_only)
+                .with_source(config.source.clone()),
+        ),
     };
+    stats.set_connected(false);
     let mut backoff = config.backoff.clone();
     tokio::pin!(shutdown);
     loop {
@@ -122,79 +124,152 @@ async fn run_stream(
         Protocol::Sotw(client) => {
             let initial = client.start_stream(sink, stats);
             let open = |channel, requests| config.service.open_sotw(channel, requests);
-            let handle = |response| client.handle_response(response, sink, stats);
-            exchange(
+            let step = |event: Event<_>| match event {
+                Event::Response(response) => client.handle_response(response, sink, stats),
+                Event::SubscriptionsChanged => client.resubscribe(sink, stats),
+            };
+            let exchange = Exchange {
                 config,
-                "state of the world",
-                initial,
-                open,
-                handle,
+                protocol: "state of the world",
+                sink,
                 stats,
-                &mut received,
-            )
-            .await
+            };
+            exchange.run(initial, open, step, &mut received).await
         }
         Protocol::Delta(client) => {
             let initial = client.start_stream(sink, stats);
             let open = |channel, requests| config.service.open_delta(channel, requests);
-            let handle = |response| client.handle_response(response, sink, stats);
-            exchange(config, "delta", initial, open, handle, stats, &mut received).await
+            let step = |event: Event<_>| match event {
+                Event::Response(response) => client.handle_response(response, sink, stats),
+                Event::SubscriptionsChanged => client.resubscribe(sink, stats),
+            };
+            let exchange = Exchange {
+                config,
+                protocol: "delta",
+                sink,
+                stats,
+            };
+            exchange.run(initial, open, step, &mut received).await
         }
     };
     StreamEnd { received, reason }
 }
 
-/// One stream of either protocol: connect, send the initial requests, then
-/// hand every response to the state machine and send what it answers.
-/// Returns why the stream ended.
-async fn exchange<Request, Response, Open, Opened>(
-    config: &StreamConfig,
-    protocol: &str,
-    initial: Vec<Request>,
-    open: Open,
-    mut handle: impl FnMut(Response) -> Vec<Request>,
-    stats: &XdsStats,
-    received: &mut bool,
-) -> String
-where
-    Open: FnOnce(Channel, ReceiverStream<Request>) -> Opened,
-    Opened: Future<Output = Result<tonic::Response<tonic::Streaming<Response>>, tonic::Status>>,
-{
-    let channel = match connect(config).await {
-        Ok(channel) => channel,
-        Err(reason) => return reason,
-    };
-    let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
-    for request in initial {
-        let _ = sender.try_send(request);
-    }
-    let mut responses = match open(channel, ReceiverStream::new(requests)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return format!("stream refused: {status}"),
-    };
-    stats.set_connected(true);
-    tracing::info!(
-        server = %config.uri,
-        "xDS: {} stream ({protocol}) established",
-        config.service.short_name()
-    );
-    loop {
-        match responses.message().await {
-            Ok(Some(response)) => {
-                *received = true;
-                let started = std::time::Instant::now();
-                let requests = handle(response);
-                tracing::debug!(target: "sluice::config", elapsed = ?started.elapsed(), "xDS: response decoded, validated and applied");
-                for request in requests {
-                    if sender.send(request).await.is_err() {
-                        return "request stream closed".into();
-                    }
-                }
+/// What the protocol state machine answers.
+enum Event<Response> {
+    Response(Response),
+    /// Subscriptions may have changed (something applied on another stream).
+    SubscriptionsChanged,
+}
+
+/// One stream of either protocol.
+struct Exchange<'a> {
+    config: &'a StreamConfig,
+    protocol: &'static str,
+    sink: &'a dyn ResourceSink,
+    stats: &'a XdsStats,
+}
+
+impl Exchange<'_> {
+    /// Connects, sends the initial requests, then hands every response (and
+    /// every subscription change) to the state machine and sends what it
+    /// answers, paced by the rate limit. Returns why the stream ended.
+    async fn run<Request, Response, Open, Opened>(
+        &self,
+        initial: Vec<Request>,
+        open: Open,
+        mut step: impl FnMut(Event<Response>) -> Vec<Request>,
+        received: &mut bool,
+    ) -> String
+    where
+        Open: FnOnce(Channel, ReceiverStream<Request>) -> Opened,
+        Opened: Future<Output = Result<tonic::Response<tonic::Streaming<Response>>, tonic::Status>>,
+    {
+        let config = self.config;
+        let channel = match connect(config).await {
+            Ok(channel) => channel,
+            Err(reason) => return reason,
+        };
+        let mut pacer = RequestPacer::new(config.rate_limit, self.stats, Instant::now());
+        let (sender, requests) = mpsc::channel(REQUEST_QUEUE);
+        for request in initial {
+            for ready in pacer.push(request, Instant::now()) {
+                let _ = sender.try_send(ready);
             }
-            Ok(None) => return "server ended the stream".into(),
-            Err(status) => return format!("stream error: {status}"),
+        }
+        let mut responses = match open(channel, ReceiverStream::new(requests)).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                pacer.clear();
+                return format!("stream refused: {status}");
+            }
+        };
+        self.stats.set_connected(true);
+        tracing::info!(
+            server = %config.uri,
+            "xDS: {} stream ({}) established",
+            config.service.short_name(),
+            self.protocol
+        );
+        let mut changes = self
+            .sink
+            .subscription_changes()
+            .unwrap_or_else(|| watch::channel(0).1);
+        // What changed while connecting (the receiver only sees later ticks).
+        let mut ready = Vec::new();
+        for request in step(Event::SubscriptionsChanged) {
+            ready.extend(pacer.push(request, Instant::now()));
+        }
+        if !send_all(&sender, ready).await {
+            pacer.clear();
+            return "request stream closed".into();
+        }
+        let reason = loop {
+            let wake = pacer.wake_in(Instant::now());
+            let event = tokio::select! {
+                message = responses.message() => match message {
+                    Ok(Some(response)) => {
+                        *received = true;
+                        Event::Response(response)
+                    }
+                    Ok(None) => break "server ended the stream".to_string(),
+                    Err(status) => break format!("stream error: {status}"),
+                },
+                Ok(()) = changes.changed() => Event::SubscriptionsChanged,
+                _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => {
+                    if !send_all(&sender, pacer.ready(Instant::now())).await {
+                        break "request stream closed".into();
+                    }
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let is_response = matches!(event, Event::Response(_));
+            let requests = step(event);
+            if is_response {
+                tracing::debug!(target: "sluice::config", elapsed = ?started.elapsed(), "xDS: response decoded, validated and applied");
+            }
+            let mut ready = Vec::new();
+            for request in requests {
+                ready.extend(pacer.push(request, Instant::now()));
+            }
+            if !send_all(&sender, ready).await {
+                break "request stream closed".into();
+            }
+        };
+        pacer.clear();
+        reason
+    }
+}
+
+/// Sends requests in order; false when the stream is gone.
+async fn send_all<Request>(sender: &mpsc::Sender<Request>, requests: Vec<Request>) -> bool {
+    for request in requests {
+        if sender.send(request).await.is_err() {
+            return false;
         }
     }
+    true
 }
 
 /// The node as sent: Envoy fills in `user_agent_name` and its version

@@ -2,7 +2,10 @@
 //! [`StreamConfig`]s (the ADS stream, and a stream of its own for
 //! `lds_config`/`cds_config` with an `api_config_source`: the server's
 //! address, SotW or delta, which service and types) and the file-based
-//! sources (`path_config_source` for LDS/CDS).
+//! sources (`path_config_source` for LDS/CDS). EDS and RDS streams of their
+//! own are named by clusters and listeners, not here: [`api_stream_config`]
+//! turns such a source into a [`StreamConfig`] when it is first used
+//! (see [`super::source_streams`]).
 //!
 //! A gRPC server is reached through a static cluster, as in Envoy:
 //! `grpc_services[0].envoy_grpc.cluster_name` names it, and the client
@@ -25,8 +28,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use crate::config::{ConfigError, ConfigErrors};
 
 use super::backoff::Backoff;
+use super::rate_limit::RateLimit;
 use super::resource::type_urls;
 use super::services::DiscoveryService;
+use super::source::{SourceId, ADS_NOT_CONFIGURED};
 
 /// State-of-the-world or incremental.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,11 @@ pub struct StreamConfig {
     pub backoff: Backoff,
     /// Limit on establishing the connection.
     pub connect_timeout: Duration,
+    /// `rate_limit_settings`: a token bucket on the requests sent.
+    pub rate_limit: Option<RateLimit>,
+    /// Which subscriptions the stream carries for EDS/RDS: the ADS ones,
+    /// or those naming this `api_config_source`.
+    pub source: SourceId,
 }
 
 /// A file-based source of one type (`path_config_source`).
@@ -101,6 +111,7 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
     };
     let mut errors = ConfigErrors::default();
     let mut ads_types = Vec::new();
+    let mut ads_fields = Vec::new();
     for (field, source, type_url, service) in [
         (
             "cds_config",
@@ -118,7 +129,10 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
         let path = format!("dynamic_resources.{field}");
         let Some(source) = source else { continue };
         match config_source_kind(source, &path) {
-            Ok(SourceKind::Ads) => ads_types.push(type_url),
+            Ok(SourceKind::Ads) => {
+                ads_types.push(type_url);
+                ads_fields.push(field);
+            }
             Ok(SourceKind::File(file)) => sources.files.push(FileSource {
                 type_url,
                 path: file,
@@ -159,47 +173,15 @@ pub fn dynamic_sources(bootstrap: &Bootstrap) -> Result<DynamicSources, ConfigEr
             }
             Err(error) => errors.push(error),
         }
-    } else if !ads_types.is_empty() {
-        errors.push(ConfigError::new(
-            "dynamic_resources",
-            "lds_config/cds_config use 'ads' but there is no ads_config",
-        ));
+    } else {
+        for field in ads_fields {
+            errors.push(ConfigError::new(
+                format!("dynamic_resources.{field}.ads"),
+                ADS_NOT_CONFIGURED,
+            ));
+        }
     }
     errors.into_result(sources)
-}
-
-/// Checks the config source of a per-resource subscription (RDS in a
-/// connection manager, EDS in a cluster): Sluice delivers those over the
-/// ADS stream only (a stream of their own is not implemented, unlike LDS
-/// and CDS), so any other source is an error rather than a subscription
-/// silently moved to ADS. `path` is the ConfigSource's own
-/// path (errors name it).
-pub fn require_ads_source(source: Option<&ConfigSource>, path: &str) -> Result<(), ConfigError> {
-    let Some(source) = source else {
-        return Err(ConfigError::new(
-            path,
-            "a config source is required (ads: {})",
-        ));
-    };
-    #[allow(deprecated)]
-    match &source.config_source_specifier {
-        Some(ConfigSourceSpecifier::Ads(_)) => Ok(()),
-        Some(ConfigSourceSpecifier::ApiConfigSource(_)) => Err(ConfigError::new(
-            format!("{path}.api_config_source"),
-            "a separate (non-ADS) xDS stream for EDS/RDS is not supported by Sluice yet (only lds_config and cds_config may have their own); use ads: {}",
-        )),
-        Some(ConfigSourceSpecifier::PathConfigSource(_) | ConfigSourceSpecifier::Path(_)) => {
-            Err(ConfigError::new(
-                format!("{path}.path_config_source"),
-                "file-based EDS/RDS is not supported by Sluice yet; use ads: {}",
-            ))
-        }
-        Some(ConfigSourceSpecifier::Self_(_)) => Err(ConfigError::new(
-            format!("{path}.self"),
-            "'self' config sources are not supported by Sluice",
-        )),
-        None => Err(ConfigError::new(path, "no config source given (ads: {})")),
-    }
 }
 
 enum SourceKind<'a> {
@@ -240,8 +222,8 @@ fn config_source_kind<'a>(
 
 /// Reads an `ApiConfigSource` (`ads_config`, or the `api_config_source` of
 /// a type with its own stream) at `path` into a stream for `service`; its
-/// `types` are left for the caller to fill in.
-fn grpc_stream_config(
+/// `types` are left for the caller to fill in (and `source` is ADS).
+pub fn grpc_stream_config(
     bootstrap: &Bootstrap,
     api: &ApiConfigSource,
     path: &str,
@@ -301,6 +283,12 @@ fn grpc_stream_config(
         uri,
         cluster_name,
         set_node_on_first_message_only: api.set_node_on_first_message_only,
+        rate_limit: api
+            .rate_limit_settings
+            .as_ref()
+            .map(|settings| RateLimit::from_proto(settings, &format!("{path}.rate_limit_settings")))
+            .transpose()?,
+        source: SourceId::Ads,
         types: Vec::new(),
         backoff: Backoff::envoy_default(),
         connect_timeout: cluster
@@ -309,6 +297,25 @@ fn grpc_stream_config(
             .map(crate::config::proto::duration)
             .unwrap_or(Duration::from_secs(5)),
     })
+}
+
+/// The stream for an EDS or RDS `source` of its own (`type_url` is
+/// ENDPOINT or ROUTE); `path` names it in errors. `None` for ADS.
+pub fn api_stream_config(
+    bootstrap: &Bootstrap,
+    source: &SourceId,
+    type_url: &'static str,
+    path: &str,
+) -> Option<Result<StreamConfig, ConfigError>> {
+    let api = source.api_config_source()?;
+    let service = DiscoveryService::for_type(type_url)?;
+    Some(
+        grpc_stream_config(bootstrap, &api, path, service).map(|mut config| {
+            config.types = vec![type_url];
+            config.source = source.clone();
+            config
+        }),
+    )
 }
 
 /// `http://address:port` of the first endpoint of a cluster's load assignment.

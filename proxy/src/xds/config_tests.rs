@@ -4,6 +4,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
 use super::*;
 use crate::config::parse_message;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
 const STATIC_XDS_CLUSTER: &str = r#"
 static_resources:
@@ -188,7 +189,7 @@ fn bad_dynamic_resources_name_the_field() {
         ),
         (
             "dynamic_resources:\n  lds_config: { ads: {}, resource_api_version: V3 }\n",
-            "dynamic_resources: lds_config/cds_config use 'ads' but there is no ads_config",
+            "dynamic_resources.lds_config.ads: ADS must be configured to support an ADS config source (dynamic_resources.ads_config is missing)",
         ),
         (
             "dynamic_resources:\n  cds_config:\n    resource_api_version: V3\n    api_config_source: { api_type: GRPC, transport_api_version: V3 }\n",
@@ -220,37 +221,33 @@ fn no_dynamic_resources_means_nothing_to_run() {
 }
 
 #[test]
-fn eds_and_rds_sources_other_than_ads_are_rejected_by_path() {
-    let source = |yaml: &str| parse_message::<ConfigSource>(yaml).unwrap();
-    assert!(require_ads_source(Some(&source("ads: {}")), "rds.config_source").is_ok());
-    let cases = [
-        (
-            "api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}",
-            "rds.config_source.api_config_source: a separate (non-ADS) xDS stream for EDS/RDS is not supported",
-        ),
-        (
-            "path_config_source: {path: /tmp/eds.yaml}",
-            "rds.config_source.path_config_source: file-based EDS/RDS is not supported",
-        ),
-        ("initial_fetch_timeout: 1s", "rds.config_source: no config source given"),
-    ];
-    for (yaml, expected) in cases {
-        let error = require_ads_source(Some(&source(yaml)), "rds.config_source")
-            .unwrap_err()
-            .to_string();
-        assert!(error.starts_with(expected), "{yaml}: {error}");
-    }
-    let missing = require_ads_source(None, "eds_cluster_config.eds_config").unwrap_err();
-    assert!(
-        missing.to_string().contains("a config source is required"),
-        "{missing}"
-    );
+fn an_eds_cluster_with_its_own_stream_compiles_with_its_source() {
+    let cluster = parse_message::<Cluster>(
+        "name: web\ntype: EDS\neds_cluster_config: {eds_config: {resource_api_version: V3, api_config_source: {api_type: DELTA_GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}}}",
+    )
+    .unwrap();
+    let manager =
+        crate::upstream::ClusterManager::compile(&[], &crate::stats::Store::new()).unwrap();
+    manager.add_or_update(&cluster).unwrap();
+    let set = manager.snapshot();
+    let web = set.iter().find(|c| c.name() == "web").unwrap();
+    let source = web.eds_source().unwrap().clone();
+    assert_eq!(source.describe(), "DELTA_GRPC via cluster 'xds'");
+    let stream = api_stream_config(&bootstrap(""), &source, type_urls::ENDPOINT, "p")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream.service, DiscoveryService::Endpoints);
+    assert_eq!(stream.api_type, ApiType::DeltaGrpc);
+    assert_eq!(stream.types, [type_urls::ENDPOINT]);
+    assert_eq!(stream.uri, "http://127.0.0.1:18000");
+    assert_eq!(stream.source, source);
+    assert!(api_stream_config(&bootstrap(""), &SourceId::Ads, type_urls::ENDPOINT, "p").is_none());
 }
 
 #[test]
-fn an_eds_cluster_with_its_own_stream_is_rejected() {
+fn an_eds_cluster_with_a_rest_source_is_rejected() {
     let cluster = parse_message::<Cluster>(
-        "name: web\ntype: EDS\neds_cluster_config: {eds_config: {api_config_source: {api_type: GRPC}}}",
+        "name: web\ntype: EDS\neds_cluster_config: {eds_config: {api_config_source: {api_type: REST}}}",
     )
     .unwrap();
     let errors = crate::upstream::ClusterManager::compile(&[], &crate::stats::Store::new())
@@ -259,7 +256,48 @@ fn an_eds_cluster_with_its_own_stream_is_rejected() {
         .unwrap_err()
         .to_string();
     assert!(
-        errors.contains("eds_cluster_config.eds_config.api_config_source"),
+        errors.contains("eds_cluster_config.eds_config.api_config_source.api_type: GRPC or DELTA_GRPC is required"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn rate_limit_settings_are_read_with_envoys_defaults() {
+    let sources = dynamic_sources(&validated_bootstrap(
+        "dynamic_resources:\n  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}], rate_limit_settings: {}}\n  cds_config:\n    resource_api_version: V3\n    api_config_source: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}], rate_limit_settings: {max_tokens: 5, fill_rate: 2.5}}\n",
+    ))
+    .unwrap();
+    let limit = |max_tokens, fill_rate| {
+        Some(RateLimit {
+            max_tokens,
+            fill_rate,
+        })
+    };
+    assert_eq!(sources.ads.unwrap().rate_limit, limit(100, 10.0));
+    assert_eq!(sources.streams[0].rate_limit, limit(5, 2.5));
+    let errors = dynamic_sources(&bootstrap(
+        "dynamic_resources:\n  ads_config: {api_type: GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds}}], rate_limit_settings: {fill_rate: 0}}\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.starts_with(
+            "dynamic_resources.ads_config.rate_limit_settings.fill_rate: must be a positive number"
+        ),
+        "{errors}"
+    );
+}
+
+#[test]
+fn ads_without_ads_config_is_rejected_naming_the_field() {
+    let errors = dynamic_sources(&bootstrap(
+        "dynamic_resources:\n  cds_config: {ads: {}, resource_api_version: V3}\n  lds_config: {ads: {}, resource_api_version: V3}\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(errors.contains("dynamic_resources.cds_config.ads: ADS must be configured to support an ADS config source"), "{errors}");
+    assert!(
+        errors.contains("dynamic_resources.lds_config.ads: ADS must be configured"),
         "{errors}"
     );
 }

@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use super::decode::decode_wrapped;
 use super::nack::error_detail;
 use super::resource::{Resource, ResourceSink, Subscription};
+use super::source::SourceId;
 use super::stats::{record_started_subscriptions, record_stream_failure, UpdateEvent, XdsStats};
 
 /// One type's delta state.
@@ -39,6 +40,8 @@ pub struct DeltaClient {
     node: Node,
     node_on_every_request: bool,
     node_sent_on_stream: bool,
+    /// The source whose EDS/RDS subscriptions this stream carries.
+    source: SourceId,
     types: Vec<DeltaType>,
 }
 
@@ -48,6 +51,7 @@ impl DeltaClient {
             node,
             node_on_every_request: !set_node_on_first_message_only,
             node_sent_on_stream: false,
+            source: SourceId::Ads,
             types: types
                 .iter()
                 .map(|type_url| DeltaType {
@@ -59,6 +63,23 @@ impl DeltaClient {
                 })
                 .collect(),
         }
+    }
+
+    /// The stream carries the EDS/RDS subscriptions of `source` (ADS by default).
+    pub fn with_source(mut self, source: SourceId) -> DeltaClient {
+        self.source = source;
+        self
+    }
+
+    /// Requests for subscriptions that changed because of something applied
+    /// elsewhere (another stream's CDS/LDS update).
+    pub fn resubscribe(
+        &mut self,
+        sink: &dyn ResourceSink,
+        stats: &XdsStats,
+    ) -> Vec<DeltaDiscoveryRequest> {
+        let requests = self.subscription_requests(sink, stats);
+        self.with_node(requests)
     }
 
     pub fn type_state(&self, type_url: &str) -> Option<&DeltaType> {
@@ -160,6 +181,7 @@ impl DeltaClient {
         let state = &mut self.types[index];
         for (name, version) in accepted {
             if let Some(prefix) = sink.resource_stats_prefix(&type_url, &name) {
+                stats.resource_subscribed(&prefix);
                 stats.record(&prefix, UpdateEvent::Attempt, None);
                 let event = if rejected.contains(&name) {
                     UpdateEvent::Rejected
@@ -203,8 +225,9 @@ impl DeltaClient {
         stats: &XdsStats,
     ) -> Vec<DeltaDiscoveryRequest> {
         let mut requests = Vec::new();
+        let source = self.source.clone();
         for state in &mut self.types {
-            let wanted = sink.subscriptions(&state.type_url);
+            let wanted = sink.source_subscriptions(&state.type_url, &source);
             record_started_subscriptions(stats, sink, &state.type_url, &mut state.started, &wanted);
             let request = match &state.sent {
                 None if wanted.is_empty() => continue,

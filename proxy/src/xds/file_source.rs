@@ -4,6 +4,10 @@
 //! at start and polled for changes; each change is one state-of-the-world
 //! update through the same state machine as ADS (so removal and
 //! per-resource rejection behave the same), without anyone to ACK to.
+//! An EDS/RDS file (a cluster's or connection manager's
+//! `path_config_source`) applies only the names that use that file, and is
+//! read again when those change (a new cluster may want what the file
+//! already held).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,8 +20,9 @@ use crate::config::parse_message;
 use crate::stats::Store;
 
 use super::config::FileSource;
-use super::resource::ResourceSink;
+use super::resource::{type_urls, ResourceSink};
 use super::sotw::SotwClient;
+use super::source::SourceId;
 use super::stats::{UpdateEvent, XdsStats};
 
 /// How often the file is checked for a change.
@@ -34,10 +39,19 @@ pub struct FileWatch {
 impl FileWatch {
     pub fn new(source: FileSource, stats: &Store) -> FileWatch {
         FileWatch {
-            client: SotwClient::new(&[source.type_url], Node::default(), true),
+            client: SotwClient::new(&[source.type_url], Node::default(), true)
+                .with_source(SourceId::File(source.path.clone())),
             source,
             stats: XdsStats::new(stats),
             last: None,
+        }
+    }
+
+    /// Subscriptions changed: an EDS/RDS file is applied again at the next
+    /// poll even if unchanged (LDS/CDS files take everything anyway).
+    pub fn subscriptions_changed(&mut self) {
+        if !type_urls::is_full_state(self.source.type_url) {
+            self.last = None;
         }
     }
 
@@ -118,11 +132,19 @@ pub async fn run_file_sources(
     tokio::pin!(shutdown);
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = sink
+        .subscription_changes()
+        .unwrap_or_else(|| tokio::sync::watch::channel(0).1);
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 for watch in &mut watches {
                     watch.poll(sink.as_ref());
+                }
+            }
+            Ok(()) = changes.changed() => {
+                for watch in &mut watches {
+                    watch.subscriptions_changed();
                 }
             }
             _ = &mut shutdown => return,

@@ -3,7 +3,8 @@
 //! Sluice receives Listener, RouteConfiguration, Cluster and
 //! ClusterLoadAssignment resources from a control plane over ADS (one gRPC
 //! stream, state-of-the-world or incremental/delta), over a type's own
-//! stream (LDS/CDS `api_config_source`), or from files
+//! stream (an `api_config_source` for LDS/CDS, or for EDS/RDS in a cluster
+//! or connection manager), or from files
 //! (`path_config_source`). This module owns the protocol: subscriptions,
 //! version/nonce bookkeeping, ACK/NACK with `error_detail`, reconnecting with
 //! backoff and resuming. What a resource *means* is not its business: it hands
@@ -16,6 +17,10 @@
 //! - [`ads`]: the gRPC transport: connect, stream, reconnect, resume.
 //! - [`services`]: which gRPC service a stream opens on (ADS or per type).
 //! - [`config`]: `dynamic_resources` in the bootstrap → [`StreamConfig`]s.
+//! - [`source`]: the config source of an EDS/RDS subscription (ADS or a
+//!   stream of its own); [`source_streams`] runs one stream per distinct
+//!   source that clusters and listeners name.
+//! - [`rate_limit`]: `rate_limit_settings`, a token bucket on requests.
 //! - [`file_source`]: `path_config_source` files, polled for changes.
 //! - [`stats`]: Envoy's subscription stat names.
 //!
@@ -37,15 +42,19 @@ pub mod decode;
 pub mod delta;
 pub mod file_source;
 pub mod nack;
+pub mod rate_limit;
 pub mod resource;
 pub mod services;
 pub mod sotw;
+pub mod source;
+pub mod source_streams;
 pub mod stats;
 
 pub use ads::run_xds_stream;
 pub use config::{ApiType, StreamConfig};
 pub use resource::{type_urls, Resource, ResourceSink, Subscription};
 pub use services::DiscoveryService;
+pub use source::SourceId;
 
 #[cfg(test)]
 mod test_sink;

@@ -5,6 +5,9 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::google::protobuf::Any;
+use tokio::sync::watch;
+
+use super::source::SourceId;
 
 /// The resource type URLs of xDS v3, in the order Envoy subscribes to them
 /// (clusters before listeners; endpoints and routes follow what those name).
@@ -105,8 +108,35 @@ pub trait ResourceSink: Send + Sync + 'static {
     ) -> Vec<(String, String)>;
 
     /// The names the client must subscribe to for a type (EDS clusters, RDS
-    /// route configs), recomputed after each apply.
+    /// route configs) over ADS, recomputed after each apply.
     fn subscriptions(&self, type_url: &str) -> Subscription;
+
+    /// The names to subscribe to for a type on the stream (or file) of
+    /// `source`: ADS, and LDS/CDS anywhere, as
+    /// [`ResourceSink::subscriptions`]; a source of its own carries only
+    /// the EDS/RDS names that name it.
+    fn source_subscriptions(&self, type_url: &str, source: &SourceId) -> Subscription {
+        if *source == SourceId::Ads || type_urls::is_full_state(type_url) {
+            self.subscriptions(type_url)
+        } else {
+            Subscription::Names(BTreeSet::new())
+        }
+    }
+
+    /// The EDS/RDS sources of their own (`api_config_source`,
+    /// `path_config_source`) that clusters and listeners in force (or
+    /// warming) use, with the type each carries: a stream or a file watch
+    /// runs for each.
+    fn api_sources(&self) -> BTreeSet<(&'static str, SourceId)> {
+        BTreeSet::new()
+    }
+
+    /// Ticks whenever subscriptions may have changed because of something
+    /// applied on another stream (a CDS update names new EDS clusters, an
+    /// LDS update new route configs): streams then re-subscribe.
+    fn subscription_changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 
     /// The stat prefix for one resource's own subscription stats, when Envoy
     /// keeps them per resource: `cluster.<name>.` for EDS (the default) and

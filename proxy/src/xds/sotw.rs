@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::decode::{decode_sotw, Decoded};
 use super::nack::error_detail;
 use super::resource::{type_urls, Resource, ResourceSink, Subscription};
+use super::source::SourceId;
 use super::stats::{record_started_subscriptions, record_stream_failure, UpdateEvent, XdsStats};
 
 /// One type's protocol state.
@@ -45,6 +46,8 @@ pub struct SotwClient {
     node: Node,
     node_on_every_request: bool,
     node_sent_on_stream: bool,
+    /// The source whose EDS/RDS subscriptions this stream carries.
+    source: SourceId,
     types: Vec<SotwType>,
 }
 
@@ -56,6 +59,7 @@ impl SotwClient {
             node,
             node_on_every_request: !set_node_on_first_message_only,
             node_sent_on_stream: false,
+            source: SourceId::Ads,
             types: types
                 .iter()
                 .map(|type_url| SotwType {
@@ -69,6 +73,22 @@ impl SotwClient {
                 })
                 .collect(),
         }
+    }
+
+    /// The stream carries the EDS/RDS subscriptions of `source` (ADS by default).
+    pub fn with_source(mut self, source: SourceId) -> SotwClient {
+        self.source = source;
+        self
+    }
+
+    /// Requests for subscriptions that changed because of something applied
+    /// elsewhere (another stream's CDS/LDS update).
+    pub fn resubscribe(
+        &mut self,
+        sink: &dyn ResourceSink,
+        stats: &XdsStats,
+    ) -> Vec<DiscoveryRequest> {
+        self.subscription_requests(sink, stats)
     }
 
     /// The state of one type, for inspection.
@@ -161,7 +181,7 @@ impl SotwClient {
         stats: &XdsStats,
     ) -> Vec<(String, String)> {
         let type_url = response.type_url.as_str();
-        let wanted = sink.subscriptions(type_url);
+        let wanted = sink.source_subscriptions(type_url, &self.source);
         let mut errors = Vec::new();
         let mut decoded: Vec<Decoded> = Vec::new();
         let mut seen = BTreeSet::new();
@@ -216,6 +236,7 @@ impl SotwClient {
         }
         for name in &present {
             if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+                stats.resource_subscribed(&prefix);
                 stats.record(&prefix, UpdateEvent::Attempt, None);
                 if rejected.contains(name.as_str()) {
                     stats.record(&prefix, UpdateEvent::Rejected, None);
@@ -236,7 +257,7 @@ impl SotwClient {
     ) -> Vec<DiscoveryRequest> {
         let mut requests = Vec::new();
         for index in 0..self.types.len() {
-            let wanted = sink.subscriptions(&self.types[index].type_url);
+            let wanted = sink.source_subscriptions(&self.types[index].type_url, &self.source);
             let state = &mut self.types[index];
             record_started_subscriptions(stats, sink, &state.type_url, &mut state.started, &wanted);
             let changed = match &state.sent {

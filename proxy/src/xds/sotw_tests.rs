@@ -391,3 +391,30 @@ fn responses_for_unsubscribed_types_are_ignored() {
     assert!(requests.is_empty());
     assert!(sink.calls.lock().unwrap().is_empty());
 }
+
+#[test]
+fn a_stream_of_its_own_carries_only_its_sources_names_and_follows_changes() {
+    let sink = FakeSink::default();
+    let stats = XdsStats::new(&Store::new());
+    let own = SourceId::File("/routes.yaml".into());
+    sink.routes.lock().unwrap().insert("over-ads".into());
+    let mut client = SotwClient::new(&[ROUTE], node(), false).with_source(own.clone());
+    assert!(
+        client.start_stream(&sink, &stats).is_empty(),
+        "nothing uses the source yet"
+    );
+    sink.own_routes
+        .lock()
+        .unwrap()
+        .insert(own.clone(), ["mine".to_string()].into());
+    // Another stream's LDS update named a route config on this source.
+    let requests = client.resubscribe(&sink, &stats);
+    assert_eq!(only(&requests, ROUTE).resource_names, ["mine"]);
+    assert!(client.resubscribe(&sink, &stats).is_empty(), "nothing new");
+    sink.own_routes.lock().unwrap().clear();
+    let requests = client.resubscribe(&sink, &stats);
+    assert!(
+        only(&requests, ROUTE).resource_names.is_empty(),
+        "unsubscribed"
+    );
+}

@@ -1,9 +1,17 @@
 //! xDS stats under Envoy's names.
 //!
-//! - `control_plane.connected_state` (gauge): 1 while the ADS stream is up.
-//!   Per-type streams (LDS/CDS with their own `api_config_source`) write
-//!   the same gauge, so with several streams it shows the state of the one
-//!   that last connected or broke.
+//! - `control_plane.connected_state` (gauge, 1 while the stream is up),
+//!   `control_plane.rate_limit_enforced` (counter) and
+//!   `control_plane.pending_requests` (gauge, see [`super::rate_limit`]):
+//!   per gRPC stream, under the scope of what subscribes on it, as Envoy
+//!   names them (checked against Envoy 1.40 with several muxes): the ADS
+//!   stream at the root (`control_plane.*`), a CDS or LDS stream of its own
+//!   under `cluster_manager.cds.` / `listener_manager.lds.`, and an EDS or
+//!   RDS stream of its own under each resource using it
+//!   (`cluster.<name>.control_plane.*`,
+//!   `http.<stat_prefix>.rds.<route_config>.control_plane.*`). So the root
+//!   gauge is ADS's alone; a separate EDS control plane that dies shows in
+//!   `cluster.<name>.control_plane.connected_state`.
 //! - Per subscription, with Envoy's subscription stat names
 //!   (`update_attempt`, `update_success`, `update_rejected`, `update_failure`,
 //!   `version` — the xxHash64 of the last accepted `version_info`):
@@ -12,8 +20,12 @@
 //!   (`http.<stat_prefix>.rds.<name>.*`), whose prefixes the sink supplies.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::stats::{Gauge, Store};
+use crate::stats::Store;
+
+use super::services::DiscoveryService;
 
 use super::resource::{type_urls, ResourceSink, Subscription};
 
@@ -45,24 +57,115 @@ pub enum UpdateEvent {
     Failure,
 }
 
-/// Stats recording for the xDS client.
+/// Where one stream's `control_plane.*` stats go.
+struct ControlPlaneScope {
+    /// Fixed prefixes (ADS: the root; CDS/LDS of their own: their scope).
+    fixed: Vec<String>,
+    /// EDS/RDS of their own: the prefixes of the resources subscribed.
+    per_resource: bool,
+    resources: Mutex<BTreeSet<String>>,
+    connected: AtomicBool,
+}
+
+/// Stats recording for the xDS client (one per stream, [`XdsStats::for_service`]).
 #[derive(Clone)]
 pub struct XdsStats {
     store: Store,
-    connected_state: Gauge,
+    scope: Arc<ControlPlaneScope>,
 }
 
 impl XdsStats {
+    /// The stats of the ADS stream (`control_plane.*` at the root).
     pub fn new(store: &Store) -> XdsStats {
+        XdsStats::for_service(store, DiscoveryService::Aggregated)
+    }
+
+    /// The stats of a stream on `service`: ADS at the root, CDS/LDS under
+    /// their managers' scope, EDS/RDS under each resource subscribed.
+    pub fn for_service(store: &Store, service: DiscoveryService) -> XdsStats {
+        let fixed = match service {
+            DiscoveryService::Aggregated => vec![String::new()],
+            DiscoveryService::Clusters => vec!["cluster_manager.cds.".to_string()],
+            DiscoveryService::Listeners => vec!["listener_manager.lds.".to_string()],
+            DiscoveryService::Endpoints | DiscoveryService::Routes => Vec::new(),
+        };
         XdsStats {
             store: store.clone(),
-            connected_state: store.gauge("control_plane.connected_state"),
+            scope: Arc::new(ControlPlaneScope {
+                per_resource: fixed.is_empty(),
+                fixed,
+                resources: Mutex::new(BTreeSet::new()),
+                connected: AtomicBool::new(false),
+            }),
         }
     }
 
-    /// `control_plane.connected_state`.
+    /// The store the stats are recorded in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        let resources = self
+            .scope
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.scope
+            .fixed
+            .iter()
+            .chain(resources.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// `control_plane.connected_state` of this stream.
     pub fn set_connected(&self, connected: bool) {
-        self.connected_state.set(i64::from(connected));
+        self.scope.connected.store(connected, Ordering::Relaxed);
+        for scope in self.scopes() {
+            self.store
+                .gauge(&format!("{scope}control_plane.connected_state"))
+                .set(i64::from(connected));
+        }
+    }
+
+    /// A resource subscribed on this stream, whose stats live under
+    /// `prefix`: an EDS/RDS stream of its own reports its `control_plane.*`
+    /// there too.
+    pub fn resource_subscribed(&self, prefix: &str) {
+        if !self.scope.per_resource {
+            return;
+        }
+        let new = self
+            .scope
+            .resources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(prefix.to_string());
+        if new {
+            let connected = self.scope.connected.load(Ordering::Relaxed);
+            self.store
+                .gauge(&format!("{prefix}control_plane.connected_state"))
+                .set(i64::from(connected));
+        }
+    }
+
+    /// `control_plane.rate_limit_enforced`: a request had to wait.
+    pub fn rate_limit_enforced(&self) {
+        for scope in self.scopes() {
+            self.store
+                .counter(&format!("{scope}control_plane.rate_limit_enforced"))
+                .inc();
+        }
+    }
+
+    /// `control_plane.pending_requests` changes by `delta`.
+    pub fn pending_requests(&self, delta: i64) {
+        for scope in self.scopes() {
+            self.store
+                .gauge(&format!("{scope}control_plane.pending_requests"))
+                .add(delta);
+        }
     }
 
     /// Records `event` under `prefix` (which ends in `.`); on success also
@@ -106,6 +209,7 @@ pub fn record_started_subscriptions(
     let names = wanted.name_set();
     for name in names.difference(tracked) {
         if let Some(prefix) = sink.resource_stats_prefix(type_url, name) {
+            stats.resource_subscribed(&prefix);
             stats.record(&prefix, UpdateEvent::Attempt, None);
         }
     }
@@ -170,5 +274,54 @@ mod tests {
         assert_eq!(store.counter("cluster.backend.update_success").value(), 1);
         // Envoy's documented example: the hash of "" is xxh64 seed 0.
         assert_eq!(version_hash(""), 0xef46db3751d8e999_u64 as i64);
+    }
+
+    #[test]
+    fn control_plane_stats_are_per_stream_under_envoys_scopes() {
+        let store = Store::new();
+        let gauge = |name: &str| store.gauge(name).value();
+        let ads = XdsStats::new(&store);
+        let cds = XdsStats::for_service(&store, DiscoveryService::Clusters);
+        let eds = XdsStats::for_service(&store, DiscoveryService::Endpoints);
+        ads.set_connected(true);
+        cds.set_connected(true);
+        eds.resource_subscribed("cluster.a.");
+        eds.set_connected(true);
+        eds.resource_subscribed("cluster.b.");
+        assert_eq!(gauge("control_plane.connected_state"), 1);
+        assert_eq!(
+            gauge("cluster_manager.cds.control_plane.connected_state"),
+            1
+        );
+        assert_eq!(gauge("cluster.a.control_plane.connected_state"), 1);
+        assert_eq!(
+            gauge("cluster.b.control_plane.connected_state"),
+            1,
+            "joins connected"
+        );
+        eds.set_connected(false);
+        assert_eq!(gauge("cluster.a.control_plane.connected_state"), 0);
+        assert_eq!(gauge("cluster.b.control_plane.connected_state"), 0);
+        assert_eq!(gauge("control_plane.connected_state"), 1, "ADS is its own");
+        ads.resource_subscribed("cluster.c.");
+        assert!(
+            !store
+                .gauge("cluster.c.control_plane.connected_state")
+                .used(),
+            "ADS reports at the root only"
+        );
+        eds.rate_limit_enforced();
+        eds.pending_requests(2);
+        assert_eq!(
+            store
+                .counter("cluster.a.control_plane.rate_limit_enforced")
+                .value(),
+            1
+        );
+        assert_eq!(gauge("cluster.b.control_plane.pending_requests"), 2);
+        assert_eq!(
+            store.counter("control_plane.rate_limit_enforced").value(),
+            0
+        );
     }
 }

@@ -13,6 +13,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
 use super::resource::{type_urls, Resource, ResourceSink, Subscription};
+use super::source::SourceId;
 
 /// One `apply` call: (type, updated names, removed names, state of the world).
 pub type ApplyCall = (String, Vec<String>, Vec<String>, bool);
@@ -27,6 +28,8 @@ pub struct FakeSink {
     pub reject: Mutex<BTreeMap<String, String>>,
     /// The route configs wanted.
     pub routes: Mutex<BTreeSet<String>>,
+    /// The route configs wanted from sources of their own.
+    pub own_routes: Mutex<BTreeMap<SourceId, BTreeSet<String>>>,
 }
 
 impl FakeSink {
@@ -88,6 +91,22 @@ impl ResourceSink for FakeSink {
             type_urls::CLUSTER | type_urls::LISTENER => Subscription::Wildcard,
             type_urls::ENDPOINT => Subscription::names(self.names(type_urls::CLUSTER)),
             _ => Subscription::Names(self.routes.lock().unwrap().clone()),
+        }
+    }
+
+    fn source_subscriptions(&self, type_url: &str, source: &SourceId) -> Subscription {
+        match (source, type_url) {
+            (SourceId::Ads, _) => self.subscriptions(type_url),
+            (_, _) if type_urls::is_full_state(type_url) => self.subscriptions(type_url),
+            (_, type_urls::ROUTE) => Subscription::Names(
+                self.own_routes
+                    .lock()
+                    .unwrap()
+                    .get(source)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            _ => Subscription::Names(BTreeSet::new()),
         }
     }
 }

@@ -118,14 +118,19 @@ impl HttpConnectionManager {
                         "must not be empty",
                     ));
                     None
-                } else if let Err(error) = crate::xds::config::require_ads_source(
-                    rds.config_source.as_ref(),
-                    "rds.config_source",
-                ) {
-                    errors.push(error);
-                    None
                 } else {
-                    Some(Routes::Rds(context.routes.provider(&rds.route_config_name)))
+                    match crate::xds::source::subscription_source(
+                        rds.config_source.as_ref(),
+                        "rds.config_source",
+                    ) {
+                        Ok(source) => Some(Routes::Rds(
+                            context.routes.provider_from(&rds.route_config_name, source),
+                        )),
+                        Err(error) => {
+                            errors.push(error);
+                            None
+                        }
+                    }
                 }
             }
             _ => {
