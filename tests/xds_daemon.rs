@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use harness::{cluster_yaml, endpoints_yaml, DemoServer, ResourceDir};
-use support::{get, Backend, Reply, Sluice};
+use support::{get, get_until as eventually, Backend, Sluice};
 
 fn bootstrap(xds_port: u16, api_type: &str) -> String {
     harness::control_plane_bootstrap(
@@ -53,22 +53,6 @@ virtual_hosts:
   response_headers_to_add: [{{ header: {{ key: x-routes, value: "{tag}" }} }}]
 "#
     )
-}
-
-/// GETs `/` on `port` until `check` accepts the reply (bounded).
-async fn eventually(port: u16, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            let reply = get(address, "x", "/").await;
-            if check(&reply) {
-                return reply;
-            }
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct World {

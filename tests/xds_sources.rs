@@ -17,7 +17,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use harness::{endpoints_yaml, DemoServer, ResourceDir};
-use support::{get, Backend, Reply, Sluice};
+use support::{get, get_until as eventually, Backend, Reply, Sluice};
 
 /// An `api_config_source` to the static cluster `side_cp`.
 fn side_source(api_type: &str) -> String {
@@ -87,22 +87,6 @@ fn routes_yaml(name: &str, cluster: &str) -> String {
     format!(
         "\"@type\": type.googleapis.com/envoy.config.route.v3.RouteConfiguration\nname: {name}\nvirtual_hosts: [{{name: all, domains: ['*'], routes: [{{match: {{prefix: /}}, route: {{cluster: {cluster}}}}}]}}]\n"
     )
-}
-
-/// GETs `/` on `port` until `check` accepts the reply (bounded).
-async fn eventually(port: u16, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            let reply = get(address, "x", "/").await;
-            if check(&reply) {
-                return reply;
-            }
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until the stat `name` reads `value` (bounded).

@@ -10,10 +10,8 @@
 mod harness;
 mod support;
 
-use std::time::{Duration, Instant};
-
 use harness::{listener_yaml, DemoServer, ResourceDir};
-use support::{get, Backend, Reply, Sluice};
+use support::{get_until as eventually, Backend, Sluice};
 
 /// `api_config_source` to the `xds_cluster` static cluster.
 fn own_stream(api_type: &str) -> String {
@@ -33,22 +31,6 @@ fn static_cluster_yaml(name: &str, port: u16) -> String {
     format!(
         "\"@type\": type.googleapis.com/envoy.config.cluster.v3.Cluster\nname: {name}\nconnect_timeout: 1s\ntype: STATIC\nload_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}\n"
     )
-}
-
-/// GETs `/` on `port` until `check` accepts the reply (bounded).
-async fn eventually(port: u16, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            let reply = get(address, "x", "/").await;
-            if check(&reply) {
-                return reply;
-            }
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Both types on their own streams (`lds_api`, `cds_api`), no ADS at all:

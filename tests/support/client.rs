@@ -48,6 +48,26 @@ pub async fn get(address: SocketAddr, host: &str, path: &str) -> Reply {
     request_on(address, request, false).await
 }
 
+/// GETs `/` on 127.0.0.1:`port` until `check` accepts the reply; panics
+/// naming `what` after 15 s.
+pub async fn get_until(port: u16, what: &str, check: impl Fn(&Reply) -> bool) -> Reply {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            let reply = get(address, "x", "/").await;
+            if check(&reply) {
+                return reply;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// GET over a fresh h2c (prior knowledge) connection.
 pub async fn get_h2(address: SocketAddr, host: &str, path: &str) -> Reply {
     let uri = format!("http://{host}{path}");

@@ -13,7 +13,7 @@ pub mod proxy;
 #[allow(unused_imports)]
 pub use backend::{Backend, EchoReply};
 #[allow(unused_imports)]
-pub use client::{get, get_h2, raw_exchange, request, wait_refused, KeepAlive, Reply};
+pub use client::{get, get_h2, get_until, raw_exchange, request, wait_refused, KeepAlive, Reply};
 #[allow(unused_imports)]
 pub use proxy::{free_port, run_until_exit, Exited, Sluice};
 
