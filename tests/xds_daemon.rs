@@ -392,3 +392,51 @@ async fn a_warming_cds_cluster_is_not_found_until_its_eds_initial_fetch_timeout(
     .await;
     let _ = (&w.blue, &w.green, &w.server);
 }
+
+/// A static EDS cluster whose endpoints come over ADS, behind a static
+/// listener: ADS starts with the clusters, so the daemon is live as soon as
+/// the control plane answers (it used to wait out the clusters' 15 s
+/// warming bound before even opening the ADS stream).
+#[tokio::test]
+async fn a_static_eds_cluster_over_ads_warms_from_ads_at_start() {
+    let blue = Backend::start("blue").await;
+    let dir = ResourceDir::new();
+    dir.write("web-endpoints.yaml", &endpoints_yaml("web", &[blue.port()]));
+    let server = DemoServer::start(dir.path(), 0);
+    let port = support::free_port();
+    let bootstrap = format!(
+        r#"{}
+  - name: web
+    connect_timeout: 1s
+    type: EDS
+    eds_cluster_config: {{ eds_config: {{ ads: {{}}, resource_api_version: V3 }} }}
+  listeners:
+  - name: front
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+          route_config:
+            virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: web }} }}] }}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#,
+        bootstrap(server.port, "GRPC").trim_end()
+    );
+    let started = Instant::now();
+    let _sluice = Sluice::start(&bootstrap, &[]).await;
+    let live_after = started.elapsed();
+    let reply = eventually(port, "the static listener reaches the EDS cluster", |r| {
+        r.status == 200 && r.echo().backend == "blue"
+    })
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        live_after < Duration::from_secs(8),
+        "live after {live_after:?}: start-up waited for the cluster's warming bound"
+    );
+}

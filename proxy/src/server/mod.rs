@@ -190,6 +190,13 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     // EDS/RDS streams of their own start with the clusters, so static EDS
     // clusters warm from them (as Envoy initializes secondary clusters).
     let runs_dynamic = start_source_streams(&server);
+    // ADS and the other xDS clients start before the cluster wait too: a
+    // static EDS cluster over ADS warms from them (Envoy's ADS mux starts
+    // with the cluster manager), instead of holding start-up for its
+    // whole timeout.
+    if runs_dynamic {
+        spawn_dynamic_clients(&server);
+    }
     server.state_gauge.set(3); // INITIALIZING
     server
         .snapshot
@@ -203,8 +210,10 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
             return 1;
         }
     }
-    if runs_dynamic {
-        start_dynamic_sources(&server).await;
+    if let (true, Some(dynamic)) = (runs_dynamic, &server.dynamic) {
+        // The bootstrap listeners' RDS names, now that they exist.
+        dynamic.recheck_subscriptions();
+        wait_for_first_dynamic_resources(&server).await;
     }
 
     // Kernel datapath (socket LB), derived from the listeners and clusters
@@ -258,10 +267,8 @@ fn start_source_streams(server: &Arc<Server>) -> bool {
     true
 }
 
-/// Starts the xDS clients (ADS, per-type streams, file sources) and waits, as Envoy does
-/// before going live, for the first clusters and listeners (bounded by the
-/// initial fetch timeout).
-async fn start_dynamic_sources(server: &Arc<Server>) {
+/// Starts the xDS clients: ADS, per-type streams, file sources.
+fn spawn_dynamic_clients(server: &Arc<Server>) {
     let Some(dynamic) = &server.dynamic else {
         return;
     };
@@ -293,6 +300,16 @@ async fn start_dynamic_sources(server: &Arc<Server>) {
             .await;
         });
     }
+}
+
+/// Waits, as Envoy does before going live, for the first clusters and
+/// listeners of the xDS sources (bounded by the initial fetch timeout).
+async fn wait_for_first_dynamic_resources(server: &Arc<Server>) {
+    let Some(dynamic) = &server.dynamic else {
+        return;
+    };
+    let empty = crate::xds::config::DynamicSources::default();
+    let sources = server.snapshot.dynamic_sources.as_ref().unwrap_or(&empty);
     let wants_clusters = sources.delivers(crate::xds::type_urls::CLUSTER);
     let wants_listeners = sources.delivers(crate::xds::type_urls::LISTENER);
     dynamic
