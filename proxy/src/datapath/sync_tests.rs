@@ -19,6 +19,9 @@ struct FakeTable {
     reset_backend_ids: Vec<u32>,
     names: BTreeMap<u32, String>,
     modes: BTreeMap<u32, u32>,
+    /// Backend entries written so far, and which one (0-based) fails.
+    backend_puts: usize,
+    fail_backend_put: Option<usize>,
 }
 
 impl FakeTable {
@@ -110,6 +113,10 @@ impl FakeTable {
 impl LbTable for FakeTable {
     type Error = String;
     fn put_backend(&mut self, key: Lb4BackendKey, value: Lb4Backend) -> Result<(), String> {
+        self.backend_puts += 1;
+        if self.fail_backend_put == Some(self.backend_puts - 1) {
+            return Err("No space left on device".into());
+        }
         self.backends.insert(key, value);
         self.op()
     }
@@ -302,6 +309,54 @@ fn an_unchanged_plan_writes_nothing() {
     let writes = table.writes;
     syncer.apply(&plan(&services), &mut table).unwrap();
     assert_eq!(table.writes, writes);
+}
+
+#[test]
+fn only_entries_that_differ_from_the_slot_are_rewritten() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let first: Vec<SocketAddr> = (1..=100).map(|i| backend(i, 9000)).collect();
+    let mut second = first.clone();
+    second[5] = backend(5, 9001);
+    let mut third = second.clone();
+    third[7] = backend(7, 9001);
+    // Slots 0 and 1 are written whole the first time.
+    for backends in [&first, &second] {
+        syncer
+            .apply(&plan(&[(80, backends.clone())]), &mut table)
+            .unwrap();
+    }
+    assert_eq!(table.backend_puts, 200);
+    // Slot 0 holds `first`: `third` differs from it at indices 5 and 7.
+    syncer
+        .apply(&plan(&[(80, third.clone())]), &mut table)
+        .unwrap();
+    assert_eq!(table.backend_puts, 202);
+    assert_eq!(table.resolved(), expected(&[(80, third)]));
+}
+
+#[test]
+fn after_a_failed_write_the_slot_is_rewritten_whole() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let first: Vec<SocketAddr> = (1..=10).map(|i| backend(i, 9000)).collect();
+    let second: Vec<SocketAddr> = (1..=10).map(|i| backend(i, 9001)).collect();
+    let third: Vec<SocketAddr> = (1..=10).map(|i| backend(i, 9002)).collect();
+    for backends in [&first, &second] {
+        syncer
+            .apply(&plan(&[(80, backends.clone())]), &mut table)
+            .unwrap();
+    }
+    // Writing `third` into slot 0 fails after three entries...
+    table.fail_backend_put = Some(table.backend_puts + 3);
+    syncer.apply(&plan(&[(80, third)]), &mut table).unwrap_err();
+    assert_eq!(table.resolved(), expected(&[(80, second)]));
+    // ...so slot 0 no longer holds `first`, and going back to it rewrites it.
+    table.fail_backend_put = None;
+    syncer
+        .apply(&plan(&[(80, first.clone())]), &mut table)
+        .unwrap();
+    assert_eq!(table.resolved(), expected(&[(80, first)]));
 }
 
 #[test]
