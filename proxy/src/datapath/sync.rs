@@ -188,6 +188,10 @@ pub struct Syncer {
     /// round the ring, so a push of 10,000 new endpoints allocates in
     /// O(n log n), not O(n²)).
     next_backend_id: u32,
+    /// Free ids whose counters were zeroed when they were freed (after the
+    /// sync that stopped using them): taken first, they need no write
+    /// before the service flips. May hold ids taken since (skipped).
+    zeroed_free_ids: Vec<u32>,
 }
 
 /// An IPv6 address as `bpf_sock_addr.user_ip6` holds it (network-order
@@ -449,7 +453,7 @@ impl Syncer {
             installed.slots[slot as usize] = wanted;
             installed.suspect[slot as usize] = false;
         }
-        self.release_unused_backend_ids();
+        self.release_unused_backend_ids(table);
         Ok(())
     }
 
@@ -524,6 +528,12 @@ impl Syncer {
         if let Some(id) = self.backend_ids.get(backend) {
             return Ok((*id, false));
         }
+        while let Some(id) = self.zeroed_free_ids.pop() {
+            if self.used_backend_ids.insert(id) {
+                self.backend_ids.insert(*backend, id);
+                return Ok((id, false));
+            }
+        }
         let id = (0..MAX_BACKEND_IDS)
             .map(|step| (self.next_backend_id + step) % MAX_BACKEND_IDS)
             .find(|id| !self.used_backend_ids.contains(id))
@@ -542,8 +552,10 @@ impl Syncer {
         }
     }
 
-    /// Frees ids no installed slot refers to any more.
-    fn release_unused_backend_ids(&mut self) {
+    /// Frees ids no installed slot refers to any more, and zeroes their
+    /// counters now, after every service flipped, so the next sync can take
+    /// them without a write (if that fails they are zeroed when taken).
+    fn release_unused_backend_ids<T: LbTable>(&mut self, table: &mut T) {
         let referenced: BTreeSet<SocketAddr> = self
             .installed
             .values()
@@ -551,13 +563,24 @@ impl Syncer {
             .map(|backend| backend.address)
             .collect();
         let used = &mut self.used_backend_ids;
+        let mut freed = Vec::new();
         self.backend_ids.retain(|backend, id| {
             let keep = referenced.contains(backend);
             if !keep {
                 used.remove(id);
+                freed.push(*id);
             }
             keep
         });
+        if freed.is_empty() {
+            return;
+        }
+        match table.reset_backend_counters_of(&freed) {
+            Ok(()) => self.zeroed_free_ids.extend(freed),
+            Err(error) => {
+                tracing::debug!(target: "sluice::datapath", %error, "freed backend counters not zeroed; zeroed when reused")
+            }
+        }
     }
 }
 

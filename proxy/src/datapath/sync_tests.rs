@@ -301,6 +301,46 @@ fn backend_ids_stay_unique_while_endpoints_churn() {
 }
 
 #[test]
+fn freed_counter_slots_are_zeroed_after_the_flip_and_reused_without_a_write() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let generation = |port: u16| -> Vec<SocketAddr> { (1..=3).map(|i| backend(i, port)).collect() };
+    for port in [9000, 9001] {
+        syncer
+            .apply(&plan(&[(80, generation(port))]), &mut table)
+            .unwrap();
+    }
+    // Fresh ids are zeroed when taken.
+    assert_eq!(table.reset_backend_ids, vec![0, 1, 2, 3, 4, 5]);
+    // The third list takes fresh ids too; the first one's ids are freed
+    // (no slot refers to them) and zeroed after the service flipped.
+    syncer
+        .apply(&plan(&[(80, generation(9002))]), &mut table)
+        .unwrap();
+    assert_eq!(table.reset_backend_ids[6..9], [6, 7, 8]);
+    let mut freed = table.reset_backend_ids[9..].to_vec();
+    freed.sort();
+    assert_eq!(freed, [0, 1, 2]);
+    // The fourth list takes those zeroed ids, without writing them again.
+    let resets = table.reset_backend_ids.len();
+    syncer
+        .apply(&plan(&[(80, generation(9003))]), &mut table)
+        .unwrap();
+    let mut taken: Vec<u32> = generation(9003)
+        .iter()
+        .map(|address| syncer.backend_id(address).unwrap())
+        .collect();
+    taken.sort();
+    assert_eq!(taken, [0, 1, 2]);
+    assert_eq!(
+        table.reset_backend_ids.len(),
+        resets + 3,
+        "only the freed 3..6 are zeroed"
+    );
+    assert_eq!(table.resolved(), expected(&[(80, generation(9003))]));
+}
+
+#[test]
 fn an_unchanged_plan_writes_nothing() {
     let mut table = FakeTable::default();
     let mut syncer = Syncer::default();
