@@ -1,3 +1,7 @@
+//! The typed EDS check against the generic validator: the rules it
+//! re-states pinned to the descriptor pool, and both run over random
+//! valid and invalid assignments.
+
 use std::collections::{BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3::{Locality, Metadata, Pipe};

@@ -12,6 +12,11 @@
 //! ids, backend ids (per-backend counter slots) and tables are one space for
 //! both. Backend ids are shared by every service using the same address and
 //! freed when none does.
+//!
+//! Cost (an EDS push of 10,000 endpoints): a slot's entries are written in
+//! one batch per service, only those that differ from what the slot holds;
+//! freed backend ids have their counters zeroed after the flips and are
+//! reused first, so new endpoints need no counter write before the flip.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
