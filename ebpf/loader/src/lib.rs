@@ -15,6 +15,7 @@
 //! everything, which detaches the programs — unless `keep_pins` is set, in
 //! which case the kernel keeps forwarding until the next start takes over.
 
+mod batch;
 pub mod handover;
 pub mod kernel_log;
 pub mod maps;

@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod context;
 pub mod descriptors;
+pub mod eds_validate;
 pub mod error;
 pub mod json;
 mod pgv;

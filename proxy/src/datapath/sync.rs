@@ -12,6 +12,11 @@
 //! ids, backend ids (per-backend counter slots) and tables are one space for
 //! both. Backend ids are shared by every service using the same address and
 //! freed when none does.
+//!
+//! Cost (an EDS push of 10,000 endpoints): a slot's entries are written in
+//! one batch per service, only those that differ from what the slot holds;
+//! freed backend ids have their counters zeroed after the flips and are
+//! reused first, so new endpoints need no counter write before the flip.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +51,34 @@ pub trait LbTable {
     /// Zeroes a counter slot before an id is (re)used.
     fn reset_service_counters(&mut self, service_id: u32) -> Result<(), Self::Error>;
     fn reset_backend_counters(&mut self, backend_id: u32) -> Result<(), Self::Error>;
+
+    /// Writes IPv4 backend entries in order (on the BPF maps one `bpf()`
+    /// call: `BPF_MAP_UPDATE_BATCH`); by default one by one.
+    fn put_backends(
+        &mut self,
+        keys: &[Lb4BackendKey],
+        values: &[Lb4Backend],
+    ) -> Result<(), Self::Error> {
+        keys.iter()
+            .zip(values)
+            .try_for_each(|(key, value)| self.put_backend(*key, *value))
+    }
+    /// [`LbTable::put_backends`] for IPv6 backends.
+    fn put_backends6(
+        &mut self,
+        keys: &[Lb4BackendKey],
+        values: &[Lb6Backend],
+    ) -> Result<(), Self::Error> {
+        keys.iter()
+            .zip(values)
+            .try_for_each(|(key, value)| self.put_backend6(*key, *value))
+    }
+    /// [`LbTable::reset_backend_counters`] for several ids at once.
+    fn reset_backend_counters_of(&mut self, backend_ids: &[u32]) -> Result<(), Self::Error> {
+        backend_ids
+            .iter()
+            .try_for_each(|id| self.reset_backend_counters(*id))
+    }
 }
 
 impl LbTable for sluice_ebpf::maps::LbMaps {
@@ -89,6 +122,23 @@ impl LbTable for sluice_ebpf::maps::LbMaps {
     fn reset_backend_counters(&mut self, backend_id: u32) -> Result<(), Self::Error> {
         self.zero_backend_counters(backend_id)
     }
+    fn put_backends(
+        &mut self,
+        keys: &[Lb4BackendKey],
+        values: &[Lb4Backend],
+    ) -> Result<(), Self::Error> {
+        self.insert_backends(keys, values)
+    }
+    fn put_backends6(
+        &mut self,
+        keys: &[Lb4BackendKey],
+        values: &[Lb6Backend],
+    ) -> Result<(), Self::Error> {
+        self.insert_backends6(keys, values)
+    }
+    fn reset_backend_counters_of(&mut self, backend_ids: &[u32]) -> Result<(), Self::Error> {
+        self.zero_backend_counters_of(backend_ids)
+    }
 }
 
 /// What one backend slot holds.
@@ -119,6 +169,10 @@ struct Installed {
     active_slot: u32,
     /// Each slot's content (the inactive one is the previous list).
     slots: [Slot; 2],
+    /// A write into this slot failed part-way: the kernel may hold entries
+    /// other than `slots` says, so the next write rewrites every entry
+    /// instead of only those that differ.
+    suspect: [bool; 2],
 }
 
 /// A map write that failed, naming the service.
@@ -140,6 +194,10 @@ pub struct Syncer {
     /// round the ring, so a push of 10,000 new endpoints allocates in
     /// O(n log n), not O(n²)).
     next_backend_id: u32,
+    /// Free ids whose counters were zeroed when they were freed (after the
+    /// sync that stopped using them): taken first, they need no write
+    /// before the service flips. May hold ids taken since (skipped).
+    zeroed_free_ids: Vec<u32>,
 }
 
 /// An IPv6 address as `bpf_sock_addr.user_ip6` holds it (network-order
@@ -219,31 +277,26 @@ fn delete_service<T: LbTable>(table: &mut T, key: &ServiceKey) -> Result<(), T::
     }
 }
 
-fn put_backend<T: LbTable>(
-    table: &mut T,
-    key: Lb4BackendKey,
-    address: SocketAddr,
-    backend_id: u32,
-) -> Result<(), T::Error> {
+/// A backend's map value, in the map of its address family.
+enum BackendEntry {
+    V4(Lb4Backend),
+    V6(Lb6Backend),
+}
+
+fn backend_entry(address: SocketAddr, backend_id: u32) -> BackendEntry {
     match address {
-        SocketAddr::V4(v4) => table.put_backend(
-            key,
-            Lb4Backend {
-                address: u32::from(*v4.ip()).to_be(),
-                port: v4.port().to_be(),
-                pad: 0,
-                backend_id,
-            },
-        ),
-        SocketAddr::V6(v6) => table.put_backend6(
-            key,
-            Lb6Backend {
-                address: ip6_words(v6.ip()),
-                port: v6.port().to_be(),
-                pad: 0,
-                backend_id,
-            },
-        ),
+        SocketAddr::V4(v4) => BackendEntry::V4(Lb4Backend {
+            address: u32::from(*v4.ip()).to_be(),
+            port: v4.port().to_be(),
+            pad: 0,
+            backend_id,
+        }),
+        SocketAddr::V6(v6) => BackendEntry::V6(Lb6Backend {
+            address: ip6_words(v6.ip()),
+            port: v6.port().to_be(),
+            pad: 0,
+            backend_id,
+        }),
     }
 }
 
@@ -313,7 +366,7 @@ impl Syncer {
                 backends: service.backends.clone(),
                 choice: service.choice,
             };
-            let (service_id, slot, previous) = match self.installed.get(address) {
+            let (service_id, slot, previous) = match self.installed.get_mut(address) {
                 Some(installed)
                     if installed.slots[installed.active_slot as usize] == wanted
                         && installed.mode == service.mode
@@ -328,10 +381,18 @@ impl Syncer {
                             .map_err(fail(address))?;
                     }
                     let slot = 1 - installed.active_slot;
+                    // What the inactive slot holds, if it can be trusted
+                    // (entries equal to the wanted ones are not rewritten).
+                    let known = if installed.suspect[slot as usize] {
+                        Slot::EMPTY
+                    } else {
+                        installed.slots[slot as usize].clone()
+                    };
+                    installed.suspect[slot as usize] = true;
                     (
                         installed.service_id,
                         slot,
-                        installed.slots[slot as usize].clone(),
+                        (installed.slots[slot as usize].clone(), known),
                     )
                 }
                 None => {
@@ -343,20 +404,16 @@ impl Syncer {
                     table
                         .put_service_info(id, service_info(service))
                         .map_err(fail(address))?;
-                    (id, 0, Slot::EMPTY)
+                    (id, 0, (Slot::EMPTY, Slot::EMPTY))
                 }
             };
+            let (previous, known) = previous;
             let v6 = address.vip.is_ipv6();
-            for (index, backend) in service.backends.iter().enumerate() {
-                let backend_id =
-                    self.backend_id_for(&backend.address, table)
-                        .map_err(|message| SyncError {
-                            service: address.to_string(),
-                            message,
-                        })?;
-                let key = backend_key(service_id, slot, index);
-                put_backend(table, key, backend.address, backend_id).map_err(fail(address))?;
-            }
+            self.write_backends(table, service, service_id, slot, &known)
+                .map_err(|message| SyncError {
+                    service: address.to_string(),
+                    message,
+                })?;
             for index in service.backends.len()..previous.backends.len() {
                 let key = backend_key(service_id, slot, index);
                 delete_backend(table, v6, &key).map_err(fail(address))?;
@@ -398,13 +455,15 @@ impl Syncer {
                 mode: service.mode,
                 active_slot: slot,
                 slots: [Slot::EMPTY, Slot::EMPTY],
+                suspect: [false, false],
             });
             installed.listener.clone_from(&service.listener);
             installed.mode = service.mode;
             installed.active_slot = slot;
             installed.slots[slot as usize] = wanted;
+            installed.suspect[slot as usize] = false;
         }
-        self.release_unused_backend_ids();
+        self.release_unused_backend_ids(table);
         Ok(())
     }
 
@@ -413,29 +472,100 @@ impl Syncer {
         (0..MAX_SERVICES).find(|id| !used.contains(id))
     }
 
-    fn backend_id_for<T: LbTable>(
+    /// Writes a service's backends into `slot`, whose kernel content is
+    /// `known` (empty when unknown): new backend ids get their counters
+    /// zeroed first, then every entry that differs is written, in batches.
+    fn write_backends<T: LbTable>(
         &mut self,
-        backend: &SocketAddr,
         table: &mut T,
-    ) -> Result<u32, String> {
+        service: &PlannedService,
+        service_id: u32,
+        slot: u32,
+        known: &Slot,
+    ) -> Result<(), String> {
+        let mut new_ids = Vec::new();
+        let (mut keys4, mut values4, mut keys6, mut values6) = (vec![], vec![], vec![], vec![]);
+        for (index, backend) in service.backends.iter().enumerate() {
+            let backend_id = match self.backend_id_for(&backend.address) {
+                Ok((id, new)) => {
+                    if new {
+                        new_ids.push((backend.address, id));
+                    }
+                    id
+                }
+                Err(message) => {
+                    self.forget_backend_ids(&new_ids);
+                    return Err(message);
+                }
+            };
+            // The same address at the same index: the entry (address and
+            // backend id, which lives while any slot refers to it) is there.
+            if known
+                .backends
+                .get(index)
+                .is_some_and(|old| old.address == backend.address)
+            {
+                continue;
+            }
+            let key = backend_key(service_id, slot, index);
+            match backend_entry(backend.address, backend_id) {
+                BackendEntry::V4(value) => {
+                    keys4.push(key);
+                    values4.push(value);
+                }
+                BackendEntry::V6(value) => {
+                    keys6.push(key);
+                    values6.push(value);
+                }
+            }
+        }
+        let ids: Vec<u32> = new_ids.iter().map(|(_, id)| *id).collect();
+        if let Err(error) = table.reset_backend_counters_of(&ids) {
+            self.forget_backend_ids(&new_ids);
+            return Err(error.to_string());
+        }
+        table
+            .put_backends(&keys4, &values4)
+            .map_err(|e| e.to_string())?;
+        table
+            .put_backends6(&keys6, &values6)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The backend id of an address, and whether it was allocated now (its
+    /// counters are then still to be zeroed).
+    fn backend_id_for(&mut self, backend: &SocketAddr) -> Result<(u32, bool), String> {
         if let Some(id) = self.backend_ids.get(backend) {
-            return Ok(*id);
+            return Ok((*id, false));
+        }
+        while let Some(id) = self.zeroed_free_ids.pop() {
+            if self.used_backend_ids.insert(id) {
+                self.backend_ids.insert(*backend, id);
+                return Ok((id, false));
+            }
         }
         let id = (0..MAX_BACKEND_IDS)
             .map(|step| (self.next_backend_id + step) % MAX_BACKEND_IDS)
             .find(|id| !self.used_backend_ids.contains(id))
             .ok_or_else(|| format!("LB4_BACKEND_COUNTERS is full ({MAX_BACKEND_IDS} backends)"))?;
-        table
-            .reset_backend_counters(id)
-            .map_err(|e| e.to_string())?;
         self.backend_ids.insert(*backend, id);
         self.used_backend_ids.insert(id);
         self.next_backend_id = (id + 1) % MAX_BACKEND_IDS;
-        Ok(id)
+        Ok((id, true))
     }
 
-    /// Frees ids no installed slot refers to any more.
-    fn release_unused_backend_ids(&mut self) {
+    /// Undoes [`Syncer::backend_id_for`] for ids whose counters were not zeroed.
+    fn forget_backend_ids(&mut self, allocated: &[(SocketAddr, u32)]) {
+        for (address, id) in allocated {
+            self.backend_ids.remove(address);
+            self.used_backend_ids.remove(id);
+        }
+    }
+
+    /// Frees ids no installed slot refers to any more, and zeroes their
+    /// counters now, after every service flipped, so the next sync can take
+    /// them without a write (if that fails they are zeroed when taken).
+    fn release_unused_backend_ids<T: LbTable>(&mut self, table: &mut T) {
         let referenced: BTreeSet<SocketAddr> = self
             .installed
             .values()
@@ -443,13 +573,24 @@ impl Syncer {
             .map(|backend| backend.address)
             .collect();
         let used = &mut self.used_backend_ids;
+        let mut freed = Vec::new();
         self.backend_ids.retain(|backend, id| {
             let keep = referenced.contains(backend);
             if !keep {
                 used.remove(id);
+                freed.push(*id);
             }
             keep
         });
+        if freed.is_empty() {
+            return;
+        }
+        match table.reset_backend_counters_of(&freed) {
+            Ok(()) => self.zeroed_free_ids.extend(freed),
+            Err(error) => {
+                tracing::debug!(target: "sluice::datapath", %error, "freed backend counters not zeroed; zeroed when reused")
+            }
+        }
     }
 }
 

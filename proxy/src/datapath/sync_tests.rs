@@ -19,6 +19,9 @@ struct FakeTable {
     reset_backend_ids: Vec<u32>,
     names: BTreeMap<u32, String>,
     modes: BTreeMap<u32, u32>,
+    /// Backend entries written so far, and which one (0-based) fails.
+    backend_puts: usize,
+    fail_backend_put: Option<usize>,
 }
 
 impl FakeTable {
@@ -110,6 +113,10 @@ impl FakeTable {
 impl LbTable for FakeTable {
     type Error = String;
     fn put_backend(&mut self, key: Lb4BackendKey, value: Lb4Backend) -> Result<(), String> {
+        self.backend_puts += 1;
+        if self.fail_backend_put == Some(self.backend_puts - 1) {
+            return Err("No space left on device".into());
+        }
         self.backends.insert(key, value);
         self.op()
     }
@@ -295,6 +302,46 @@ fn backend_ids_stay_unique_while_endpoints_churn() {
 }
 
 #[test]
+fn freed_counter_slots_are_zeroed_after_the_flip_and_reused_without_a_write() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let generation = |port: u16| -> Vec<SocketAddr> { (1..=3).map(|i| backend(i, port)).collect() };
+    for port in [9000, 9001] {
+        syncer
+            .apply(&plan(&[(80, generation(port))]), &mut table)
+            .unwrap();
+    }
+    // Fresh ids are zeroed when taken.
+    assert_eq!(table.reset_backend_ids, vec![0, 1, 2, 3, 4, 5]);
+    // The third list takes fresh ids too; the first one's ids are freed
+    // (no slot refers to them) and zeroed after the service flipped.
+    syncer
+        .apply(&plan(&[(80, generation(9002))]), &mut table)
+        .unwrap();
+    assert_eq!(table.reset_backend_ids[6..9], [6, 7, 8]);
+    let mut freed = table.reset_backend_ids[9..].to_vec();
+    freed.sort();
+    assert_eq!(freed, [0, 1, 2]);
+    // The fourth list takes those zeroed ids, without writing them again.
+    let resets = table.reset_backend_ids.len();
+    syncer
+        .apply(&plan(&[(80, generation(9003))]), &mut table)
+        .unwrap();
+    let mut taken: Vec<u32> = generation(9003)
+        .iter()
+        .map(|address| syncer.backend_id(address).unwrap())
+        .collect();
+    taken.sort();
+    assert_eq!(taken, [0, 1, 2]);
+    assert_eq!(
+        table.reset_backend_ids.len(),
+        resets + 3,
+        "only the freed 3..6 are zeroed"
+    );
+    assert_eq!(table.resolved(), expected(&[(80, generation(9003))]));
+}
+
+#[test]
 fn an_unchanged_plan_writes_nothing() {
     let mut table = FakeTable::default();
     let mut syncer = Syncer::default();
@@ -303,6 +350,54 @@ fn an_unchanged_plan_writes_nothing() {
     let writes = table.writes;
     syncer.apply(&plan(&services), &mut table).unwrap();
     assert_eq!(table.writes, writes);
+}
+
+#[test]
+fn only_entries_that_differ_from_the_slot_are_rewritten() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let first: Vec<SocketAddr> = (1..=100).map(|i| backend(i, 9000)).collect();
+    let mut second = first.clone();
+    second[5] = backend(5, 9001);
+    let mut third = second.clone();
+    third[7] = backend(7, 9001);
+    // Slots 0 and 1 are written whole the first time.
+    for backends in [&first, &second] {
+        syncer
+            .apply(&plan(&[(80, backends.clone())]), &mut table)
+            .unwrap();
+    }
+    assert_eq!(table.backend_puts, 200);
+    // Slot 0 holds `first`: `third` differs from it at indices 5 and 7.
+    syncer
+        .apply(&plan(&[(80, third.clone())]), &mut table)
+        .unwrap();
+    assert_eq!(table.backend_puts, 202);
+    assert_eq!(table.resolved(), expected(&[(80, third)]));
+}
+
+#[test]
+fn after_a_failed_write_the_slot_is_rewritten_whole() {
+    let mut table = FakeTable::default();
+    let mut syncer = Syncer::default();
+    let first: Vec<SocketAddr> = (1..=10).map(|i| backend(i, 9000)).collect();
+    let second: Vec<SocketAddr> = (1..=10).map(|i| backend(i, 9001)).collect();
+    let third: Vec<SocketAddr> = (1..=10).map(|i| backend(i, 9002)).collect();
+    for backends in [&first, &second] {
+        syncer
+            .apply(&plan(&[(80, backends.clone())]), &mut table)
+            .unwrap();
+    }
+    // Writing `third` into slot 0 fails after three entries...
+    table.fail_backend_put = Some(table.backend_puts + 3);
+    syncer.apply(&plan(&[(80, third)]), &mut table).unwrap_err();
+    assert_eq!(table.resolved(), expected(&[(80, second)]));
+    // ...so slot 0 no longer holds `first`, and going back to it rewrites it.
+    table.fail_backend_put = None;
+    syncer
+        .apply(&plan(&[(80, first.clone())]), &mut table)
+        .unwrap();
+    assert_eq!(table.resolved(), expected(&[(80, first)]));
 }
 
 #[test]

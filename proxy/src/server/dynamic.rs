@@ -22,6 +22,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::config::context::CompileContext;
+use crate::config::eds_validate::validate_load_assignment;
 use crate::config::{validate_message, ConfigErrors};
 use crate::listener::{ListenerConfig, ListenerManager};
 use crate::xds::{type_urls, Resource, ResourceSink, SourceId, Subscription};
@@ -215,7 +216,7 @@ impl DynamicResources {
     ) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         for resource in updated {
-            let result = decode_valid::<ClusterLoadAssignment>(&resource).and_then(|assignment| {
+            let result = decode_valid_assignment(&resource).and_then(|assignment| {
                 for cluster in self.context.clusters.snapshot().iter() {
                     if cluster.eds_service_name() == Some(assignment.cluster_name.as_str()) {
                         cluster
@@ -463,6 +464,16 @@ fn decode_valid<T: Message + prost::Name + Default>(resource: &Resource) -> Resu
     let message = crate::config::proto::unpack::<T>(&resource.body).map_err(|e| e.to_string())?;
     validate_message(&message).map_err(|errors: ConfigErrors| errors.to_string())?;
     Ok(message)
+}
+
+/// [`decode_valid`] for an EDS assignment: the same checks and errors,
+/// without the reflective walk when the assignment is valid (10,000
+/// endpoints per push).
+fn decode_valid_assignment(resource: &Resource) -> Result<ClusterLoadAssignment, String> {
+    let assignment = crate::config::proto::unpack::<ClusterLoadAssignment>(&resource.body)
+        .map_err(|e| e.to_string())?;
+    validate_load_assignment(&assignment).map_err(|errors: ConfigErrors| errors.to_string())?;
+    Ok(assignment)
 }
 
 impl ResourceSink for DynamicResources {

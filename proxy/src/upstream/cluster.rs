@@ -3,6 +3,7 @@
 //! kernel datapath), host selection through the load balancer, and sending
 //! requests / opening TCP connections through the hosts' pools.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -340,12 +341,20 @@ impl UpstreamCluster {
     /// current ones keep their identity, counters and pooled connections.
     pub fn update_hosts(&self, endpoints: Vec<ResolvedEndpoint>) {
         let current = self.membership.load_full();
+        // Current hosts by address, in order (a 10,000-endpoint assignment
+        // must not compare every endpoint with every host).
+        let mut by_address: HashMap<SocketAddr, Vec<&Arc<Host>>> =
+            HashMap::with_capacity(current.hosts.len());
+        for host in &current.hosts {
+            by_address.entry(host.address()).or_default().push(host);
+        }
         let hosts: Vec<Arc<Host>> = endpoints
             .into_iter()
             .map(|endpoint| {
-                current
-                    .hosts
-                    .iter()
+                by_address
+                    .get(&endpoint.address)
+                    .into_iter()
+                    .flatten()
                     .find(|host| {
                         host.same_endpoint(
                             endpoint.address,
@@ -355,7 +364,7 @@ impl UpstreamCluster {
                             endpoint.healthy,
                         )
                     })
-                    .cloned()
+                    .map(|host| Arc::clone(host))
                     .unwrap_or_else(|| {
                         Arc::new(Host::new(
                             endpoint.address,

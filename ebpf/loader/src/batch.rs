@@ -1,0 +1,137 @@
+//! `BPF_MAP_UPDATE_BATCH` through a map's fd: many entries written in one
+//! `bpf()` call instead of one call each (aya 0.14 has no batch API).
+//!
+//! The kernel applies the entries in order and stops at the first that
+//! fails, so a failed batch leaves a prefix written, as a loop of single
+//! updates would. Used by the socket-LB syncer: an EDS push that moves
+//! 10,000 endpoints is then some hundreds of calls instead of 20,000.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::{IterableMap, MapData};
+use sluice_ebpf_common::{map_names, BackendCounters, Lb4Backend, Lb4BackendKey, Lb6Backend};
+
+use crate::maps::LbMaps;
+use crate::DatapathError;
+
+/// `BPF_MAP_UPDATE_BATCH` (linux/bpf.h, since 5.6).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Writes `keys[i] -> values[i]` (`BPF_ANY`) for every i. `K` and `V` must
+/// be the map's key and value layouts (the typed aya map checked the sizes).
+pub(crate) fn update<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    // SAFETY: `Pod` types are plain bytes.
+    let value_bytes = unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    };
+    update_raw(map, keys, value_bytes)
+}
+
+/// Writes zeroes to entries `indices` of a per-CPU array whose values are
+/// `value_size` bytes, on every CPU.
+pub(crate) fn zero_per_cpu(map: &MapData, indices: &[u32], value_size: usize) -> io::Result<()> {
+    if indices.is_empty() {
+        return Ok(());
+    }
+    let cpus = aya::util::nr_cpus().map_err(|(_, error)| error)?;
+    // Per-CPU values are laid out per CPU, each rounded up to 8 bytes.
+    let per_key = value_size.next_multiple_of(8) * cpus;
+    update_raw(map, indices, &vec![0u8; per_key * indices.len()])
+}
+
+fn update_raw<K: aya::Pod>(map: &MapData, keys: &[K], values: &[u8]) -> io::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let count = u32::try_from(keys.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "batch too large"))?;
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` points at `count` keys and their values, alive for the
+    // call; the kernel reads them and writes back `attr.count`.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if attr.count != count {
+        return Err(io::Error::other(format!(
+            "batch update wrote {} of {count} entries",
+            attr.count
+        )));
+    }
+    Ok(())
+}
+
+fn batch_error(map: &'static str) -> impl Fn(io::Error) -> DatapathError {
+    move |error| DatapathError::Map {
+        map,
+        reason: error.to_string(),
+    }
+}
+
+/// The syncer's batch writes: each is one `bpf()` call.
+impl LbMaps {
+    /// Writes IPv4 backend entries, in order.
+    pub fn insert_backends(
+        &mut self,
+        keys: &[Lb4BackendKey],
+        values: &[Lb4Backend],
+    ) -> Result<(), DatapathError> {
+        update(self.backends.map(), keys, values).map_err(batch_error(map_names::LB4_BACKENDS))
+    }
+
+    /// Writes IPv6 backend entries, in order.
+    pub fn insert_backends6(
+        &mut self,
+        keys: &[Lb4BackendKey],
+        values: &[Lb6Backend],
+    ) -> Result<(), DatapathError> {
+        update(self.backends6.map(), keys, values).map_err(batch_error(map_names::LB6_BACKENDS))
+    }
+
+    /// Zeroes the counters of these backend ids on every CPU.
+    pub fn zero_backend_counters_of(&mut self, backend_ids: &[u32]) -> Result<(), DatapathError> {
+        zero_per_cpu(
+            self.backend_counters.map(),
+            backend_ids,
+            std::mem::size_of::<BackendCounters>(),
+        )
+        .map_err(batch_error(map_names::LB4_BACKEND_COUNTERS))
+    }
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;
