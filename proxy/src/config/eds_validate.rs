@@ -127,14 +127,15 @@ fn socket_address_is_plainly_valid(socket: &SocketAddress) -> bool {
         network_namespace_filepath,
         port_specifier,
     } = socket;
-    // `protocol`: only TCP (0) is supported. `address`: string.min_len = 1.
+    // `protocol`: TCP (0) and UDP (1) are supported. `address`: string.min_len = 1.
     // `port_specifier` is required; `port_value`: uint32.lte = 65535;
     // `named_port`, `resolver_name`, `network_namespace_filepath`: not supported.
     let port_is_valid = matches!(
         port_specifier,
         Some(socket_address::PortSpecifier::PortValue(port)) if *port <= 65535
     );
-    *protocol == 0
+    (*protocol == socket_address::Protocol::Tcp as i32
+        || *protocol == socket_address::Protocol::Udp as i32)
         && !address.is_empty()
         && resolver_name.is_empty()
         && network_namespace_filepath.is_empty()

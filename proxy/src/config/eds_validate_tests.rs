@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::config::descriptors::{message_descriptor, pool};
-use crate::config::supported::supported_message_types;
+use crate::config::supported::{supported_enum_values, supported_message_types};
 
 fn socket(address: &str, port: u32) -> Address {
     Address {
@@ -108,7 +108,7 @@ fn the_typed_check_covers_every_rule_in_the_descriptors() {
         "envoy.config.core.v3.SocketAddress.ipv4_compat: bool",
         "envoy.config.core.v3.SocketAddress.port_specifier: required oneof",
         "envoy.config.core.v3.SocketAddress.port_value: uint32 uint32.lte=65535",
-        "envoy.config.core.v3.SocketAddress.protocol: enum enum.defined_only=true",
+        "envoy.config.core.v3.SocketAddress.protocol: enum supported=TCP|UDP enum.defined_only=true",
         "envoy.config.endpoint.v3.ClusterLoadAssignment.cluster_name: string string.min_len=1",
         "envoy.config.endpoint.v3.ClusterLoadAssignment.endpoints: message LocalityLbEndpoints",
         "envoy.config.endpoint.v3.Endpoint.address: message Address",
@@ -154,7 +154,12 @@ fn collect_rules(
         let mut line = format!("{}.{}: ", message.full_name(), field.name());
         match field.kind() {
             Kind::Message(nested) => line.push_str(&format!("message {}", nested.name())),
-            Kind::Enum(_) => line.push_str("enum"),
+            Kind::Enum(_) => {
+                line.push_str("enum");
+                if let Some(values) = supported_enum_values(message.full_name(), field.name()) {
+                    line.push_str(&format!(" supported={}", values.join("|")));
+                }
+            }
             other => line.push_str(&format!("{other:?}").to_lowercase()),
         }
         let options = field.options();

@@ -184,6 +184,15 @@ pub fn supported_message_types() -> impl Iterator<Item = (&'static str, &'static
         .map(|(name, fields)| (name.as_str(), *fields))
 }
 
+/// The enum values Sluice implements of `message.field`, when it implements
+/// only some (`None`: every value, or not an enum field in the tables).
+pub fn supported_enum_values(message: &str, field: &str) -> Option<&'static [&'static str]> {
+    SUPPORTED_ENUM_VALUES
+        .iter()
+        .find(|(m, f, _, _)| *m == message && *f == field)
+        .map(|(_, _, values, _)| *values)
+}
+
 /// Reports everything set in `message` (and below, `Any` payloads included)
 /// that Sluice does not implement. Paths are relative to `message`.
 pub fn check_supported(message: &DynamicMessage) -> ConfigErrors {
