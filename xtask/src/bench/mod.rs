@@ -265,7 +265,7 @@ fn print_progress(run: &Run, scenario: Scenario) {
     let optional =
         |v: Option<f64>, suffix: &str| v.map_or(String::new(), |v| format!(" {v:.2}{suffix}"));
     println!(
-        "  round {} {:8} {:>10.1} {unit}{}{}{}{}{}{}",
+        "  round {} {:8} {:>10.1} {unit}{}{}{}{}{}{}{}",
         run.round + 1,
         run.peer.name(),
         run.rate,
@@ -279,7 +279,8 @@ fn print_progress(run: &Run, scenario: Scenario) {
                 " CPU-ms/1k"
             }
         ),
-        optional(run.peak_rss_mib, " MiB"),
+        optional(run.peak_rss_mib, " MiB peak"),
+        optional(run.idle_rss_mib, " MiB idle"),
         optional(run.ready_ms, " ms to ready"),
         if run.errors > 0 {
             format!(" ({} errors)", run.errors)

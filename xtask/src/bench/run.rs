@@ -25,6 +25,9 @@ pub struct Settings<'a> {
     pub max_error_fraction: f64,
 }
 
+/// Wait after ready before the idle RSS is read.
+const IDLE_SETTLE: Duration = Duration::from_millis(200);
+
 /// Connections of each load generator (documented in BENCHMARKS.md).
 const HTTP1_CONNECTIONS: usize = 32;
 const NEWCONN_CONNECTIONS: usize = 8;
@@ -250,6 +253,12 @@ pub fn measure(
     let ready_ms = running
         .as_ref()
         .map(|r| r.ready_after.as_secs_f64() * 1000.0);
+    // Idle: ready, no request yet (a short pause lets start-up work that
+    // follows readiness, such as a first stats flush, finish).
+    std::thread::sleep(IDLE_SETTLE);
+    let idle_rss_mib = running
+        .as_ref()
+        .map(|r| procstat::rss_bytes(r.pid()) as f64 / 1048576.0);
     // clusters-10k measures start-up and memory: a short check load suffices.
     let (warm_up, seconds) = if scenario == Scenario::Clusters10k {
         (0, 1)
@@ -292,6 +301,7 @@ pub fn measure(
         p99_ms: result.p99_ms,
         cpu_per_unit,
         peak_rss_mib,
+        idle_rss_mib,
         ready_ms,
         errors: result.errors,
     })
