@@ -14,6 +14,7 @@ pub mod formatter;
 pub mod http;
 pub mod listener;
 pub mod logging;
+pub mod memory;
 pub mod server;
 pub mod stats;
 pub mod stream_info;

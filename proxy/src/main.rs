@@ -53,10 +53,22 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Mode::InitOnly => ExitCode::SUCCESS,
-        Mode::Serve => match server::run(cli, snapshot, store, log) {
-            0 => ExitCode::SUCCESS,
-            code => ExitCode::from(code.clamp(1, 255) as u8),
-        },
+        Mode::Serve => {
+            if snapshot.dynamic_sources.is_none() {
+                // The configuration cannot change any more: the descriptor
+                // pool that parsed and validated it goes before the runtime
+                // starts (whatever needs it later rebuilds it).
+                config::descriptors::release_pool();
+            }
+            serve(cli, snapshot, store, log)
+        }
+    }
+}
+
+fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: logging::LogHandle) -> ExitCode {
+    match server::run(cli, snapshot, store, log) {
+        0 => ExitCode::SUCCESS,
+        code => ExitCode::from(code.clamp(1, 255) as u8),
     }
 }
 

@@ -389,10 +389,10 @@ fn quit(ctx: &dyn AdminContext, _: &AdminRequest) -> Response<Body> {
 
 fn ready(ctx: &dyn AdminContext, _: &AdminRequest) -> Response<Body> {
     let ready = ctx.is_ready();
-    let info = ctx.server_info();
-    let state = info["state"]
-        .as_str()
-        .unwrap_or(if ready { "LIVE" } else { "PRE_INITIALIZING" });
+    let mut state = ctx.server_state();
+    if state.is_empty() {
+        state = if ready { "LIVE" } else { "PRE_INITIALIZING" }.to_string();
+    }
     let status = if ready {
         StatusCode::OK
     } else {

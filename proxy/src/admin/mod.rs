@@ -38,6 +38,16 @@ pub trait AdminContext: Send + Sync + 'static {
     /// `uptime_all_epochs`, `hot_restart_version`, `command_line_options`,
     /// `node`. `/ready` prints its `state`.
     fn server_info(&self) -> serde_json::Value;
+    /// The `state` of [`Self::server_info`] alone, which `/ready` prints.
+    /// Readiness probes come often: a context that can say it without
+    /// building all of `server_info` (which renders the node through the
+    /// descriptor pool) should.
+    fn server_state(&self) -> String {
+        self.server_info()["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
     /// Whether `/ready` answers 200 (LIVE) rather than 503.
     fn is_ready(&self) -> bool;
     /// `/clusters` as text (`cluster::host::stat::value` lines).

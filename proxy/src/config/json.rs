@@ -5,7 +5,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost_reflect::SerializeOptions;
 use serde_json::{json, Value as Json};
 
-use super::descriptors::to_dynamic;
+use super::descriptors::{complete_pool, to_dynamic};
 
 fn options() -> SerializeOptions {
     SerializeOptions::new().use_proto_field_name(true)
@@ -15,12 +15,27 @@ fn options() -> SerializeOptions {
 /// inside it of an unknown type) is rendered as an object carrying `"error"`
 /// rather than failing the whole dump.
 pub fn to_json<T: prost::Message + prost::Name>(message: &T) -> Json {
-    let Some(dynamic) = to_dynamic(message) else {
-        return json!({ "error": format!("{} is not an Envoy v3 message type", T::full_name()) });
+    let render = || {
+        let Some(dynamic) = to_dynamic(message) else {
+            return Err(format!(
+                "{} is not an Envoy v3 message type",
+                T::full_name()
+            ));
+        };
+        dynamic
+            .serialize_with_options(serde_json::value::Serializer, &options())
+            .map_err(|error| error.to_string())
     };
-    dynamic
-        .serialize_with_options(serde_json::value::Serializer, &options())
-        .unwrap_or_else(|error| json!({ "error": error.to_string() }))
+    // An `Any` of a type outside the working-set pool fails to expand: try
+    // again with every Envoy type before reporting it.
+    render()
+        .or_else(
+            |error| match complete_pool("rendering an Any outside the working set") {
+                true => render(),
+                false => Err(error),
+            },
+        )
+        .unwrap_or_else(|error| json!({ "error": error }))
 }
 
 /// An `Any` as proto3 JSON: its payload's fields with `"@type"` first.

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod context;
+mod descriptor_index;
 pub mod descriptors;
 pub mod eds_validate;
 pub mod error;

@@ -30,19 +30,36 @@ struct Extensions {
     message_ignored: ExtensionDescriptor,
 }
 
-static EXTENSIONS: LazyLock<Extensions> = LazyLock::new(|| {
+/// The PGV extensions of the current pool, read on first use; cleared with
+/// the rule caches when the pool is released.
+static EXTENSIONS: RwLock<Option<Arc<Extensions>>> = RwLock::new(None);
+
+fn extensions() -> Arc<Extensions> {
+    if let Some(extensions) = &*EXTENSIONS.read().expect("rules cache poisoned") {
+        return extensions.clone();
+    }
+    let pool = pool();
     let get = |name: &str| {
-        pool()
-            .get_extension_by_name(name)
+        pool.get_extension_by_name(name)
             .unwrap_or_else(|| panic!("descriptor pool lacks the PGV extension {name}"))
     };
-    Extensions {
+    let extensions = Arc::new(Extensions {
         field_rules: get("validate.rules"),
         oneof_required: get("validate.required"),
         message_disabled: get("validate.disabled"),
         message_ignored: get("validate.ignored"),
-    }
-});
+    });
+    *EXTENSIONS.write().expect("rules cache poisoned") = Some(extensions.clone());
+    extensions
+}
+
+/// Forgets every rule read so far (they hold descriptors, which keep their
+/// pool alive); the next check reads them again from the current pool.
+pub(super) fn clear_rule_caches() {
+    *EXTENSIONS.write().expect("rules cache poisoned") = None;
+    FIELD_RULES.write().expect("rules cache poisoned").clear();
+    MESSAGE_RULES.write().expect("rules cache poisoned").clear();
+}
 
 /// Decoding a field's options is not free; the rules of each field are read once.
 static FIELD_RULES: LazyLock<RwLock<HashMap<String, Option<Arc<DynamicMessage>>>>> =
@@ -57,9 +74,10 @@ fn field_rules(field: &FieldDescriptor) -> Option<Arc<DynamicMessage>> {
         return cached.clone();
     }
     let options = field.options();
+    let extensions = extensions();
     let rules = options
-        .has_extension(&EXTENSIONS.field_rules)
-        .then(|| options.get_extension(&EXTENSIONS.field_rules))
+        .has_extension(&extensions.field_rules)
+        .then(|| options.get_extension(&extensions.field_rules))
         .and_then(|value| value.as_message().cloned())
         .map(Arc::new);
     FIELD_RULES
@@ -85,14 +103,15 @@ fn message_rules(descriptor: &MessageDescriptor) -> MessageRules {
         return cached.clone();
     }
     let options = descriptor.options();
-    let disabled = bool_option(&options, &EXTENSIONS.message_disabled)
-        || bool_option(&options, &EXTENSIONS.message_ignored);
+    let extensions = extensions();
+    let disabled = bool_option(&options, &extensions.message_disabled)
+        || bool_option(&options, &extensions.message_ignored);
     let rules = (!disabled).then(|| {
         Arc::new(
             descriptor
                 .oneofs()
                 .filter(|o| !o.is_synthetic())
-                .filter(|o| bool_option(&o.options(), &EXTENSIONS.oneof_required))
+                .filter(|o| bool_option(&o.options(), &extensions.oneof_required))
                 .collect(),
         )
     });

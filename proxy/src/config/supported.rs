@@ -117,7 +117,7 @@ static SUPPORTED_FIELDS: LazyLock<Vec<(String, &'static [&'static str])>> = Lazy
 });
 
 /// Types whose content is data, not configuration Sluice interprets field by field.
-const LEAF_MESSAGES: &[&str] = &[
+pub const LEAF_MESSAGES: &[&str] = &[
     "google.protobuf.Duration",
     "google.protobuf.Timestamp",
     "google.protobuf.Struct",

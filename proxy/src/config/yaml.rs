@@ -17,7 +17,7 @@ use serde_saphyr::{Budget, Location, Options};
 const MAX_YAML_NODES: usize = 50_000_000;
 const MAX_YAML_EVENTS: usize = 100_000_000;
 
-use super::descriptors::message_descriptor;
+use super::descriptors::{include_types_named_in, message_descriptor};
 use super::{ConfigError, ConfigErrors};
 
 /// Parses `text` (YAML or JSON) as the Envoy message `T`. Only parsing: run
@@ -47,6 +47,13 @@ pub fn parse_dynamic(
     text: &str,
     descriptor: &MessageDescriptor,
 ) -> Result<DynamicMessage, ConfigError> {
+    // An inlined `Any` resolves its `@type` in the pool of `descriptor`: if
+    // the text names types outside it, parse against the completed pool.
+    let descriptor = if include_types_named_in(text) {
+        message_descriptor(descriptor.full_name()).unwrap_or_else(|| descriptor.clone())
+    } else {
+        descriptor.clone()
+    };
     let mut failed_at = String::new();
     let mut options = Options::default();
     options.with_snippet = false;

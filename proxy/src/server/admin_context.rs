@@ -77,6 +77,10 @@ impl AdminContext for ServerAdmin {
         })
     }
 
+    fn server_state(&self) -> String {
+        self.state_name().to_string()
+    }
+
     fn is_ready(&self) -> bool {
         self.state_name() == "LIVE"
     }

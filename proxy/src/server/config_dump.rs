@@ -124,13 +124,9 @@ impl Dump<'_> {
     }
 
     fn static_clusters(&self) -> Value {
-        let resources = self
-            .server
-            .snapshot
-            .bootstrap
-            .static_resources
-            .clone()
-            .unwrap_or_default();
+        let Some(resources) = &self.server.snapshot.bootstrap.static_resources else {
+            return Value::Array(Vec::new());
+        };
         let type_url =
             envoy_types::pb::envoy::admin::v3::clusters_config_dump::StaticCluster::type_url();
         Value::Array(

@@ -39,8 +39,10 @@ pub struct ClusterStats {
     pub update_failure: Counter,
     /// `upstream_rq_1xx` … `upstream_rq_5xx`.
     by_class: [Counter; 5],
-    /// `upstream_rq_<code>` for codes 100..=599, created on first use.
-    by_code: Box<[OnceLock<Counter>]>,
+    /// `upstream_rq_<code>` for codes 100..=599, created on first use; the
+    /// table itself (500 slots, ~8 KiB) only once the cluster sees its
+    /// first response, so 10,000 idle clusters do not hold 80 MiB of it.
+    by_code: OnceLock<Box<[OnceLock<Counter>]>>,
     store: Store,
     prefix: String,
 }
@@ -78,7 +80,7 @@ impl ClusterStats {
             update_success: counter("update_success"),
             update_failure: counter("update_failure"),
             by_class: std::array::from_fn(|i| counter(&format!("upstream_rq_{}xx", i + 1))),
-            by_code: (100..600).map(|_| OnceLock::new()).collect(),
+            by_code: OnceLock::new(),
             store: store.clone(),
             prefix,
         }
@@ -92,7 +94,8 @@ impl ClusterStats {
             return;
         }
         self.by_class[(status / 100 - 1) as usize].inc();
-        self.by_code[(status - 100) as usize]
+        self.by_code
+            .get_or_init(|| (100..600).map(|_| OnceLock::new()).collect())[(status - 100) as usize]
             .get_or_init(|| {
                 self.store
                     .counter(&format!("{}upstream_rq_{status}", self.prefix))

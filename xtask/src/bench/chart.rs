@@ -184,6 +184,7 @@ mod tests {
             p99_ms: Some(2.0),
             cpu_per_unit: (peer != Peer::Direct).then_some(20.0 + i as f64),
             peak_rss_mib: (peer != Peer::Direct).then_some(10.0 + i as f64),
+            idle_rss_mib: (peer != Peer::Direct).then_some(8.0 + i as f64),
             ready_ms: None,
             errors: 0,
         })

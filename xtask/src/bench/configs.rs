@@ -4,13 +4,7 @@
 
 use std::fmt::Write as _;
 
-/// Loopback ports the benchmark uses (a range no test or demo uses).
-pub const BACKEND_PORT: u16 = 28080;
-pub const BACKEND_H2_PORT: u16 = 28081;
-pub const IPERF_PORT: u16 = 28082;
-pub const BACKEND_GRPC_PORT: u16 = 28083;
-pub const PROXY_PORT: u16 = 28090;
-pub const ADMIN_PORT: u16 = 28091;
+use super::ports::{port, Slot};
 
 pub const BACKEND_NGINX: &str = include_str!("../../bench/backend-nginx.conf");
 pub const PROXY_HTTP_YAML: &str = include_str!("../../bench/proxy-http.yaml");
@@ -82,10 +76,10 @@ pub fn standard_values(
         ("DIR", dir.to_string()),
         ("WORKERS", workers.to_string()),
         ("BACKEND_PORT", backend_port.to_string()),
-        ("BACKEND_H2_PORT", BACKEND_H2_PORT.to_string()),
-        ("BACKEND_GRPC_PORT", BACKEND_GRPC_PORT.to_string()),
-        ("PROXY_PORT", PROXY_PORT.to_string()),
-        ("ADMIN_PORT", ADMIN_PORT.to_string()),
+        ("BACKEND_H2_PORT", port(Slot::BackendH2).to_string()),
+        ("BACKEND_GRPC_PORT", port(Slot::BackendGrpc).to_string()),
+        ("PROXY_PORT", port(Slot::Proxy).to_string()),
+        ("ADMIN_PORT", port(Slot::Admin).to_string()),
     ]
 }
 
@@ -145,7 +139,8 @@ mod tests {
 
     #[test]
     fn templates_render_without_leftover_placeholders() {
-        let values = standard_values("/tmp/x", 1, BACKEND_PORT);
+        super::super::ports::reserve().unwrap();
+        let values = standard_values("/tmp/x", 1, port(Slot::Backend));
         for template in [
             BACKEND_NGINX,
             PROXY_HTTP_YAML,
@@ -161,8 +156,11 @@ mod tests {
         let mut with_flags = values.clone();
         with_flags.push(("LISTEN_FLAGS", String::new()));
         with_flags.push(("BIND_FLAGS", " proto h2".into()));
-        assert!(render(NGINX_PROXY, &with_flags).contains("listen 127.0.0.1:28090;"));
-        assert!(render(HAPROXY_HTTP, &with_flags).contains("bind 127.0.0.1:28090 proto h2"));
+        let proxy = port(Slot::Proxy);
+        assert!(render(NGINX_PROXY, &with_flags).contains(&format!("listen 127.0.0.1:{proxy};")));
+        assert!(
+            render(HAPROXY_HTTP, &with_flags).contains(&format!("bind 127.0.0.1:{proxy} proto h2"))
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::configs::PROXY_PORT;
 use super::load::fixed_requests;
 use super::peers::{self, Readiness, PROXY_CPU};
+use super::ports::{port, Slot};
 
 /// Requests sent before counting (pools, caches, lazy init) and counted.
 pub const WARM_UP_REQUESTS: usize = 200;
@@ -46,10 +46,10 @@ pub fn per_request(
         Readiness::AdminReady,
     )?;
     let timeout = Duration::from_secs(60);
-    fixed_requests(PROXY_PORT, WARM_UP_REQUESTS, timeout)?;
+    fixed_requests(port(Slot::Proxy), WARM_UP_REQUESTS, timeout)?;
     let pid = running.pid().to_string();
     callgrind_control(&["--instr=on", &pid])?;
-    fixed_requests(PROXY_PORT, COUNTED_REQUESTS, timeout)?;
+    fixed_requests(port(Slot::Proxy), COUNTED_REQUESTS, timeout)?;
     callgrind_control(&["--instr=off", &pid])?;
     callgrind_control(&["--dump", &pid])?;
     let instructions = total_instructions(dir, &format!("callgrind.{name}.{pid}"))?;

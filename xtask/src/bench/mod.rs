@@ -13,6 +13,7 @@ mod kernel;
 mod load;
 mod machine;
 mod peers;
+mod ports;
 mod procstat;
 mod report;
 mod run;
@@ -24,6 +25,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use peers::{Peer, Readiness, Tools, LOAD_CPU, PROXY_CPU};
+use ports::{port, Slot};
 use report::{Run, ScenarioSummary};
 use scenario::Scenario;
 
@@ -160,16 +162,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("tmp")).map_err(|e| format!("{}: {e}", dir.display()))?;
 
-    for port in [
-        configs::BACKEND_PORT,
-        configs::BACKEND_H2_PORT,
-        configs::BACKEND_GRPC_PORT,
-        configs::IPERF_PORT,
-        configs::PROXY_PORT,
-        configs::ADMIN_PORT,
-    ] {
-        peers::check_port_free(port)?;
-    }
+    // This run's loopback ports: a free block, held until the run ends.
+    let base = ports::reserve()?;
     let pinning = if tools.pin {
         format!("proxy on CPU {PROXY_CPU}; load generator and backend on CPU {LOAD_CPU} (taskset)")
     } else {
@@ -178,12 +172,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     println!("bench: machine: {}", machine.one_line());
     println!("bench: pinning: {pinning}");
     println!(
-        "bench: Sluice {} build, --concurrency {}, {} round(s) of {} s after {} s warm-up; work dir {}",
+        "bench: Sluice {} build, --concurrency {}, {} round(s) of {} s after {} s warm-up; ports {base}-{}; work dir {}",
         if options.release { "release" } else { "dev (debug)" },
         options.concurrency,
         options.rounds,
         options.seconds,
         options.warm_up_seconds,
+        base + ports::BLOCK_SIZE - 1,
         dir.display()
     );
     let backend = start_backends(&tools, &dir, &options)?;
@@ -194,6 +189,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         concurrency: options.concurrency,
         seconds: options.seconds,
         warm_up_seconds: options.warm_up_seconds,
+        max_error_fraction: run::error_budget(options.quick),
     };
     let mut runs: Vec<Run> = Vec::new();
     let mut summaries: Vec<ScenarioSummary> = Vec::new();
@@ -269,7 +265,7 @@ fn print_progress(run: &Run, scenario: Scenario) {
     let optional =
         |v: Option<f64>, suffix: &str| v.map_or(String::new(), |v| format!(" {v:.2}{suffix}"));
     println!(
-        "  round {} {:8} {:>10.1} {unit}{}{}{}{}{}{}",
+        "  round {} {:8} {:>10.1} {unit}{}{}{}{}{}{}{}",
         run.round + 1,
         run.peer.name(),
         run.rate,
@@ -283,7 +279,8 @@ fn print_progress(run: &Run, scenario: Scenario) {
                 " CPU-ms/1k"
             }
         ),
-        optional(run.peak_rss_mib, " MiB"),
+        optional(run.peak_rss_mib, " MiB peak"),
+        optional(run.idle_rss_mib, " MiB idle"),
         optional(run.ready_ms, " ms to ready"),
         if run.errors > 0 {
             format!(" ({} errors)", run.errors)
@@ -361,7 +358,7 @@ fn start_backends(
     dir: &Path,
     options: &Options,
 ) -> Result<Vec<peers::Running>, String> {
-    let values = configs::standard_values(&dir.display().to_string(), 1, configs::BACKEND_PORT);
+    let values = configs::standard_values(&dir.display().to_string(), 1, port(Slot::Backend));
     configs::write_grpc_messages(dir)?;
     let config = dir.join("backend-nginx.conf");
     std::fs::write(&config, configs::render(configs::BACKEND_NGINX, &values))
@@ -382,11 +379,11 @@ fn start_backends(
         LOAD_CPU,
         tools.pin,
         dir,
-        Readiness::PortOpen(configs::BACKEND_PORT),
+        Readiness::PortOpen(port(Slot::Backend)),
     )?];
     if options.scenarios.contains(&Scenario::Tcp) {
         let iperf3 = peers::find_program("iperf3").ok_or("iperf3 is missing")?;
-        let args: Vec<String> = vec!["-s".into(), "-p".into(), configs::IPERF_PORT.to_string()];
+        let args: Vec<String> = vec!["-s".into(), "-p".into(), port(Slot::Iperf).to_string()];
         running.push(peers::start(
             "backend-iperf3",
             &iperf3,
@@ -394,7 +391,7 @@ fn start_backends(
             LOAD_CPU,
             tools.pin,
             dir,
-            Readiness::PortOpen(configs::IPERF_PORT),
+            Readiness::PortOpen(port(Slot::Iperf)),
         )?);
     }
     Ok(running)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::configs::{ADMIN_PORT, PROXY_PORT};
+use super::ports::{port, Slot};
 
 /// CPU the proxy under test runs on; load generator and backend share the other.
 pub const PROXY_CPU: &str = "0";
@@ -273,7 +273,7 @@ pub fn start(
 
 /// `GET /ready` on the admin port answers 200.
 fn admin_ready() -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", ADMIN_PORT)) else {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port(Slot::Admin))) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -302,7 +302,7 @@ pub fn target_port(peer: Peer, direct_port: u16) -> u16 {
     if peer == Peer::Direct {
         direct_port
     } else {
-        PROXY_PORT
+        port(Slot::Proxy)
     }
 }
 

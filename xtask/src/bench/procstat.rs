@@ -74,8 +74,23 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
         * 1024
 }
 
+/// Resident set size in bytes now (`VmRSS`), summed over the process tree.
+pub fn rss_bytes(pid: u32) -> u64 {
+    process_tree(pid)
+        .into_iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|status| parse_status_kib(&status, "VmRSS:"))
+        .sum::<u64>()
+        * 1024
+}
+
 fn parse_vm_hwm_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    parse_status_kib(status, "VmHWM:")
+}
+
+/// A `… kB` field of /proc/PID/status.
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -92,6 +107,7 @@ mod tests {
         }
         assert!(cpu_seconds(me) > 0.0);
         assert!(peak_rss_bytes(me) > 1024 * 1024);
+        assert!(rss_bytes(me) > 1024 * 1024 && rss_bytes(me) <= peak_rss_bytes(me));
         assert_eq!(process_tree(me)[0], me);
     }
 
@@ -102,6 +118,10 @@ mod tests {
             Some(2048)
         );
         assert_eq!(parse_vm_hwm_kib("Name:\tx\n"), None);
+        assert_eq!(
+            parse_status_kib("VmHWM:\t 9 kB\nVmRSS:\t 7 kB\n", "VmRSS:"),
+            Some(7)
+        );
     }
 
     #[test]

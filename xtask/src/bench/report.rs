@@ -24,6 +24,9 @@ pub struct Run {
     /// bulk TCP; `None` for `direct` (no proxy process).
     pub cpu_per_unit: Option<f64>,
     pub peak_rss_mib: Option<f64>,
+    /// Resident set (`VmRSS`) once ready, before any load: what the peer
+    /// holds idle (peak RSS also counts what start-up used and freed).
+    pub idle_rss_mib: Option<f64>,
     pub ready_ms: Option<f64>,
     pub errors: u64,
 }
@@ -36,16 +39,18 @@ pub enum Metric {
     P99,
     Cpu,
     PeakRss,
+    IdleRss,
     Ready,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Metric::Rate,
         Metric::P50,
         Metric::P99,
         Metric::Cpu,
         Metric::PeakRss,
+        Metric::IdleRss,
         Metric::Ready,
     ];
 
@@ -56,6 +61,7 @@ impl Metric {
             Metric::P99 => run.p99_ms,
             Metric::Cpu => run.cpu_per_unit,
             Metric::PeakRss => run.peak_rss_mib,
+            Metric::IdleRss => run.idle_rss_mib,
             Metric::Ready => run.ready_ms,
         }
     }
@@ -69,6 +75,7 @@ impl Metric {
             (Metric::Cpu, true) => "CPU s/GB",
             (Metric::Cpu, false) => "CPU ms/1k req",
             (Metric::PeakRss, _) => "peak RSS MiB",
+            (Metric::IdleRss, _) => "idle RSS MiB",
             (Metric::Ready, _) => "ready ms",
         }
     }
@@ -287,6 +294,7 @@ mod tests {
             p99_ms: None,
             cpu_per_unit: cpu,
             peak_rss_mib: None,
+            idle_rss_mib: None,
             ready_ms: None,
             errors: 0,
         }

@@ -9,26 +9,25 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::super::configs::{self, ADMIN_PORT};
+use super::super::configs;
 use super::super::load::Load;
 use super::super::peers::{self, Readiness, Running, LOAD_CPU, PROXY_CPU};
+use super::super::ports::{port, Slot};
 use super::super::run::Settings;
 use super::super::scenario::Scenario;
 use super::cgroup::BenchCgroup;
 use super::{admin_counter, record, timed, Outcome};
-
-/// The pair's servers (inside the cgroup, unlike the shared backend).
-const NGINX_PORT: u16 = 28084;
-const NGINX_H2_PORT: u16 = 28086;
-const IPERF_PORT: u16 = 28085;
-const MAX_ERROR_FRACTION: f64 = 0.01;
 
 const ON: &str = "sockmap on";
 const OFF: &str = "sockmap off";
 const VARIANTS: [&str; 2] = [ON, OFF];
 
 pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
-    for port in [NGINX_PORT, NGINX_H2_PORT, IPERF_PORT] {
+    for port in [
+        port(Slot::SockmapNginx),
+        port(Slot::SockmapNginxH2),
+        port(Slot::SockmapIperf),
+    ] {
         peers::check_port_free(port)?;
     }
     let cgroup = BenchCgroup::enter("sockmap")?;
@@ -78,9 +77,10 @@ pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
 fn start_servers(settings: &Settings) -> Result<Vec<Running>, String> {
     let dir = settings.dir.join("sockmap-backend");
     std::fs::create_dir_all(dir.join("tmp")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut values = configs::standard_values(&dir.display().to_string(), 1, NGINX_PORT);
+    let mut values =
+        configs::standard_values(&dir.display().to_string(), 1, port(Slot::SockmapNginx));
     values.retain(|(key, _)| *key != "BACKEND_H2_PORT");
-    values.push(("BACKEND_H2_PORT", NGINX_H2_PORT.to_string()));
+    values.push(("BACKEND_H2_PORT", port(Slot::SockmapNginxH2).to_string()));
     let config = dir.join("backend-nginx.conf");
     std::fs::write(&config, configs::render(configs::BACKEND_NGINX, &values))
         .map_err(|e| e.to_string())?;
@@ -104,16 +104,20 @@ fn start_servers(settings: &Settings) -> Result<Vec<Running>, String> {
             LOAD_CPU,
             settings.tools.pin,
             settings.dir,
-            Readiness::PortOpen(NGINX_PORT),
+            Readiness::PortOpen(port(Slot::SockmapNginx)),
         )?,
         peers::start(
             "sockmap-iperf3",
             &iperf3,
-            &["-s".into(), "-p".into(), IPERF_PORT.to_string()],
+            &[
+                "-s".into(),
+                "-p".into(),
+                port(Slot::SockmapIperf).to_string(),
+            ],
             LOAD_CPU,
             settings.tools.pin,
             settings.dir,
-            Readiness::PortOpen(IPERF_PORT),
+            Readiness::PortOpen(port(Slot::SockmapIperf)),
         )?,
     ])
 }
@@ -128,7 +132,8 @@ fn measure(
     std::fs::write(
         &config,
         format!(
-            "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ADMIN_PORT} }} }}\n"
+            "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }}\n",
+            port(Slot::Admin)
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -169,25 +174,20 @@ fn measure(
 
 /// Both loads against the pair; for `on`, checks the kernel redirected.
 fn run_loads(variant: &str, settings: &Settings) -> Result<BTreeMap<&'static str, f64>, String> {
-    let bulk = timed(&Load::Iperf3, IPERF_PORT, settings)?;
+    let bulk = timed(&Load::Iperf3, port(Slot::SockmapIperf), settings)?;
     let latency = timed(
         &Load::Wrk {
             connections: 1,
             headers: &[],
             path: "/",
         },
-        NGINX_PORT,
+        port(Slot::SockmapNginx),
         settings,
     )?;
-    if latency.errors as f64 > latency.units * MAX_ERROR_FRACTION {
-        return Err(format!(
-            "{} errors for {} requests",
-            latency.errors, latency.units
-        ));
-    }
+    super::super::run::check_errors(&latency, settings.max_error_fraction)?;
     if variant == ON {
         std::thread::sleep(Duration::from_millis(1200)); // kernel counters reach /stats each second
-        let redirected = admin_counter(ADMIN_PORT, "datapath.sockmap.redirected_bytes");
+        let redirected = admin_counter(port(Slot::Admin), "datapath.sockmap.redirected_bytes");
         if redirected.is_none_or(|bytes| bytes == 0) {
             return Err(format!(
                 "datapath.sockmap.redirected_bytes is {redirected:?}: nothing went socket to socket"

@@ -11,23 +11,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::super::configs::{self, ADMIN_PORT, BACKEND_PORT, PROXY_PORT};
+use super::super::configs;
 use super::super::load::Load;
 use super::super::peers::{self, Readiness, Running, LOAD_CPU, PROXY_CPU};
+use super::super::ports::{port, Slot};
 use super::super::run::Settings;
 use super::super::scenario::Scenario;
 use super::cgroup::BenchCgroup;
 use super::{admin_counter, record, timed, Outcome};
 
-/// The iperf3 server the bulk load reaches (every variant).
-const IPERF_BACKEND_PORT: u16 = 28083;
-/// The userspace proxies' second listener (the first is `PROXY_PORT`).
-const PROXY_HTTP_PORT: u16 = 28093;
-/// Service ports of the kernel variant on 127.0.0.1, where nothing listens.
-const VIP_BULK_PORT: u16 = 28095;
-const VIP_HTTP_PORT: u16 = 28096;
 const NEWCONN_CONNECTIONS: usize = 8;
-const MAX_ERROR_FRACTION: f64 = 0.01;
 
 const USERSPACE_YAML: &str = include_str!("../../../bench/proxy-tcp-kernel.yaml");
 const SOCKET_LB_YAML: &str = include_str!("../../../bench/sluice-socket-lb.yaml");
@@ -43,10 +36,10 @@ static NEWCONN_HEADERS: std::sync::LazyLock<Vec<(String, String)>> =
 
 pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
     for port in [
-        IPERF_BACKEND_PORT,
-        PROXY_HTTP_PORT,
-        VIP_BULK_PORT,
-        VIP_HTTP_PORT,
+        port(Slot::KernelIperfBackend),
+        port(Slot::ProxyHttp),
+        port(Slot::VipBulk),
+        port(Slot::VipHttp),
     ] {
         peers::check_port_free(port)?;
     }
@@ -55,11 +48,15 @@ pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
     let iperf_server = peers::start(
         "tcp-kernel-iperf3",
         &iperf3,
-        &["-s".into(), "-p".into(), IPERF_BACKEND_PORT.to_string()],
+        &[
+            "-s".into(),
+            "-p".into(),
+            port(Slot::KernelIperfBackend).to_string(),
+        ],
         LOAD_CPU,
         settings.tools.pin,
         settings.dir,
-        Readiness::PortOpen(IPERF_BACKEND_PORT),
+        Readiness::PortOpen(port(Slot::KernelIperfBackend)),
     )?;
     let mut samples = Vec::new();
     for round in 0..rounds {
@@ -92,11 +89,13 @@ pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
         notes: vec![format!(
             "Gbit/s: `iperf3` one stream; conn/s, p50, p99: `wrk -c{NEWCONN_CONNECTIONS}` with \
              `Connection: close` (one connection per request) to nginx. The kernel variant's \
-             client connects to 127.0.0.1:{VIP_HTTP_PORT}/{VIP_BULK_PORT}, where nothing \
+             client connects to 127.0.0.1:{}/{}, where nothing \
              listens: only `connect4` rewriting it reaches the backend (each run checks \
              Sluice's `datapath.socket_lb.*.connects` counters rose). Proxies on CPU \
              {PROXY_CPU}; client and backends on CPU {LOAD_CPU}; `direct` runs with no hook \
-             attached; every process in the bench's cgroup v2 child."
+             attached; every process in the bench's cgroup v2 child.",
+            port(Slot::VipHttp),
+            port(Slot::VipBulk)
         )],
     })
 }
@@ -138,12 +137,7 @@ fn run_loads(
         http_port,
         settings,
     )?;
-    if newconn.errors as f64 > newconn.units * MAX_ERROR_FRACTION {
-        return Err(format!(
-            "{} errors for {} requests: not forwarding correctly",
-            newconn.errors, newconn.units
-        ));
-    }
+    super::super::run::check_errors(&newconn, settings.max_error_fraction)?;
     if variant == KERNEL {
         check_kernel_counted()?;
     }
@@ -161,7 +155,7 @@ fn check_kernel_counted() -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(1200));
     for listener in ["bench_vip_bulk", "bench_vip_http"] {
         let name = format!("datapath.socket_lb.{listener}.connects");
-        match admin_counter(ADMIN_PORT, &name) {
+        match admin_counter(port(Slot::Admin), &name) {
             Some(n) if n > 0 => {}
             other => return Err(format!("{name} is {other:?}: the kernel did not serve it")),
         }
@@ -177,13 +171,16 @@ fn start_variant(
     pin_dir: &str,
 ) -> Result<(Option<Running>, u16, u16), String> {
     let dir = settings.dir.display().to_string();
-    let mut values = configs::standard_values(&dir, settings.concurrency, BACKEND_PORT);
+    let mut values = configs::standard_values(&dir, settings.concurrency, port(Slot::Backend));
     values.extend([
-        ("BULK_PORT", PROXY_PORT.to_string()),
-        ("HTTP_PORT", PROXY_HTTP_PORT.to_string()),
-        ("VIP_BULK_PORT", VIP_BULK_PORT.to_string()),
-        ("VIP_HTTP_PORT", VIP_HTTP_PORT.to_string()),
-        ("IPERF_BACKEND_PORT", IPERF_BACKEND_PORT.to_string()),
+        ("BULK_PORT", port(Slot::Proxy).to_string()),
+        ("HTTP_PORT", port(Slot::ProxyHttp).to_string()),
+        ("VIP_BULK_PORT", port(Slot::VipBulk).to_string()),
+        ("VIP_HTTP_PORT", port(Slot::VipHttp).to_string()),
+        (
+            "IPERF_BACKEND_PORT",
+            port(Slot::KernelIperfBackend).to_string(),
+        ),
     ]);
     let concurrency = settings.concurrency.to_string();
     let write = |file: &str, template: &str| -> Result<String, String> {
@@ -200,7 +197,7 @@ fn start_variant(
             .collect()
     };
     let (program, args, ports) = match variant {
-        DIRECT => return Ok((None, IPERF_BACKEND_PORT, BACKEND_PORT)),
+        DIRECT => return Ok((None, port(Slot::KernelIperfBackend), port(Slot::Backend))),
         KERNEL => {
             let config = write("sluice-socket-lb.yaml", SOCKET_LB_YAML)?;
             let cgroup = cgroup.display().to_string();
@@ -218,7 +215,7 @@ fn start_variant(
             (
                 settings.tools.sluice.clone(),
                 args,
-                (VIP_BULK_PORT, VIP_HTTP_PORT),
+                (port(Slot::VipBulk), port(Slot::VipHttp)),
             )
         }
         SLUICE => {
@@ -227,7 +224,7 @@ fn start_variant(
             (
                 settings.tools.sluice.clone(),
                 args,
-                (PROXY_PORT, PROXY_HTTP_PORT),
+                (port(Slot::Proxy), port(Slot::ProxyHttp)),
             )
         }
         _ => {
@@ -236,7 +233,7 @@ fn start_variant(
             (
                 settings.tools.envoy.clone(),
                 args,
-                (PROXY_PORT, PROXY_HTTP_PORT),
+                (port(Slot::Proxy), port(Slot::ProxyHttp)),
             )
         }
     };
