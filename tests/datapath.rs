@@ -210,6 +210,31 @@ async fn kernel_socket_lb_follows_cluster_membership_and_survives_a_crash() {
         "{stats}"
     );
     assert!(stats.contains("datapath.socket_lb.kube_dns_vip.no_backend: 0"));
+    // Per backend, the same split the kernel counted (one batched read per
+    // export; polled, as the admin may read between two stats of a pass).
+    let backend_stat = |stats: &str, address: &str| {
+        let name = format!(
+            "datapath.socket_lb.backend.{}_{port}.connects: ",
+            address.replace('.', "_")
+        );
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let split = loop {
+        let stats = admin_get(admin_port, "/stats");
+        let split = (
+            backend_stat(&stats, "127.0.0.2"),
+            backend_stat(&stats, "127.0.0.3"),
+        );
+        if split == (Some(a), Some(b)) || Instant::now() > deadline {
+            break split;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(split, (Some(a), Some(b)), "per-backend connects in /stats");
     let prometheus = admin_get(admin_port, "/stats/prometheus");
     assert!(
         prometheus.contains("datapath_socket_lb_kube_dns_vip_connects"),

@@ -1,5 +1,6 @@
-//! `BPF_MAP_UPDATE_BATCH` through a map's fd: many entries written in one
-//! `bpf()` call instead of one call each (aya 0.14 has no batch API).
+//! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_LOOKUP_BATCH` through a map's fd:
+//! many entries written or read in one `bpf()` call instead of one call
+//! each (aya 0.14 has no batch API).
 //!
 //! The kernel applies the entries in order and stops at the first that
 //! fails, so a failed batch leaves a prefix written, as a loop of single
@@ -15,7 +16,8 @@ use sluice_ebpf_common::{map_names, BackendCounters, Lb4Backend, Lb4BackendKey, 
 use crate::maps::LbMaps;
 use crate::DatapathError;
 
-/// `BPF_MAP_UPDATE_BATCH` (linux/bpf.h, since 5.6).
+/// `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_UPDATE_BATCH` (linux/bpf.h, since 5.6).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 /// The `batch` member of `union bpf_attr`.
@@ -94,6 +96,50 @@ fn update_raw<K: aya::Pod>(map: &MapData, keys: &[K], values: &[u8]) -> io::Resu
     Ok(())
 }
 
+/// Reads entries `0..count` of a per-CPU array whose values are
+/// `value_size` bytes: for each index, its value on every possible CPU
+/// (each rounded up to 8 bytes), as the kernel lays them out.
+pub(crate) fn lookup_per_cpu(map: &MapData, count: u32, value_size: usize) -> io::Result<Vec<u8>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, error)| error)?;
+    let per_key = value_size.next_multiple_of(8) * cpus;
+    let mut keys = vec![0u32; count as usize];
+    let mut values = vec![0u8; per_key * count as usize];
+    if count == 0 {
+        return Ok(values);
+    }
+    let mut next_key = 0u32;
+    let mut attr = BatchAttr {
+        out_batch: &mut next_key as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` points at room for `count` keys and their values and
+    // at the out-batch token, alive for the call; the kernel writes them
+    // and `attr.count`.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    // ENOENT: the array ended before `count` entries (fewer were read).
+    if result < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+        return Err(io::Error::last_os_error());
+    }
+    if attr.count != count || keys.iter().enumerate().any(|(i, k)| *k != i as u32) {
+        return Err(io::Error::other(format!(
+            "batch lookup read {} of {count} entries",
+            attr.count
+        )));
+    }
+    Ok(values)
+}
+
 fn batch_error(map: &'static str) -> impl Fn(io::Error) -> DatapathError {
     move |error| DatapathError::Map {
         map,
@@ -119,6 +165,31 @@ impl LbMaps {
         values: &[Lb6Backend],
     ) -> Result<(), DatapathError> {
         update(self.backends6.map(), keys, values).map_err(batch_error(map_names::LB6_BACKENDS))
+    }
+
+    /// The `connects` of backend ids `0..count`, summed over CPUs, in one
+    /// read (the per-second counter export).
+    pub fn backend_connects_below(&self, count: u32) -> Result<Vec<u64>, DatapathError> {
+        let value_size = std::mem::size_of::<BackendCounters>();
+        let bytes = lookup_per_cpu(self.backend_counters.map(), count, value_size)
+            .map_err(batch_error(map_names::LB4_BACKEND_COUNTERS))?;
+        let stride = value_size.next_multiple_of(8);
+        let per_key = if count == 0 {
+            0
+        } else {
+            bytes.len() / count as usize
+        };
+        Ok((0..count as usize)
+            .map(|id| {
+                bytes[id * per_key..(id + 1) * per_key]
+                    .chunks_exact(stride)
+                    .map(|cpu| {
+                        let connects = std::mem::offset_of!(BackendCounters, connects);
+                        u64::from_ne_bytes(cpu[connects..connects + 8].try_into().unwrap())
+                    })
+                    .sum()
+            })
+            .collect())
     }
 
     /// Zeroes the counters of these backend ids on every CPU.

@@ -129,3 +129,40 @@ fn per_cpu_entries_are_zeroed_on_every_cpu() {
         assert_eq!(connects, vec![expected; cpus], "entry {index}");
     }
 }
+
+#[test]
+fn a_batch_reads_per_cpu_entries_in_index_order() {
+    if skip() {
+        return;
+    }
+    let size = std::mem::size_of::<BackendCounters>();
+    let map = create_map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, size, 16);
+    let mut array: PerCpuArray<_, BackendCounters> =
+        PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
+    let cpus = aya::util::nr_cpus().unwrap();
+    for index in 0..16u32 {
+        let per_cpu: Vec<BackendCounters> = (0..cpus as u64)
+            .map(|cpu| BackendCounters {
+                connects: u64::from(index) * 100 + cpu,
+            })
+            .collect();
+        array
+            .set(index, PerCpuValues::try_from(per_cpu).unwrap(), 0)
+            .unwrap();
+    }
+    let bytes = lookup_per_cpu(IterableMap::map(&array), 5, size).unwrap();
+    assert_eq!(bytes.len(), 5 * cpus * 8);
+    let values: Vec<u64> = bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_ne_bytes(b.try_into().unwrap()))
+        .collect();
+    let expected: Vec<u64> = (0..5u64)
+        .flat_map(|index| (0..cpus as u64).map(move |cpu| index * 100 + cpu))
+        .collect();
+    assert_eq!(values, expected);
+    // Asking past the end reads what is there and says so.
+    assert!(lookup_per_cpu(IterableMap::map(&array), 17, size).is_err());
+    assert!(lookup_per_cpu(IterableMap::map(&array), 0, size)
+        .unwrap()
+        .is_empty());
+}

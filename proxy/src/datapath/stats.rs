@@ -14,16 +14,41 @@
 //! the interface and service into labels (`stats::tags`).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use sluice_ebpf::maps::{LbMaps, XdpMaps};
 
 use super::sync::Syncer;
-use crate::stats::Store;
+use crate::stats::{Counter, Store};
 
 /// Remembers the kernel values already added, to add only the increase.
 #[derive(Default)]
 pub struct CounterExport {
     seen: HashMap<String, u64>,
+    /// By backend id: its address, its stat and the kernel value already
+    /// added (ids are reused for other addresses only after a reset).
+    backends: HashMap<u32, ExportedBackend>,
+}
+
+struct ExportedBackend {
+    address: SocketAddr,
+    connects: Counter,
+    seen: u64,
+}
+
+impl ExportedBackend {
+    fn new(store: &Store, address: SocketAddr) -> ExportedBackend {
+        let name = format!(
+            "datapath.socket_lb.backend.{}_{}.connects",
+            address.ip().to_string().replace(['.', ':'], "_"),
+            address.port()
+        );
+        ExportedBackend {
+            address,
+            connects: store.counter(&name),
+            seen: 0,
+        }
+    }
 }
 
 impl CounterExport {
@@ -37,15 +62,31 @@ impl CounterExport {
                 self.add(store, format!("{prefix}.redirects"), counters.redirects);
             }
         }
-        for (address, backend_id) in syncer.backends() {
-            if let Ok(counters) = maps.backend_counters(backend_id) {
-                let name = format!(
-                    "datapath.socket_lb.backend.{}_{}.connects",
-                    address.ip().to_string().replace(['.', ':'], "_"),
-                    address.port()
-                );
-                self.add(store, name, counters.connects);
+        self.export_backends(store, syncer, maps);
+    }
+
+    /// Every backend's connects in one batched read of the per-CPU
+    /// counters (ids are allocated lowest first, so `0..=max id` is dense),
+    /// added to stats whose handles are kept between exports.
+    fn export_backends(&mut self, store: &Store, syncer: &Syncer, maps: &LbMaps) {
+        let live: HashMap<u32, SocketAddr> = syncer.backends().map(|(a, id)| (id, a)).collect();
+        self.backends.retain(|id, _| live.contains_key(id));
+        let Some(&max_id) = live.keys().max() else {
+            return;
+        };
+        let Ok(connects) = maps.backend_connects_below(max_id + 1) else {
+            return;
+        };
+        for (&id, &address) in &live {
+            let exported = self
+                .backends
+                .entry(id)
+                .or_insert_with(|| ExportedBackend::new(store, address));
+            if exported.address != address {
+                *exported = ExportedBackend::new(store, address);
             }
+            let value = connects[id as usize];
+            exported.connects.add(increase(&mut exported.seen, value));
         }
     }
 
@@ -60,19 +101,25 @@ impl CounterExport {
 
     fn add(&mut self, store: &Store, name: String, kernel_value: u64) {
         let seen = self.seen.entry(name.clone()).or_insert(0);
-        // A smaller value means the slot was reset for a new service or
-        // backend: all of it is new.
-        let increase = if kernel_value >= *seen {
-            kernel_value - *seen
-        } else {
-            kernel_value
-        };
-        *seen = kernel_value;
+        let increase = increase(seen, kernel_value);
         let counter = store.counter(&name);
         if increase > 0 {
             counter.add(increase);
         }
     }
+}
+
+/// What the kernel counted since `seen` (then `seen` = `kernel_value`). A
+/// smaller value means the slot was reset for a new service or backend:
+/// all of it is new.
+fn increase(seen: &mut u64, kernel_value: u64) -> u64 {
+    let increase = if kernel_value >= *seen {
+        kernel_value - *seen
+    } else {
+        kernel_value
+    };
+    *seen = kernel_value;
+    increase
 }
 
 /// Exports the XDP counters (per attached interface and per service).
