@@ -22,16 +22,21 @@ pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
 pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 
-/// Headers that describe one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+/// Headers that describe one hop and are never forwarded (names are
+/// lowercase; a `match` on the text is far cheaper than comparing
+/// `HeaderName`s).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
 
 /// Headers Envoy removes from requests that come from outside the trust
 /// boundary, so clients cannot steer internal behaviour (retries, timeouts,
@@ -136,7 +141,13 @@ pub fn prepare_request(
     let client = trusted_client_address(hcm, headers, peer);
     let internal = is_internal(client);
     if hcm.use_remote_address {
-        if !internal {
+        // One pass over the names first: most requests carry none of them,
+        // and a removal by name hashes it each time.
+        if !internal
+            && headers
+                .keys()
+                .any(|name| name.as_str().starts_with("x-envoy-"))
+        {
             for name in INTERNAL_ONLY {
                 headers.remove(name);
             }
@@ -207,24 +218,42 @@ fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and
 /// `te` unless it is `trailers` (gRPC needs it).
+///
+/// One pass over the names finds the fixed ones, and each name `Connection`
+/// lists is looked up once: most messages carry at most `Connection` itself
+/// (`keep-alive` or `close`), and a removal by name hashes the name each time.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let remove_te = headers
+        .get(http::header::TE)
+        .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name.as_str()) || (remove_te && *name == http::header::TE))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
+    let listed = headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            let hop_by_hop = if token.bytes().any(|b| b.is_ascii_uppercase()) {
+                is_hop_by_hop(&token.to_ascii_lowercase())
+            } else {
+                is_hop_by_hop(token)
+            };
+            !hop_by_hop
+        })
+        .filter(|token| headers.contains_key(*token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
+    let listed: Vec<HeaderName> = listed.collect();
+    doomed.extend(listed);
+    for name in doomed {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if let Some(te) = headers.get(http::header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(http::header::TE);
-        }
     }
 }
 
@@ -314,6 +343,35 @@ mod tests {
         grpc.insert("te", HeaderValue::from_static("trailers"));
         remove_hop_by_hop(&mut grpc);
         assert!(grpc.contains_key("te"));
+    }
+
+    #[test]
+    fn headers_named_in_connection_are_removed_whatever_their_case() {
+        let mut headers = HeaderMap::new();
+        headers.append("connection", HeaderValue::from_static("Keep-Alive"));
+        headers.append("connection", HeaderValue::from_static(" X-One ,close"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        headers.insert("close", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("upgrade", HeaderValue::from_static("h2c"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("x"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        let before = headers.clone();
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
     }
 
     #[test]
