@@ -8,6 +8,8 @@ use super::peers::Peer;
 pub enum Scenario {
     /// HTTP/1.1 keep-alive, small fixed response, `wrk`.
     Http1,
+    /// HTTP/1.1 keep-alive over one connection: latency with no queueing.
+    Http1OneConn,
     /// HTTP/1.1 with a new connection per request (`Connection: close`).
     Http1NewConn,
     /// h2c (prior knowledge): many streams on few connections, `h2load`.
@@ -34,8 +36,9 @@ const NOT_YET: &[(&str, &str)] = &[
 ];
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Http1,
+        Scenario::Http1OneConn,
         Scenario::Http1NewConn,
         Scenario::H2c,
         Scenario::Tcp,
@@ -49,6 +52,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Http1 => "http1",
+            Scenario::Http1OneConn => "http1-1conn",
             Scenario::Http1NewConn => "http1-newconn",
             Scenario::H2c => "h2c",
             Scenario::Tcp => "tcp",
@@ -63,6 +67,7 @@ impl Scenario {
     pub fn describe(self) -> &'static str {
         match self {
             Scenario::Http1 => "HTTP/1.1 keep-alive, wrk, 32 connections",
+            Scenario::Http1OneConn => "HTTP/1.1 keep-alive, wrk, 1 connection (p50 latency)",
             Scenario::Http1NewConn => {
                 "HTTP/1.1, new connection per request (wrk, Connection: close, 8 connections)"
             }
@@ -103,7 +108,11 @@ impl Scenario {
     /// The peers this scenario compares, Sluice first.
     pub fn peers(self) -> Vec<Peer> {
         match self {
-            Scenario::Http1 | Scenario::Http1NewConn | Scenario::H2c | Scenario::Tcp => {
+            Scenario::Http1
+            | Scenario::Http1OneConn
+            | Scenario::Http1NewConn
+            | Scenario::H2c
+            | Scenario::Tcp => {
                 vec![
                     Peer::Sluice,
                     Peer::Envoy,
