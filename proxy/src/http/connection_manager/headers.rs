@@ -217,43 +217,49 @@ fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and
-/// `te` unless it is `trailers` (gRPC needs it).
+/// `te` unless its (first) value is `trailers` (gRPC needs it).
 ///
-/// One pass over the names finds the fixed ones, and each name `Connection`
-/// lists is looked up once: most messages carry at most `Connection` itself
-/// (`keep-alive` or `close`), and a removal by name hashes the name each time.
+/// One pass over the headers finds what to remove, and only the names
+/// `Connection` lists are looked up: most messages carry at most
+/// `Connection` itself (`keep-alive` or `close`), and a lookup or removal by
+/// name hashes the name each time.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let remove_te = headers
-        .get(http::header::TE)
-        .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name.as_str()) || (remove_te && *name == http::header::TE))
-        .cloned()
-        .collect();
-    if doomed.is_empty() {
-        return;
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut previous: Option<&HeaderName> = None;
+    // `iter` yields every value of a name in a row, the first one first.
+    for (name, value) in headers.iter() {
+        let first_value = previous.is_none_or(|p| !std::ptr::eq(p, name));
+        previous = Some(name);
+        if *name == http::header::CONNECTION {
+            let listed = value
+                .to_str()
+                .into_iter()
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .filter(|token| !token_is_hop_by_hop(token) && headers.contains_key(*token))
+                .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
+            doomed.extend(listed);
+        }
+        if !first_value {
+            continue;
+        }
+        let te_not_trailers =
+            *name == http::header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers");
+        if te_not_trailers || is_hop_by_hop(name.as_str()) {
+            doomed.push(name.clone());
+        }
     }
-    let listed = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|token| {
-            let hop_by_hop = if token.bytes().any(|b| b.is_ascii_uppercase()) {
-                is_hop_by_hop(&token.to_ascii_lowercase())
-            } else {
-                is_hop_by_hop(token)
-            };
-            !hop_by_hop
-        })
-        .filter(|token| headers.contains_key(*token))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
-    let listed: Vec<HeaderName> = listed.collect();
-    doomed.extend(listed);
     for name in doomed {
         headers.remove(name);
+    }
+}
+
+/// [`is_hop_by_hop`] for a token of a `Connection` value, in any case.
+fn token_is_hop_by_hop(token: &str) -> bool {
+    if token.bytes().any(|b| b.is_ascii_uppercase()) {
+        is_hop_by_hop(&token.to_ascii_lowercase())
+    } else {
+        is_hop_by_hop(token)
     }
 }
 
