@@ -171,9 +171,10 @@ pub fn prepare_request(
             headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), value);
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    // One hash for the lookup and the insert.
+    headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
     remove_hop_by_hop(headers);
 
     let edge_request = hcm.use_remote_address && !internal;
