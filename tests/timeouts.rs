@@ -2,7 +2,8 @@
 //! in-process backends and raw clients that stall. Covers the route
 //! `timeout` (504, and `0s` disabling it), `stream_idle_timeout`,
 //! `request_headers_timeout`, the connection `idle_timeout` and
-//! `max_connection_duration`, `request_timeout`, `max_stream_duration`, and a
+//! `max_connection_duration`, `request_timeout`, `max_stream_duration`, the
+//! stream idle and route timeouts on a response body that stalls, and a
 //! slow-reading client that still gets a complete large response.
 
 mod support;
@@ -548,4 +549,87 @@ async fn slow_reader_gets_the_whole_large_response() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(buf.len() - end, BULK_LEN);
     assert!(buf[end..] == bulk_pattern()[..], "body corrupted");
+}
+
+/// A backend that answers with headers and the first part of a 100-byte
+/// body, then stalls with the connection open.
+async fn stalling_backend() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst-part";
+            let _ = stream.write_all(head).await;
+            held.push(stream);
+        }
+    });
+    (port, task)
+}
+
+/// Sends `GET /stall` to `addr` and returns what arrived before Sluice
+/// closed the connection, and when it closed.
+async fn stalled_response(addr: std::net::SocketAddr) -> (String, Duration) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /stall HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let received = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the stalled response is aborted");
+    (received, started.elapsed())
+}
+
+#[tokio::test]
+async fn stalled_response_bodies_are_aborted_by_the_stream_idle_and_route_timeouts() {
+    let (port, backend) = stalling_backend().await;
+    let mut yaml = String::from(
+        r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
+static_resources:
+  listeners:"#,
+    );
+    yaml += &listener(
+        "STREAM_IDLE",
+        "stream_idle",
+        "          stream_idle_timeout: 0.5s",
+        ", timeout: 0s",
+    );
+    yaml += &listener("ROUTE", "route", "", ", timeout: 0.5s");
+    yaml += r#"
+  clusters:"#;
+    for name in ["blue", "bulk"] {
+        yaml += &format!(
+            r#"
+  - name: {name}
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{STALL}} }} }} }} }}] }}]
+"#
+        );
+    }
+    let sluice = Sluice::start(&yaml, &[("STALL", port)]).await;
+    for listener in ["STREAM_IDLE", "ROUTE"] {
+        let (received, elapsed) = stalled_response(sluice.addr(listener)).await;
+        assert!(
+            received.starts_with("HTTP/1.1 200"),
+            "{listener}: {received}"
+        );
+        assert!(received.ends_with("first-part"), "{listener}: {received}");
+        assert!(
+            elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(4),
+            "{listener}: {elapsed:?}"
+        );
+    }
+    assert_eq!(
+        stat_until(&sluice, "http.stream_idle.downstream_rq_idle_timeout", 1).await,
+        Some(1)
+    );
+    backend.abort();
 }

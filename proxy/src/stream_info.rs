@@ -67,9 +67,11 @@ pub struct StreamInfo {
     pub downstream_remote_address: Option<SocketAddr>,
     pub downstream_local_address: Option<SocketAddr>,
     pub request_method: Option<http::Method>,
-    /// The original `:path` (path and query) before any rewrite.
-    pub request_path: Option<String>,
-    pub request_authority: Option<String>,
+    /// The original `:path` (path and query) before any rewrite (shares the
+    /// request's bytes: no copy per request).
+    pub request_path: Option<http::uri::PathAndQuery>,
+    /// The `Host`/`:authority` as received (shares the request's bytes).
+    pub request_authority: Option<http::HeaderValue>,
     /// The request's `:scheme` (`http` or `https`).
     pub request_scheme: Option<&'static str>,
     /// Request headers as received (only kept when something reads them).

@@ -71,7 +71,7 @@ async fn serve_connection(
             let mut info = StreamInfo::new(Some(peer), local);
             info.protocol = Some(request.version());
             info.request_method = Some(request.method().clone());
-            info.request_path = request.uri().path_and_query().map(|pq| pq.to_string());
+            info.request_path = request.uri().path_and_query().cloned();
             info.request_headers = request.headers().clone();
             let response = answer(ctx.clone(), request).await;
             info.response_code = Some(response.status().as_u16());

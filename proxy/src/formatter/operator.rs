@@ -325,8 +325,11 @@ impl HeaderSource {
     fn write(&self, info: &StreamInfo, headers: Headers, out: &mut String) -> bool {
         let value: Option<&str> = match self {
             HeaderSource::Method => info.request_method.as_ref().map(|m| m.as_str()),
-            HeaderSource::Path => info.request_path.as_deref(),
-            HeaderSource::Authority => info.request_authority.as_deref(),
+            HeaderSource::Path => info.request_path.as_ref().map(|pq| pq.as_str()),
+            HeaderSource::Authority => info
+                .request_authority
+                .as_ref()
+                .and_then(|v| v.to_str().ok()),
             HeaderSource::Scheme => info.request_scheme,
             HeaderSource::Status => {
                 return match info.response_code {

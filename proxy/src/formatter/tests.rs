@@ -16,8 +16,8 @@ pub(crate) fn filled_info() -> StreamInfo {
     info.start_time = UNIX_EPOCH + Duration::new(1_460_751_420, 310_123_456);
     info.protocol = Some(Version::HTTP_2);
     info.request_method = Some(Method::POST);
-    info.request_path = Some("/api/v1/locations".into());
-    info.request_authority = Some("locations".into());
+    info.request_path = Some(http::uri::PathAndQuery::from_static("/api/v1/locations"));
+    info.request_authority = Some(HeaderValue::from_static("locations"));
     info.request_scheme = Some("https");
     let headers = &mut info.request_headers;
     headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.35.28"));

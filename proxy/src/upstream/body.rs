@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::connect::InFlight;
 use super::host::Host;
+use super::pool::Lent;
 use super::stats::ClusterStats;
 
 /// Counts one request as active from send until its response is done. It
@@ -25,8 +25,9 @@ use super::stats::ClusterStats;
 pub(crate) struct ActiveRequest {
     stats: Arc<ClusterStats>,
     host: Arc<Host>,
-    /// Keeps the request counted on its pooled connection.
-    connection: Option<InFlight>,
+    /// Keeps the request counted on its pooled connection (and lends an
+    /// HTTP/1.1 connection until the response is read).
+    connection: Option<Lent>,
     start: Instant,
     completed: bool,
     /// `upstream_rq_total` has been counted (on pool ready).
@@ -58,14 +59,18 @@ impl ActiveRequest {
         }
     }
 
-    pub(crate) fn on_connection(&mut self, connection: InFlight) {
+    pub(crate) fn on_connection(&mut self, connection: Lent) {
         self.connection = Some(connection);
     }
 
-    /// The response ended: record the request time once.
+    /// The response ended: record the request time once, and give the
+    /// connection back to its pool.
     pub(crate) fn complete(&mut self) {
         if !self.completed {
             self.completed = true;
+            if let Some(connection) = self.connection.as_mut() {
+                connection.response_read();
+            }
             let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
             self.stats.upstream_rq_time.record(elapsed);
         }

@@ -146,8 +146,60 @@ impl HostPool {
     }
 }
 
-/// Sends `request` to `host` over its pool. The returned guard keeps the
-/// request counted on its connection: hold it until the response body is done.
+/// A request's hold on its pooled connection: keeps the request counted on
+/// the connection (drop it when the response body is done) and, for
+/// HTTP/1.1, lends the connection until the response has been read.
+#[derive(Debug)]
+pub(crate) struct Lent {
+    _in_flight: InFlight,
+    http1: Option<Http1Lease>,
+}
+
+impl Lent {
+    /// The response was read to its end: an HTTP/1.1 connection goes back
+    /// to the idle list (once hyper is ready for the next request).
+    pub(crate) fn response_read(&mut self) {
+        if let Some(lease) = self.http1.take() {
+            lease.check_in();
+        }
+    }
+}
+
+/// An HTTP/1.1 connection lent to one request. Dropped before its response
+/// was read (the body abandoned), the connection closes with it.
+struct Http1Lease {
+    host: Arc<Host>,
+    connection: Http1Connection,
+}
+
+impl std::fmt::Debug for Http1Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Lease")
+            .field("host", &self.host.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http1Lease {
+    /// Back to the idle list, unless the connection reached
+    /// `max_requests_per_connection`. hyper is usually ready for the next
+    /// request by the time the body's last byte reached us (its connection
+    /// task asks for one in the same turn); otherwise a task waits for it.
+    fn check_in(self) {
+        if self.connection.sender.is_closed() {
+            return;
+        }
+        if self.connection.sender.is_ready() {
+            return_http1(&self.host, self.connection);
+        } else {
+            return_when_idle(self.host, self.connection);
+        }
+    }
+}
+
+/// Sends `request` to `host` over its pool. The returned [`Lent`] keeps the
+/// request counted on its connection: hold it until the response body is
+/// done, and call [`Lent::response_read`] when it was read to its end.
 ///
 /// `ready` is called when a connection is ready to carry the request
 /// (Envoy's pool ready); it may be called again if the request is replayed
@@ -156,7 +208,7 @@ pub(crate) async fn send(
     host: &Arc<Host>,
     request: Request<Body>,
     ready: &mut (dyn FnMut() + Send),
-) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
+) -> Result<(Response<Incoming>, Lent), UpstreamError> {
     match host.pool().context().protocol {
         UpstreamProtocol::Http1 => send_http1(host, request, ready).await,
         UpstreamProtocol::Http2 => send_http2(host, request, ready).await,
@@ -167,7 +219,7 @@ async fn send_http1(
     host: &Arc<Host>,
     mut request: Request<Body>,
     ready: &mut (dyn FnMut() + Send),
-) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
+) -> Result<(Response<Incoming>, Lent), UpstreamError> {
     prepare_http1(&mut request, host);
     let pool = host.pool();
     let mut may_retry = true;
@@ -189,8 +241,15 @@ async fn send_http1(
         ready();
         match connection.sender.try_send_request(request).await {
             Ok(response) => {
-                return_when_idle(host.clone(), connection);
-                return Ok((response, in_flight));
+                let lease = Http1Lease {
+                    host: host.clone(),
+                    connection,
+                };
+                let lent = Lent {
+                    _in_flight: in_flight,
+                    http1: Some(lease),
+                };
+                return Ok((response, lent));
             }
             Err(mut failure) => {
                 drop(in_flight);
@@ -215,7 +274,7 @@ async fn send_http2(
     host: &Arc<Host>,
     mut request: Request<Body>,
     ready: &mut (dyn FnMut() + Send),
-) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
+) -> Result<(Response<Incoming>, Lent), UpstreamError> {
     prepare_http2(&mut request, host);
     let pool = host.pool();
     let mut may_retry = true;
@@ -237,7 +296,13 @@ async fn send_http2(
             }
         };
         match outcome {
-            Ok(response) => return Ok((response, in_flight)),
+            Ok(response) => {
+                let lent = Lent {
+                    _in_flight: in_flight,
+                    http1: None,
+                };
+                return Ok((response, lent));
+            }
             Err(mut failure) => {
                 drop(in_flight);
                 let unsent = failure.take_message();
@@ -306,22 +371,27 @@ async fn connect_http2(
     Ok(Http2Connection { sender, state })
 }
 
-/// Puts an HTTP/1.1 connection back in the idle list once its response
-/// has been read, unless it reached `max_requests_per_connection`.
+/// Puts an HTTP/1.1 connection back in the idle list once hyper is ready
+/// for its next request.
 fn return_when_idle(host: Arc<Host>, mut connection: Http1Connection) {
     tokio::spawn(async move {
-        if connection.sender.ready().await.is_err() {
+        if connection.sender.ready().await.is_ok() {
+            return_http1(&host, connection);
+        }
+    });
+}
+
+/// Puts a ready HTTP/1.1 connection back in the idle list, unless it
+/// reached `max_requests_per_connection`.
+fn return_http1(host: &Host, connection: Http1Connection) {
+    let context = host.pool().context();
+    if let Some(max) = context.max_requests_per_connection {
+        if connection.state.requests() >= max {
+            context.stats.upstream_cx_max_requests.inc();
             return;
         }
-        let context = host.pool().context();
-        if let Some(max) = context.max_requests_per_connection {
-            if connection.state.requests() >= max {
-                context.stats.upstream_cx_max_requests.inc();
-                return;
-            }
-        }
-        host.pool().return_http1(connection);
-    });
+    }
+    host.pool().return_http1(connection);
 }
 
 /// A copy of a request with no body whose method is idempotent, to send

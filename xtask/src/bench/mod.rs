@@ -33,7 +33,7 @@ use crate::workspace_root;
 
 const USAGE: &str = "usage: cargo xtask bench [SCENARIO…] [options]
 
-scenarios (default: all): http1 http1-newconn h2c tcp routes-1k clusters-10k instructions
+scenarios (default: all): http1 http1-1conn http1-newconn h2c tcp routes-1k clusters-10k instructions
   tcp-kernel sockmap (these two need root and cgroup v2, else they are skipped)
   (grpc, tls are reserved for features still to come)
 

@@ -31,6 +31,7 @@ const IDLE_SETTLE: Duration = Duration::from_millis(200);
 /// Connections of each load generator (documented in BENCHMARKS.md).
 const HTTP1_CONNECTIONS: usize = 32;
 const NEWCONN_CONNECTIONS: usize = 8;
+const ONE_CONNECTION: usize = 1;
 const H2_CONNECTIONS: usize = 4;
 const H2_STREAMS: usize = 32;
 
@@ -212,6 +213,11 @@ fn load_of(scenario: Scenario) -> Load<'static> {
             grpc: true,
         },
         Scenario::Tcp => Load::Iperf3,
+        Scenario::Http1OneConn => Load::Wrk {
+            connections: ONE_CONNECTION,
+            headers: &[],
+            path: "/",
+        },
         Scenario::Http1NewConn => Load::Wrk {
             connections: NEWCONN_CONNECTIONS,
             headers: &NEWCONN_HEADERS,

@@ -8,6 +8,8 @@ use super::peers::Peer;
 pub enum Scenario {
     /// HTTP/1.1 keep-alive, small fixed response, `wrk`.
     Http1,
+    /// HTTP/1.1 keep-alive over one connection: latency with no queueing.
+    Http1OneConn,
     /// HTTP/1.1 with a new connection per request (`Connection: close`).
     Http1NewConn,
     /// h2c (prior knowledge): many streams on few connections, `h2load`.
@@ -33,8 +35,9 @@ pub enum Scenario {
 const NOT_YET: &[(&str, &str)] = &[("tls", "TLS termination in Sluice (DownstreamTlsContext)")];
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Http1,
+        Scenario::Http1OneConn,
         Scenario::Http1NewConn,
         Scenario::H2c,
         Scenario::Grpc,
@@ -49,6 +52,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Http1 => "http1",
+            Scenario::Http1OneConn => "http1-1conn",
             Scenario::Http1NewConn => "http1-newconn",
             Scenario::H2c => "h2c",
             Scenario::Grpc => "grpc",
@@ -64,6 +68,7 @@ impl Scenario {
     pub fn describe(self) -> &'static str {
         match self {
             Scenario::Http1 => "HTTP/1.1 keep-alive, wrk, 32 connections",
+            Scenario::Http1OneConn => "HTTP/1.1 keep-alive, wrk, 1 connection (p50 latency)",
             Scenario::Http1NewConn => {
                 "HTTP/1.1, new connection per request (wrk, Connection: close, 8 connections)"
             }
@@ -108,6 +113,7 @@ impl Scenario {
     pub fn peers(self) -> Vec<Peer> {
         match self {
             Scenario::Http1
+            | Scenario::Http1OneConn
             | Scenario::Http1NewConn
             | Scenario::H2c
             | Scenario::Grpc

@@ -28,6 +28,8 @@ const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
 const DEFAULT_MAX_HEADERS_COUNT: u32 = 100;
+/// hyper's HTTP/1 header count limit when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: u32 = 100;
 const DEFAULT_SERVER_NAME: &str = "envoy";
 
 /// What the `server` response header becomes.
@@ -204,10 +206,14 @@ impl HttpConnectionManager {
             h1.timer(TokioTimer::new())
                 .keep_alive(true)
                 .max_buf_size((max_headers_kb as usize * 1024).max(8192))
-                .max_headers(max_headers_count as usize)
                 .header_read_timeout(
                     opt_duration(&config.request_headers_timeout).filter(|d| !d.is_zero()),
                 );
+            // hyper's own limit is Envoy's default (100); setting it, even to
+            // 100, makes hyper initialise a header array per request.
+            if max_headers_count != HYPER_DEFAULT_MAX_HEADERS {
+                h1.max_headers(max_headers_count as usize);
+            }
         }
         {
             let h2_options = config.http2_protocol_options.clone().unwrap_or_default();

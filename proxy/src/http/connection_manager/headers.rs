@@ -22,16 +22,21 @@ pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
 pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 
-/// Headers that describe one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
+/// Headers that describe one hop and are never forwarded (names are
+/// lowercase; a `match` on the text is far cheaper than comparing
+/// `HeaderName`s).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
 
 /// Headers Envoy removes from requests that come from outside the trust
 /// boundary, so clients cannot steer internal behaviour (retries, timeouts,
@@ -136,7 +141,13 @@ pub fn prepare_request(
     let client = trusted_client_address(hcm, headers, peer);
     let internal = is_internal(client);
     if hcm.use_remote_address {
-        if !internal {
+        // One pass over the names first: most requests carry none of them,
+        // and a removal by name hashes it each time.
+        if !internal
+            && headers
+                .keys()
+                .any(|name| name.as_str().starts_with("x-envoy-"))
+        {
             for name in INTERNAL_ONLY {
                 headers.remove(name);
             }
@@ -160,9 +171,10 @@ pub fn prepare_request(
             headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), value);
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
+    // One hash for the lookup and the insert.
+    headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
     remove_hop_by_hop(headers);
 
     let edge_request = hcm.use_remote_address && !internal;
@@ -206,25 +218,49 @@ fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`, and
-/// `te` unless it is `trailers` (gRPC needs it).
+/// `te` unless its (first) value is `trailers` (gRPC needs it).
+///
+/// One pass over the headers finds what to remove, and only the names
+/// `Connection` lists are looked up: most messages carry at most
+/// `Connection` itself (`keep-alive` or `close`), and a lookup or removal by
+/// name hashes the name each time.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if let Some(te) = headers.get(http::header::TE) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(http::header::TE);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut previous: Option<&HeaderName> = None;
+    // `iter` yields every value of a name in a row, the first one first.
+    for (name, value) in headers.iter() {
+        let first_value = previous.is_none_or(|p| !std::ptr::eq(p, name));
+        previous = Some(name);
+        if *name == http::header::CONNECTION {
+            let listed = value
+                .to_str()
+                .into_iter()
+                .flat_map(|value| value.split(','))
+                .map(str::trim)
+                .filter(|token| !token_is_hop_by_hop(token) && headers.contains_key(*token))
+                .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok());
+            doomed.extend(listed);
         }
+        if !first_value {
+            continue;
+        }
+        let te_not_trailers =
+            *name == http::header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers");
+        if te_not_trailers || is_hop_by_hop(name.as_str()) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// [`is_hop_by_hop`] for a token of a `Connection` value, in any case.
+fn token_is_hop_by_hop(token: &str) -> bool {
+    if token.bytes().any(|b| b.is_ascii_uppercase()) {
+        is_hop_by_hop(&token.to_ascii_lowercase())
+    } else {
+        is_hop_by_hop(token)
     }
 }
 
@@ -314,6 +350,35 @@ mod tests {
         grpc.insert("te", HeaderValue::from_static("trailers"));
         remove_hop_by_hop(&mut grpc);
         assert!(grpc.contains_key("te"));
+    }
+
+    #[test]
+    fn headers_named_in_connection_are_removed_whatever_their_case() {
+        let mut headers = HeaderMap::new();
+        headers.append("connection", HeaderValue::from_static("Keep-Alive"));
+        headers.append("connection", HeaderValue::from_static(" X-One ,close"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        headers.insert("close", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("upgrade", HeaderValue::from_static("h2c"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("x"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        let before = headers.clone();
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
     }
 
     #[test]

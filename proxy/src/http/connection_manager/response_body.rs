@@ -55,12 +55,19 @@ impl StreamEnd {
 pub struct StreamAborted(&'static str);
 
 pin_project_lite::pin_project! {
+    /// The timers are armed the first time the body has nothing to give
+    /// (most small bodies are complete by the time they are polled, and
+    /// never need one).
     pub struct ResponseBody {
         #[pin]
         inner: Body,
         end: Option<Box<StreamEnd>>,
         idle_timeout: Option<Duration>,
         idle: Option<Pin<Box<tokio::time::Sleep>>>,
+        // When the body last gave a frame (or was created), until the idle
+        // timer is armed.
+        idle_since: Option<tokio::time::Instant>,
+        deadline_at: Option<tokio::time::Instant>,
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 
@@ -84,16 +91,15 @@ impl ResponseBody {
         deadline: Option<tokio::time::Instant>,
     ) -> Self {
         let streaming = !inner.is_end_stream();
+        let idle_timeout = idle_timeout.filter(|_| streaming);
         ResponseBody {
             inner,
             end: Some(Box::new(end)),
             idle_timeout,
-            idle: idle_timeout
-                .filter(|_| streaming)
-                .map(|t| Box::pin(tokio::time::sleep(t))),
-            deadline: deadline
-                .filter(|_| streaming)
-                .map(|d| Box::pin(tokio::time::sleep_until(d))),
+            idle: None,
+            idle_since: idle_timeout.map(|_| tokio::time::Instant::now()),
+            deadline_at: deadline.filter(|_| streaming),
+            deadline: None,
         }
     }
 }
@@ -117,8 +123,12 @@ impl HttpBody for ResponseBody {
                         end.info.response_trailers = trailers.clone();
                     }
                 }
-                if let (Some(idle), Some(timeout)) = (this.idle.as_mut(), *this.idle_timeout) {
-                    idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+                match (this.idle.as_mut(), *this.idle_timeout) {
+                    (Some(idle), Some(timeout)) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    }
+                    (None, Some(_)) => *this.idle_since = Some(tokio::time::Instant::now()),
+                    _ => {}
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -135,6 +145,16 @@ impl HttpBody for ResponseBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                if let (None, Some(since), Some(timeout)) = (
+                    this.idle.as_ref(),
+                    this.idle_since.take(),
+                    *this.idle_timeout,
+                ) {
+                    *this.idle = Some(Box::pin(tokio::time::sleep_until(since + timeout)));
+                }
+                if let (None, Some(at)) = (this.deadline.as_ref(), this.deadline_at.take()) {
+                    *this.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+                }
                 if let Some(idle) = this.idle.as_mut() {
                     if idle.as_mut().poll(cx).is_ready() {
                         if let Some(end) = this.end.as_mut() {

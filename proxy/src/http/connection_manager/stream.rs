@@ -70,12 +70,8 @@ pub(super) async fn handle(
         }
     }
     info.request_method = Some(parts.method.clone());
-    info.request_path = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
-    info.request_authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    info.request_path = parts.uri.path_and_query().cloned();
+    info.request_authority = parts.headers.get(header::HOST).cloned();
 
     let request_id = headers::prepare_request(&hcm, &mut parts.headers, context.remote);
     info.request_id = request_id

@@ -37,6 +37,31 @@ async fn http1_pool_reuses_one_connection_for_sequential_requests() {
 }
 
 #[tokio::test]
+async fn http1_connection_is_lent_until_its_response_is_read() {
+    let (address, accepted) = http_server(false, Duration::ZERO).await;
+    let store = Store::new();
+    let (_manager, backend) = compile_one(static_cluster("backend", &[address]), &store);
+    let host = backend.choose_host(None).expect("a host");
+    let response = backend.send(&host, get("/x")).await.unwrap();
+    // The body is not read yet: the connection is still lent to it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(host.pool().idle_count(), 0);
+    assert_eq!(read_body(response).await, "hello");
+    eventually(|| host.pool().idle_count() == 1).await;
+
+    // A body dropped unread takes its connection with it: the next request
+    // opens a new one.
+    let abandoned = backend.send(&host, get("/x")).await.unwrap();
+    drop(abandoned);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(host.pool().idle_count(), 0);
+    let response = backend.send(&host, get("/x")).await.unwrap();
+    assert_eq!(read_body(response).await, "hello");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    eventually(|| host.pool().idle_count() == 1).await;
+}
+
+#[tokio::test]
 async fn http1_max_requests_per_connection_opens_new_connections() {
     let (address, accepted) = http_server(false, Duration::ZERO).await;
     let mut config = static_cluster("backend", &[address]);
