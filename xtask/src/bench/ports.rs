@@ -37,6 +37,8 @@ pub enum Slot {
     SockmapIperf = 5,
     /// sockmap: the local nginx (h2c).
     SockmapNginxH2 = 6,
+    /// sockmap: the local nginx (gRPC).
+    SockmapNginxGrpc = 8,
     /// The proxy under test.
     Proxy = 10,
     /// Sluice's and Envoy's admin.
@@ -48,7 +50,7 @@ pub enum Slot {
     VipHttp = 16,
 }
 
-const ALL_SLOTS: [Slot; 13] = [
+const ALL_SLOTS: [Slot; 14] = [
     Slot::Backend,
     Slot::BackendH2,
     Slot::Iperf,
@@ -57,6 +59,7 @@ const ALL_SLOTS: [Slot; 13] = [
     Slot::SockmapNginx,
     Slot::SockmapIperf,
     Slot::SockmapNginxH2,
+    Slot::SockmapNginxGrpc,
     Slot::Proxy,
     Slot::Admin,
     Slot::ProxyHttp,

@@ -26,6 +26,7 @@ pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
     for port in [
         port(Slot::SockmapNginx),
         port(Slot::SockmapNginxH2),
+        port(Slot::SockmapNginxGrpc),
         port(Slot::SockmapIperf),
     ] {
         peers::check_port_free(port)?;
@@ -72,18 +73,27 @@ pub fn run(settings: &Settings, rounds: usize) -> Result<Outcome, String> {
     })
 }
 
+/// The local nginx's config: the backend template on ports of its own (the
+/// main backend nginx holds the standard ones).
+fn local_nginx_config(dir: &std::path::Path) -> String {
+    let mut values =
+        configs::standard_values(&dir.display().to_string(), 1, port(Slot::SockmapNginx));
+    values.retain(|(key, _)| !["BACKEND_H2_PORT", "BACKEND_GRPC_PORT"].contains(key));
+    values.push(("BACKEND_H2_PORT", port(Slot::SockmapNginxH2).to_string()));
+    values.push((
+        "BACKEND_GRPC_PORT",
+        port(Slot::SockmapNginxGrpc).to_string(),
+    ));
+    configs::render(configs::BACKEND_NGINX, &values)
+}
+
 /// nginx (one worker, small fixed body) and an iperf3 server, started
 /// from inside the cgroup so their sockets are in it.
 fn start_servers(settings: &Settings) -> Result<Vec<Running>, String> {
     let dir = settings.dir.join("sockmap-backend");
     std::fs::create_dir_all(dir.join("tmp")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut values =
-        configs::standard_values(&dir.display().to_string(), 1, port(Slot::SockmapNginx));
-    values.retain(|(key, _)| *key != "BACKEND_H2_PORT");
-    values.push(("BACKEND_H2_PORT", port(Slot::SockmapNginxH2).to_string()));
     let config = dir.join("backend-nginx.conf");
-    std::fs::write(&config, configs::render(configs::BACKEND_NGINX, &values))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(&config, local_nginx_config(&dir)).map_err(|e| e.to_string())?;
     let nginx = peers::find_program("nginx").ok_or("nginx is missing")?;
     let iperf3 = peers::find_program("iperf3").ok_or("iperf3 is missing")?;
     let nginx_args: Vec<String> = [
@@ -200,4 +210,36 @@ fn run_loads(variant: &str, settings: &Settings) -> Result<BTreeMap<&'static str
         ("p50 ms", latency.p50_ms.unwrap_or(f64::NAN)),
         ("p99 ms", latency.p99_ms.unwrap_or(f64::NAN)),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen_ports(config: &str) -> Vec<String> {
+        config
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("listen 127.0.0.1:"))
+            .map(|rest| rest.split([' ', ';']).next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_local_nginx_listens_on_no_port_of_the_main_backend() {
+        crate::bench::ports::reserve().unwrap();
+        let dir = std::path::Path::new("/tmp/x");
+        let main = configs::render(
+            configs::BACKEND_NGINX,
+            &configs::standard_values("/tmp/x", 1, port(Slot::Backend)),
+        );
+        let main_ports = listen_ports(&main);
+        let local_ports = listen_ports(&local_nginx_config(dir));
+        assert_eq!((main_ports.len(), local_ports.len()), (3, 3));
+        for local in &local_ports {
+            assert!(
+                !main_ports.contains(local),
+                "{local} in both: {main_ports:?}"
+            );
+        }
+    }
 }
