@@ -76,17 +76,7 @@ fn update_raw<K: aya::Pod>(map: &MapData, keys: &[K], values: &[u8]) -> io::Resu
     };
     // SAFETY: `attr` points at `count` keys and their values, alive for the
     // call; the kernel reads them and writes back `attr.count`.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) }?;
     if attr.count != count {
         return Err(io::Error::other(format!(
             "batch update wrote {} of {count} entries",
@@ -119,17 +109,10 @@ pub(crate) fn lookup_per_cpu(map: &MapData, count: u32, value_size: usize) -> io
     // SAFETY: `attr` points at room for `count` keys and their values and
     // at the out-batch token, alive for the call; the kernel writes them
     // and `attr.count`.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    // ENOENT: the array ended before `count` entries (fewer were read).
-    if result < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
-        return Err(io::Error::last_os_error());
+    match unsafe { bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+        // ENOENT: the array ended before `count` entries (fewer were read).
+        Err(error) if error.raw_os_error() != Some(libc::ENOENT) => return Err(error),
+        _ => {}
     }
     if attr.count != count || keys.iter().enumerate().any(|(i, k)| *k != i as u32) {
         return Err(io::Error::other(format!(
@@ -138,6 +121,23 @@ pub(crate) fn lookup_per_cpu(map: &MapData, count: u32, value_size: usize) -> io
         )));
     }
     Ok(values)
+}
+
+/// One `bpf(command, attr)` call.
+///
+/// # Safety
+/// Every pointer in `attr` is valid for what `command` reads and writes.
+unsafe fn bpf_batch(command: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    let result = libc::syscall(
+        libc::SYS_bpf,
+        command,
+        attr as *mut BatchAttr,
+        std::mem::size_of::<BatchAttr>(),
+    );
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn batch_error(map: &'static str) -> impl Fn(io::Error) -> DatapathError {
