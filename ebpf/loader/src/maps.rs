@@ -45,11 +45,22 @@ fn sorted_entries<K: aya::Pod + Ord, V: aya::Pod>(
     Ok(entries)
 }
 
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+pub(crate) fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |e| DatapathError::Map {
         map,
         reason: e.to_string(),
     }
+}
+
+/// Opens the map a daemon pinned as `pin_dir/name` (a handle of its own).
+pub(crate) fn open_pinned_map(pin_dir: &Path, name: &'static str) -> Result<Map, DatapathError> {
+    let path = pin_dir.join(name);
+    MapData::from_pin(&path)
+        .and_then(Map::from_map_data)
+        .map_err(|e| DatapathError::Map {
+            map: name,
+            reason: format!("cannot open pin {}: {e}", path.display()),
+        })
 }
 
 impl LbMaps {
@@ -64,15 +75,7 @@ impl LbMaps {
 
     /// Opens the maps a daemon pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
-        Self::from_maps(|name| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|e| DatapathError::Map {
-                    map: name,
-                    reason: format!("cannot open pin {}: {e}", path.display()),
-                })
-        })
+        Self::from_maps(|name| open_pinned_map(pin_dir, name))
     }
 
     fn from_maps(
@@ -311,13 +314,7 @@ impl RedirectMap {
     /// Opens the map a daemon pinned under `pin_dir` (a handle of its own).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
         let name = map_names::REDIRECT_ORIGINAL_DST;
-        let path = pin_dir.join(name);
-        let map = MapData::from_pin(&path)
-            .and_then(Map::from_map_data)
-            .map_err(|e| DatapathError::Map {
-                map: name,
-                reason: format!("cannot open pin {}: {e}", path.display()),
-            })?;
+        let map = open_pinned_map(pin_dir, name)?;
         Ok(RedirectMap {
             map: HashMap::try_from(map).map_err(map_error(name))?,
         })
@@ -365,15 +362,7 @@ pub struct XdpMaps {
 impl XdpMaps {
     /// Opens the maps a daemon pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
-        let open = |name: &'static str| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|e| DatapathError::Map {
-                    map: name,
-                    reason: format!("cannot open pin {}: {e}", path.display()),
-                })
-        };
+        let open = |name| open_pinned_map(pin_dir, name);
         Ok(XdpMaps {
             deny4: LpmTrie::try_from(open(map_names::XDP_DENY4)?)
                 .map_err(map_error(map_names::XDP_DENY4))?,

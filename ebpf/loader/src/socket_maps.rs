@@ -11,31 +11,15 @@
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use sluice_ebpf_common::sockmap::{self, SockKey};
 use sluice_ebpf_common::{
     map_names, Lb4ReverseKey, Lb4ReverseValue, Lb6ReverseKey, Lb6ReverseValue, Redirect6Key,
     Redirect6OriginalDst, RedirectOriginalDst,
 };
 
+use crate::maps::{map_error, open_pinned_map};
 use crate::DatapathError;
-
-fn open_pin(pin_dir: &Path, name: &'static str) -> Result<Map, DatapathError> {
-    let path = pin_dir.join(name);
-    MapData::from_pin(&path)
-        .and_then(Map::from_map_data)
-        .map_err(|e| DatapathError::Map {
-            map: name,
-            reason: format!("cannot open pin {}: {e}", path.display()),
-        })
-}
-
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |e| DatapathError::Map {
-        map,
-        reason: e.to_string(),
-    }
-}
 
 /// An IPv6 address as the kernel's `user_ip6`/`local_ip6` words hold it
 /// (network-order bytes, each word read as a native integer).
@@ -71,7 +55,7 @@ impl Redirect6Map {
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
         let name = map_names::REDIRECT6_ORIGINAL_DST;
         Ok(Redirect6Map {
-            map: HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?,
+            map: HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(map_error(name))?,
         })
     }
 
@@ -106,7 +90,7 @@ impl Redirect6Map {
 pub fn cookie_entries4(pin_dir: &Path) -> Result<Vec<(u64, SocketAddrV4)>, DatapathError> {
     let name = map_names::REDIRECT_BY_COOKIE;
     let map: HashMap<MapData, u64, RedirectOriginalDst> =
-        HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?;
+        HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(map_error(name))?;
     let mut entries = Vec::new();
     for entry in map.iter() {
         let (cookie, value) = entry.map_err(map_error(name))?;
@@ -123,7 +107,7 @@ pub fn cookie_entries4(pin_dir: &Path) -> Result<Vec<(u64, SocketAddrV4)>, Datap
 pub fn cookie_entries6(pin_dir: &Path) -> Result<Vec<(u64, SocketAddrV6)>, DatapathError> {
     let name = map_names::REDIRECT6_BY_COOKIE;
     let map: HashMap<MapData, u64, Redirect6OriginalDst> =
-        HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?;
+        HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(map_error(name))?;
     let mut entries = Vec::new();
     for entry in map.iter() {
         let (cookie, value) = entry.map_err(map_error(name))?;
@@ -146,7 +130,7 @@ pub struct ReverseEntry {
 pub fn reverse_entries4(pin_dir: &Path) -> Result<Vec<ReverseEntry>, DatapathError> {
     let name = map_names::LB4_REVERSE_SK;
     let map: HashMap<MapData, Lb4ReverseKey, Lb4ReverseValue> =
-        HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?;
+        HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(map_error(name))?;
     let v4 = |address: u32, port: u16| {
         SocketAddr::V4(SocketAddrV4::new(
             u32::from_be(address).into(),
@@ -170,7 +154,7 @@ pub fn reverse_entries4(pin_dir: &Path) -> Result<Vec<ReverseEntry>, DatapathErr
 pub fn reverse_entries6(pin_dir: &Path) -> Result<Vec<ReverseEntry>, DatapathError> {
     let name = map_names::LB6_REVERSE_SK;
     let map: HashMap<MapData, Lb6ReverseKey, Lb6ReverseValue> =
-        HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?;
+        HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(map_error(name))?;
     let v6 = |address: [u32; 4], port: u16| {
         SocketAddr::V6(SocketAddrV6::new(ip_of(address), u16::from_be(port), 0, 0))
     };
@@ -192,7 +176,7 @@ pub fn reverse_entries6(pin_dir: &Path) -> Result<Vec<ReverseEntry>, DatapathErr
 pub fn tainted_sockets(pin_dir: &Path) -> Result<Vec<SockKey>, DatapathError> {
     let name = sockmap::map_names::SOCKMAP_TAINTED;
     let map: HashMap<MapData, SockKey, u8> =
-        HashMap::try_from(open_pin(pin_dir, name)?).map_err(map_error(name))?;
+        HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(map_error(name))?;
     let mut keys = map
         .keys()
         .collect::<Result<Vec<_>, _>>()

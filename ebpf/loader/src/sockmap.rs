@@ -19,6 +19,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, ProgramType, SkMsg, SockOps};
 use sluice_ebpf_common::sockmap::{map_names, program_names, SockKey, SockmapCounters};
 
+use crate::maps::{map_error, open_pinned_map};
 use crate::{Datapath, DatapathError};
 
 /// The kernel's names for the two attach points (logs, `sluicectl bpf status`).
@@ -52,13 +53,6 @@ pub struct SockmapMaps {
     pub counters: PerCpuArray<MapData, SockmapCounters>,
 }
 
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |e| DatapathError::Map {
-        map,
-        reason: e.to_string(),
-    }
-}
-
 impl SockmapMaps {
     fn from_maps(sockets: Map, counters: Map) -> Result<Self, DatapathError> {
         Ok(SockmapMaps {
@@ -70,15 +64,7 @@ impl SockmapMaps {
 
     /// Opens the maps a daemon pinned under `pin_dir`.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
-        let open = |name: &'static str| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|e| DatapathError::Map {
-                    map: name,
-                    reason: format!("cannot open pin {}: {e}", path.display()),
-                })
-        };
+        let open = |name| open_pinned_map(pin_dir, name);
         Self::from_maps(
             open(map_names::SOCKMAP_SOCKETS)?,
             open(map_names::SOCKMAP_COUNTERS)?,
