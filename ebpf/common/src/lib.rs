@@ -193,7 +193,8 @@ pub struct ServiceCounters {
     pub redirects: u64,
 }
 
-/// Per-CPU value of `LB4_BACKEND_COUNTERS` (indexed by backend id).
+/// Value of `LB4_BACKEND_COUNTERS` (indexed by backend id; one slot shared
+/// by every CPU, incremented atomically).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendCounters {

@@ -49,16 +49,10 @@ pub(crate) fn update<K: aya::Pod, V: aya::Pod>(
     update_raw(map, keys, value_bytes)
 }
 
-/// Writes zeroes to entries `indices` of a per-CPU array whose values are
-/// `value_size` bytes, on every CPU.
-pub(crate) fn zero_per_cpu(map: &MapData, indices: &[u32], value_size: usize) -> io::Result<()> {
-    if indices.is_empty() {
-        return Ok(());
-    }
-    let cpus = aya::util::nr_cpus().map_err(|(_, error)| error)?;
-    // Per-CPU values are laid out per CPU, each rounded up to 8 bytes.
-    let per_key = value_size.next_multiple_of(8) * cpus;
-    update_raw(map, indices, &vec![0u8; per_key * indices.len()])
+/// Writes zeroes to entries `indices` of an array whose values are
+/// `value_size` bytes.
+pub(crate) fn zero_entries(map: &MapData, indices: &[u32], value_size: usize) -> io::Result<()> {
+    update_raw(map, indices, &vec![0u8; value_size * indices.len()])
 }
 
 fn update_raw<K: aya::Pod>(map: &MapData, keys: &[K], values: &[u8]) -> io::Result<()> {
@@ -86,14 +80,11 @@ fn update_raw<K: aya::Pod>(map: &MapData, keys: &[K], values: &[u8]) -> io::Resu
     Ok(())
 }
 
-/// Reads entries `0..count` of a per-CPU array whose values are
-/// `value_size` bytes: for each index, its value on every possible CPU
-/// (each rounded up to 8 bytes), as the kernel lays them out.
-pub(crate) fn lookup_per_cpu(map: &MapData, count: u32, value_size: usize) -> io::Result<Vec<u8>> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, error)| error)?;
-    let per_key = value_size.next_multiple_of(8) * cpus;
+/// Reads the values of entries `0..count` of an array whose values are
+/// `value_size` bytes, in index order.
+pub(crate) fn lookup_array(map: &MapData, count: u32, value_size: usize) -> io::Result<Vec<u8>> {
     let mut keys = vec![0u32; count as usize];
-    let mut values = vec![0u8; per_key * count as usize];
+    let mut values = vec![0u8; value_size * count as usize];
     if count == 0 {
         return Ok(values);
     }
@@ -167,34 +158,22 @@ impl LbMaps {
         update(self.backends6.map(), keys, values).map_err(batch_error(map_names::LB6_BACKENDS))
     }
 
-    /// The `connects` of backend ids `0..count`, summed over CPUs, in one
-    /// read (the per-second counter export).
+    /// The `connects` of backend ids `0..count`, in one read (the
+    /// per-second counter export).
     pub fn backend_connects_below(&self, count: u32) -> Result<Vec<u64>, DatapathError> {
         let value_size = std::mem::size_of::<BackendCounters>();
-        let bytes = lookup_per_cpu(self.backend_counters.map(), count, value_size)
+        let bytes = lookup_array(self.backend_counters.map(), count, value_size)
             .map_err(batch_error(map_names::LB4_BACKEND_COUNTERS))?;
-        let stride = value_size.next_multiple_of(8);
-        let per_key = if count == 0 {
-            0
-        } else {
-            bytes.len() / count as usize
-        };
-        Ok((0..count as usize)
-            .map(|id| {
-                bytes[id * per_key..(id + 1) * per_key]
-                    .chunks_exact(stride)
-                    .map(|cpu| {
-                        let connects = std::mem::offset_of!(BackendCounters, connects);
-                        u64::from_ne_bytes(cpu[connects..connects + 8].try_into().unwrap())
-                    })
-                    .sum()
-            })
+        let connects = std::mem::offset_of!(BackendCounters, connects);
+        Ok(bytes
+            .chunks_exact(value_size)
+            .map(|value| u64::from_ne_bytes(value[connects..connects + 8].try_into().unwrap()))
             .collect())
     }
 
-    /// Zeroes the counters of these backend ids on every CPU.
+    /// Zeroes the counters of these backend ids.
     pub fn zero_backend_counters_of(&mut self, backend_ids: &[u32]) -> Result<(), DatapathError> {
-        zero_per_cpu(
+        zero_entries(
             self.backend_counters.map(),
             backend_ids,
             std::mem::size_of::<BackendCounters>(),

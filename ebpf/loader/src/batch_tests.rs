@@ -3,13 +3,13 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use aya::maps::{HashMap, Map, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, Map};
 
 use super::*;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_TYPE_HASH: u32 = 1;
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 
 /// The first members of `union bpf_attr` for `BPF_MAP_CREATE`.
 #[repr(C)]
@@ -102,67 +102,50 @@ fn a_batch_that_does_not_fit_fails() {
 }
 
 #[test]
-fn per_cpu_entries_are_zeroed_on_every_cpu() {
+fn array_entries_are_zeroed() {
     if skip() {
         return;
     }
     let size = std::mem::size_of::<BackendCounters>();
-    let map = create_map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, size, 16);
-    let mut array: PerCpuArray<_, BackendCounters> =
-        PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
-    let cpus = aya::util::nr_cpus().unwrap();
-    let busy = BackendCounters { connects: 41 };
+    let map = create_map(BPF_MAP_TYPE_ARRAY, 4, size, 16);
+    let mut array: Array<_, BackendCounters> = Array::try_from(Map::Array(map)).unwrap();
     for index in 0..16 {
         array
-            .set(index, PerCpuValues::try_from(vec![busy; cpus]).unwrap(), 0)
+            .set(index, BackendCounters { connects: 41 }, 0)
             .unwrap();
     }
-    zero_per_cpu(IterableMap::map(&array), &[3, 5, 15], size).unwrap();
+    zero_entries(IterableMap::map(&array), &[3, 5, 15], size).unwrap();
     for index in 0..16 {
-        let connects: Vec<u64> = array
-            .get(&index, 0)
-            .unwrap()
-            .iter()
-            .map(|c| c.connects)
-            .collect();
         let expected = if [3, 5, 15].contains(&index) { 0 } else { 41 };
-        assert_eq!(connects, vec![expected; cpus], "entry {index}");
+        assert_eq!(
+            array.get(&index, 0).unwrap().connects,
+            expected,
+            "entry {index}"
+        );
     }
 }
 
 #[test]
-fn a_batch_reads_per_cpu_entries_in_index_order() {
+fn a_batch_reads_array_entries_in_index_order() {
     if skip() {
         return;
     }
     let size = std::mem::size_of::<BackendCounters>();
-    let map = create_map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, size, 16);
-    let mut array: PerCpuArray<_, BackendCounters> =
-        PerCpuArray::try_from(Map::PerCpuArray(map)).unwrap();
-    let cpus = aya::util::nr_cpus().unwrap();
+    let map = create_map(BPF_MAP_TYPE_ARRAY, 4, size, 16);
+    let mut array: Array<_, BackendCounters> = Array::try_from(Map::Array(map)).unwrap();
     for index in 0..16u32 {
-        let per_cpu: Vec<BackendCounters> = (0..cpus as u64)
-            .map(|cpu| BackendCounters {
-                connects: u64::from(index) * 100 + cpu,
-            })
-            .collect();
-        array
-            .set(index, PerCpuValues::try_from(per_cpu).unwrap(), 0)
-            .unwrap();
+        let connects = u64::from(index) * 100 + 7;
+        array.set(index, BackendCounters { connects }, 0).unwrap();
     }
-    let bytes = lookup_per_cpu(IterableMap::map(&array), 5, size).unwrap();
-    assert_eq!(bytes.len(), 5 * cpus * 8);
+    let bytes = lookup_array(IterableMap::map(&array), 5, size).unwrap();
     let values: Vec<u64> = bytes
         .chunks_exact(8)
         .map(|b| u64::from_ne_bytes(b.try_into().unwrap()))
         .collect();
-    let expected: Vec<u64> = (0..5u64)
-        .flat_map(|index| (0..cpus as u64).map(move |cpu| index * 100 + cpu))
-        .collect();
-    assert_eq!(values, expected);
+    assert_eq!(values, vec![7, 107, 207, 307, 407]);
     // Asking past the end reads what is there and says so.
-    assert!(lookup_per_cpu(IterableMap::map(&array), 17, size).is_err());
-    assert!(lookup_per_cpu(IterableMap::map(&array), 0, size)
+    assert!(lookup_array(IterableMap::map(&array), 17, size).is_err());
+    assert!(lookup_array(IterableMap::map(&array), 0, size)
         .unwrap()
         .is_empty());
 }

@@ -22,7 +22,7 @@ pub struct LbMaps {
     pub services: HashMap<MapData, Lb4ServiceKey, Lb4Service>,
     pub backends: HashMap<MapData, Lb4BackendKey, Lb4Backend>,
     pub service_counters: PerCpuArray<MapData, ServiceCounters>,
-    pub backend_counters: PerCpuArray<MapData, BackendCounters>,
+    pub backend_counters: Array<MapData, BackendCounters>,
     pub service_info: Array<MapData, ServiceInfo>,
     pub services6: HashMap<MapData, Lb6ServiceKey, Lb4Service>,
     pub backends6: HashMap<MapData, Lb4BackendKey, Lb6Backend>,
@@ -87,7 +87,7 @@ impl LbMaps {
             backends: HashMap::try_from(open(LB4_BACKENDS)?).map_err(map_error(LB4_BACKENDS))?,
             service_counters: PerCpuArray::try_from(open(LB4_SERVICE_COUNTERS)?)
                 .map_err(map_error(LB4_SERVICE_COUNTERS))?,
-            backend_counters: PerCpuArray::try_from(open(LB4_BACKEND_COUNTERS)?)
+            backend_counters: Array::try_from(open(LB4_BACKEND_COUNTERS)?)
                 .map_err(map_error(LB4_BACKEND_COUNTERS))?,
             service_info: Array::try_from(open(LB4_SERVICE_INFO)?)
                 .map_err(map_error(LB4_SERVICE_INFO))?,
@@ -124,15 +124,11 @@ impl LbMaps {
             }))
     }
 
-    /// A backend's counters summed over CPUs.
+    /// A backend's counters.
     pub fn backend_counters(&self, backend_id: u32) -> Result<BackendCounters, DatapathError> {
-        let per_cpu = self
-            .backend_counters
+        self.backend_counters
             .get(&backend_id, 0)
-            .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))?;
-        Ok(BackendCounters {
-            connects: per_cpu.iter().map(|c| c.connects).sum(),
-        })
+            .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))
     }
 
     /// Zeroes a service's counters (socket-LB and XDP) on every CPU
@@ -166,11 +162,10 @@ impl LbMaps {
             }))
     }
 
-    /// Zeroes a backend's counters on every CPU (before its id is reused).
+    /// Zeroes a backend's counters (before its id is reused).
     pub fn zero_backend_counters(&mut self, backend_id: u32) -> Result<(), DatapathError> {
-        let zeros = per_cpu_zeros().map_err(map_error(map_names::LB4_BACKEND_COUNTERS))?;
         self.backend_counters
-            .set(backend_id, zeros, 0)
+            .set(backend_id, BackendCounters::default(), 0)
             .map_err(map_error(map_names::LB4_BACKEND_COUNTERS))
     }
 
