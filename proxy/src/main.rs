@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice::cli::{version_string, Cli, Mode};
 use sluice::config;
+use sluice::datapath::preload::Preload;
 use sluice::logging::{self, LogLevel};
 use sluice::server::{self, Snapshot};
 use sluice::stats::Store;
@@ -42,6 +43,12 @@ fn main() -> ExitCode {
             Err(errors) => return report_config_errors(&source, &errors),
         };
     apply_node_overrides(&cli, &mut bootstrap);
+    // The kernel object loads while the configuration compiles and the
+    // server starts (nothing outside the process changes until it is used).
+    let preload = match cli.mode {
+        Mode::Serve => Preload::start(&cli.datapath, &bootstrap),
+        Mode::Validate | Mode::InitOnly => Preload::default(),
+    };
     let store = Store::new();
     let snapshot = match Snapshot::compile(bootstrap, &store) {
         Ok(snapshot) => snapshot,
@@ -60,13 +67,19 @@ fn main() -> ExitCode {
                 // starts (whatever needs it later rebuilds it).
                 config::descriptors::release_pool();
             }
-            serve(cli, snapshot, store, log)
+            serve(cli, snapshot, store, log, preload)
         }
     }
 }
 
-fn serve(cli: Cli, snapshot: Snapshot, store: Store, log: logging::LogHandle) -> ExitCode {
-    match server::run(cli, snapshot, store, log) {
+fn serve(
+    cli: Cli,
+    snapshot: Snapshot,
+    store: Store,
+    log: logging::LogHandle,
+    preload: Preload,
+) -> ExitCode {
+    match server::run(cli, snapshot, store, log, preload) {
         0 => ExitCode::SUCCESS,
         code => ExitCode::from(code.clamp(1, 255) as u8),
     }

@@ -195,6 +195,30 @@ pub struct Datapath {
     _ebpf: Ebpf,
 }
 
+/// The embedded object in the kernel: programs verified, maps created,
+/// nothing pinned or attached. The slow part of [`Datapath::load`] (aya
+/// parses the kernel's BTF; the kernel allocates the preallocated maps),
+/// with no effect outside this process, so a daemon can run it while it
+/// starts everything else.
+pub struct LoadedObject {
+    ebpf: Ebpf,
+}
+
+impl LoadedObject {
+    /// Checks the capabilities and loads the object.
+    pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
+        let missing = privileges::missing_capabilities();
+        if !missing.is_empty() {
+            return Err(DatapathError::Privileges { missing });
+        }
+        let ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
+            .load(OBJECT)
+            .map_err(DatapathError::Load)?;
+        Ok(LoadedObject { ebpf })
+    }
+}
+
 impl Datapath {
     /// Loads the embedded object, attaches every [`Hook`] to `cgroup` and
     /// pins under `pin_dir`, taking over from a previous daemon's pins.
@@ -216,10 +240,18 @@ impl Datapath {
         pin_dir: &Path,
         options: LoadOptions,
     ) -> Result<Self, DatapathError> {
-        let missing = privileges::missing_capabilities();
-        if !missing.is_empty() {
-            return Err(DatapathError::Privileges { missing });
-        }
+        Self::load_from(LoadedObject::load(&options)?, cgroup, pin_dir, options)
+    }
+
+    /// [`Datapath::load`] with the object already in the kernel (loaded
+    /// early, on another thread, with the same `options`).
+    pub fn load_from(
+        object: LoadedObject,
+        cgroup: &Path,
+        pin_dir: &Path,
+        options: LoadOptions,
+    ) -> Result<Self, DatapathError> {
+        let mut ebpf = object.ebpf;
         let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_path_buf(),
             source,
@@ -236,10 +268,6 @@ impl Datapath {
         // A start that died half-way left its incoming pins: never live.
         clear_dir(&incoming)?;
         let previous = handover::Previous::open(&links_dir);
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
-            .load(OBJECT)
-            .map_err(DatapathError::Load)?;
         for name in map_names::ALL {
             let map = ebpf.map(name).ok_or_else(|| DatapathError::Map {
                 map: name,

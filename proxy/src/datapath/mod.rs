@@ -27,6 +27,7 @@
 pub mod kernel_log;
 pub mod maglev;
 pub mod plan;
+pub mod preload;
 pub mod redirect;
 pub mod redirect_plan;
 pub mod sockmap;
@@ -227,11 +228,20 @@ impl DatapathMode {
     }
 }
 
+/// How the object is loaded for these flags.
+fn load_options(flags: &DatapathFlags) -> LoadOptions {
+    LoadOptions {
+        keep_pins: flags.keep_pins,
+        kernel_log_level: sluice_ebpf::kernel_log::kernel_level(),
+    }
+}
+
 /// Starts the datapath for this configuration and records what it did in
 /// `status_cell`. `Err(exit code)` when `--datapath required` cannot be
 /// honoured.
 pub fn start(
     flags: &DatapathFlags,
+    preload: preload::Preload,
     listeners: Arc<ListenerManager>,
     clusters: Arc<ClusterManager>,
     store: &Store,
@@ -242,13 +252,14 @@ pub fn start(
         flags.pin_dir.display().to_string(),
         flags.keep_pins,
     );
-    let result = start_recording(flags, listeners, clusters, store, &mut status);
+    let result = start_recording(flags, preload, listeners, clusters, store, &mut status);
     status_cell.set(status);
     result
 }
 
 fn start_recording(
     flags: &DatapathFlags,
+    preload: preload::Preload,
     listeners: Arc<ListenerManager>,
     clusters: Arc<ClusterManager>,
     store: &Store,
@@ -304,11 +315,7 @@ fn start_recording(
         udp_notice::warn_unserved(&listeners, format!("kernel datapath off: {error}"));
         Ok(None)
     };
-    let options = LoadOptions {
-        keep_pins: flags.keep_pins,
-        kernel_log_level: sluice_ebpf::kernel_log::kernel_level(),
-    };
-    let mut datapath = match Datapath::load(&cgroup, &flags.pin_dir, options) {
+    let mut datapath = match preload.load_datapath(&cgroup, &flags.pin_dir, load_options(flags)) {
         Ok(datapath) => datapath,
         Err(error) => {
             // Nothing was touched: a previous daemon's pinned programs keep

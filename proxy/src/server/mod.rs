@@ -100,7 +100,13 @@ impl Server {
 }
 
 /// Runs the server until it is told to exit; returns the process exit code.
-pub fn run(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
+pub fn run(
+    cli: Cli,
+    snapshot: Snapshot,
+    store: Store,
+    log: LogHandle,
+    preload: crate::datapath::preload::Preload,
+) -> i32 {
     let main_runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -111,10 +117,16 @@ pub fn run(cli: Cli, snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
             return 1;
         }
     };
-    main_runtime.block_on(serve(cli, snapshot, store, log))
+    main_runtime.block_on(serve(cli, snapshot, store, log, preload))
 }
 
-async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -> i32 {
+async fn serve(
+    cli: Cli,
+    mut snapshot: Snapshot,
+    store: Store,
+    log: LogHandle,
+    preload: crate::datapath::preload::Preload,
+) -> i32 {
     let workers = cli.workers();
     let runtime = runtime_from_bootstrap(&snapshot.bootstrap);
     let worker_channels = match workers::start(workers) {
@@ -220,6 +232,7 @@ async fn serve(cli: Cli, mut snapshot: Snapshot, store: Store, log: LogHandle) -
     // in force and kept in sync with them; detached when serve() returns.
     let _datapath = match crate::datapath::start(
         &server.cli.datapath,
+        preload,
         server.listeners.clone(),
         server.snapshot.clusters.clone(),
         &store,
