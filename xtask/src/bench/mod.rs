@@ -33,9 +33,10 @@ use crate::workspace_root;
 
 const USAGE: &str = "usage: cargo xtask bench [SCENARIO…] [options]
 
-scenarios (default: all): http1 http1-1conn http1-newconn h2c tcp routes-1k clusters-10k instructions
-  tcp-kernel sockmap (these two need root and cgroup v2, else they are skipped)
-  (grpc, tls are reserved for features still to come)
+scenarios (default: all): http1 http1-1conn http1-newconn h2c grpc tcp routes-1k clusters-10k
+  instructions tcp-kernel sockmap demo-ready (the last three need root and cgroup v2, else they
+  are skipped)
+  (tls is reserved for a feature still to come)
 
 options:
   --quick             one round, 1 s runs, no instruction count, BENCHMARKS.md untouched

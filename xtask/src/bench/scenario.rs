@@ -29,13 +29,16 @@ pub enum Scenario {
     TcpKernel,
     /// A local pair with and without sockmap acceleration (root and cgroup v2).
     Sockmap,
+    /// Start-to-ready on the demo config with the kernel datapath attached
+    /// and without it (root and cgroup v2).
+    DemoReady,
 }
 
 /// Names reserved by the benchmark issue for features still to come.
 const NOT_YET: &[(&str, &str)] = &[("tls", "TLS termination in Sluice (DownstreamTlsContext)")];
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Http1,
         Scenario::Http1OneConn,
         Scenario::Http1NewConn,
@@ -47,6 +50,7 @@ impl Scenario {
         Scenario::Instructions,
         Scenario::TcpKernel,
         Scenario::Sockmap,
+        Scenario::DemoReady,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Scenario {
             Scenario::Instructions => "instructions",
             Scenario::TcpKernel => "tcp-kernel",
             Scenario::Sockmap => "sockmap",
+            Scenario::DemoReady => "demo-ready",
         }
     }
 
@@ -87,6 +92,9 @@ impl Scenario {
             }
             Scenario::Sockmap => {
                 "local client/server pair with and without sockmap acceleration: iperf3, request/response over one connection"
+            }
+            Scenario::DemoReady => {
+                "start-to-ready on config/envoy-demo.yaml with the kernel datapath attached vs --datapath off"
             }
         }
     }
@@ -130,7 +138,7 @@ impl Scenario {
                 vec![Peer::Sluice, Peer::Envoy]
             }
             // Their own variants (kernel/sockmap on, …): see bench::kernel.
-            Scenario::TcpKernel | Scenario::Sockmap => Vec::new(),
+            Scenario::TcpKernel | Scenario::Sockmap | Scenario::DemoReady => Vec::new(),
         }
     }
 
@@ -141,7 +149,10 @@ impl Scenario {
 
     /// Run by `bench::kernel` (needs root and cgroup v2; own variants and table).
     pub fn is_kernel(self) -> bool {
-        matches!(self, Scenario::TcpKernel | Scenario::Sockmap)
+        matches!(
+            self,
+            Scenario::TcpKernel | Scenario::Sockmap | Scenario::DemoReady
+        )
     }
 }
 

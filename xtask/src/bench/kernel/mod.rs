@@ -1,7 +1,8 @@
 //! The kernel-datapath scenarios of `cargo xtask bench`: `tcp-kernel` (an L4
 //! service through the kernel socket-LB beside direct, Sluice's userspace
-//! `tcp_proxy` and Envoy's) and `sockmap` (a local client/server pair with
-//! and without local acceleration). Both need root and cgroup v2: the
+//! `tcp_proxy` and Envoy's), `sockmap` (a local client/server pair with
+//! and without local acceleration) and `demo-ready` (start-to-ready on the
+//! demo configuration with and without the kernel datapath). Both need root and cgroup v2: the
 //! harness creates a cgroup v2 child, moves itself into it for the scenario
 //! (so every load generator and server it starts is inside, where Sluice
 //! attaches its hooks) and back out afterwards; without them the scenario is
@@ -14,6 +15,7 @@
 //! their own marked section of BENCHMARKS.md.
 
 mod cgroup;
+mod demo_ready;
 mod sockmap;
 mod tcp_kernel;
 
@@ -76,6 +78,7 @@ pub fn run(
     let outcome = match scenario {
         Scenario::TcpKernel => tcp_kernel::run(settings, rounds)?,
         Scenario::Sockmap => sockmap::run(settings, rounds)?,
+        Scenario::DemoReady => demo_ready::run(settings, rounds)?,
         other => return Err(format!("{} is not a kernel scenario", other.name())),
     };
     let table = markdown(&outcome);
