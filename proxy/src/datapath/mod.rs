@@ -25,6 +25,7 @@
 //! attached (or why not) is in `/server_info` ([`status`]).
 
 pub mod kernel_log;
+pub mod lb_table;
 pub mod maglev;
 pub mod plan;
 pub mod preload;

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::*;
 use crate::datapath::plan::{PlannedService, ServiceMode};
+use sluice_ebpf::common::MaglevTable;
 
 #[derive(Default)]
 struct FakeTable {
