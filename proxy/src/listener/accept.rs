@@ -67,7 +67,11 @@ pub fn serve_accepted(
     let filter = chain.filter.clone();
     let config = config.clone();
     let drain = generation.drain.signal();
-    tokio::spawn(async move {
+    // Boxed before spawning: the connection's future is kilobytes (hyper's
+    // HTTP/1 + HTTP/2 connection state), and spawning moves it by value
+    // several times on the way into the task cell; a box moves as a pointer
+    // (callgrind: ~2,000 instructions of memcpy per accepted connection).
+    tokio::spawn(Box::pin(async move {
         let stats = &config.stats;
         let info =
             (!config.access_logs.is_empty()).then(|| StreamInfo::new(Some(remote), Some(local)));
@@ -86,5 +90,5 @@ pub fn serve_accepted(
             info.duration = Some(info.start_instant.elapsed());
             config.access_logs.log(&info);
         }
-    });
+    }));
 }
