@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::config::HttpConnectionManager;
+use super::spare_timer::SpareTimer;
 use crate::activity::{Activity, Tracked};
 use crate::drain::DrainSignal;
 
@@ -26,6 +27,8 @@ pub(super) struct ConnectionContext {
     /// for HTTP/1.x or 2 for HTTP/2.
     protocol: AtomicU8,
     pub drain: DrainSignal,
+    /// The route-timeout timer kept for the connection's next request.
+    pub spare_timer: SpareTimer,
 }
 
 impl ConnectionContext {
@@ -70,6 +73,7 @@ pub async fn serve_connection(
         active_streams: AtomicUsize::new(0),
         protocol: AtomicU8::new(0),
         drain: drain.clone(),
+        spare_timer: SpareTimer::default(),
     });
     let service_context = context.clone();
     let service = service_fn(move |request| {

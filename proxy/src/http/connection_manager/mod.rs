@@ -10,6 +10,7 @@ mod headers;
 mod local_reply;
 mod request_body;
 mod response_body;
+mod spare_timer;
 mod stats;
 mod stream;
 
