@@ -227,9 +227,9 @@ async fn wait_for_headers<F: std::future::Future>(
     let Some(wake) = next_wake() else {
         return Ok(send.await);
     };
-    let mut timer = timers.take(wake);
+    let mut spare = timers.take(wake);
     let outcome = loop {
-        if let Some(output) = race(&mut send, &mut timer).await {
+        if let Some(output) = race(&mut send, &mut spare.timer).await {
             break Ok(output);
         }
         let now = tokio::time::Instant::now();
@@ -240,9 +240,9 @@ async fn wait_for_headers<F: std::future::Future>(
             break Err(HeaderWait::StreamIdle);
         }
         if let Some(wake) = next_wake() {
-            timer.as_mut().reset(wake);
+            spare.timer.as_mut().reset(wake);
         }
     };
-    timers.give_back(timer);
+    timers.give_back(spare);
     outcome
 }
