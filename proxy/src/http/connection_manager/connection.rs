@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::config::HttpConnectionManager;
+use super::read_ahead::ReadAhead;
+use super::spare_timer::SpareTimer;
 use crate::activity::{Activity, Tracked};
 use crate::drain::DrainSignal;
 
@@ -26,6 +28,8 @@ pub(super) struct ConnectionContext {
     /// for HTTP/1.x or 2 for HTTP/2.
     protocol: AtomicU8,
     pub drain: DrainSignal,
+    /// The route-timeout timer kept for the connection's next request.
+    pub spare_timer: SpareTimer,
 }
 
 impl ConnectionContext {
@@ -70,6 +74,7 @@ pub async fn serve_connection(
         active_streams: AtomicUsize::new(0),
         protocol: AtomicU8::new(0),
         drain: drain.clone(),
+        spare_timer: SpareTimer::default(),
     });
     let service_context = context.clone();
     let service = service_fn(move |request| {
@@ -77,7 +82,11 @@ pub async fn serve_connection(
         async move { Ok::<_, Infallible>(super::stream::handle(context, request).await) }
     });
     let tracked = Tracked::new(stream, activity.clone());
-    let connection = hcm.builder.serve_connection(TokioIo::new(tracked), service);
+    // AUTO codec: the HTTP/2 preface check's 24-byte read and the request
+    // head come from one read (see read_ahead.rs).
+    let auto_codec = hcm.builder.is_http1_available() && hcm.builder.is_http2_available();
+    let io = ReadAhead::new(tracked, auto_codec);
+    let connection = hcm.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
 
     let mut drain = drain;

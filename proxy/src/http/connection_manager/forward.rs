@@ -12,6 +12,7 @@ use super::connection::ConnectionContext;
 use super::headers;
 use super::local_reply::{self, local_reply};
 use super::request_body::{RequestBody, RequestProgress};
+use super::spare_timer::{race, SpareTimer};
 use super::stream::Outcome;
 use crate::http::body;
 use crate::http::router::{ForwardAction, RouteMatch, RouteTable};
@@ -134,7 +135,14 @@ pub(super) async fn forward<'a>(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let request = Request::from_parts(parts, body::boxed(request_body));
     let send = cluster.send(&host, request);
-    let result = wait_for_headers(send, deadline, hcm.stream_idle_timeout, progress).await;
+    let result = wait_for_headers(
+        send,
+        deadline,
+        hcm.stream_idle_timeout,
+        progress,
+        &context.spare_timer,
+    )
+    .await;
     match result {
         Err(HeaderWait::RouteTimeout) => {
             cluster.record_timeout(&host);
@@ -197,34 +205,44 @@ enum HeaderWait {
 
 /// Waits for the upstream's response headers, bounded by the route
 /// timeout (fixed deadline) and the stream idle timeout, which request body
-/// data arriving from downstream resets, as in Envoy.
+/// data arriving from downstream resets, as in Envoy. The timer is the
+/// connection's spare (see [`SpareTimer`]).
 async fn wait_for_headers<F: std::future::Future>(
     send: F,
     deadline: Option<tokio::time::Instant>,
     stream_idle: Option<std::time::Duration>,
     progress: &RequestProgress,
+    timers: &SpareTimer,
 ) -> Result<F::Output, HeaderWait> {
     tokio::pin!(send);
-    loop {
+    let next_wake = || {
         let idle_at = stream_idle.map(|idle| {
             tokio::time::Instant::now() + idle.saturating_sub(progress.activity.idle_for())
         });
-        let wake = match (deadline, idle_at) {
+        match (deadline, idle_at) {
             (Some(d), Some(i)) => Some(d.min(i)),
             (d, i) => d.or(i),
-        };
-        let Some(wake) = wake else {
-            return Ok(send.await);
-        };
-        if let Ok(output) = tokio::time::timeout_at(wake, &mut send).await {
-            return Ok(output);
+        }
+    };
+    let Some(wake) = next_wake() else {
+        return Ok(send.await);
+    };
+    let mut spare = timers.take(wake);
+    let outcome = loop {
+        if let Some(output) = race(&mut send, &mut spare.timer).await {
+            break Ok(output);
         }
         let now = tokio::time::Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Err(HeaderWait::RouteTimeout);
+            break Err(HeaderWait::RouteTimeout);
         }
         if stream_idle.is_some_and(|idle| progress.activity.idle_for() >= idle) {
-            return Err(HeaderWait::StreamIdle);
+            break Err(HeaderWait::StreamIdle);
         }
-    }
+        if let Some(wake) = next_wake() {
+            spare.timer.as_mut().reset(wake);
+        }
+    };
+    timers.give_back(spare);
+    outcome
 }

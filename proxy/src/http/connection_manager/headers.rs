@@ -186,11 +186,13 @@ pub fn prepare_request(
             headers.insert(X_REQUEST_ID.clone(), id.clone());
             Some(id)
         }
+        // Absent, or an edge request's that is not kept: none either way
+        // (no second lookup).
         _ => {
             if !keep_existing {
                 headers.remove(&X_REQUEST_ID);
             }
-            headers.get(&X_REQUEST_ID).cloned()
+            None
         }
     }
 }

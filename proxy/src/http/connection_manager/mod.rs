@@ -8,8 +8,10 @@ mod connection;
 mod forward;
 mod headers;
 mod local_reply;
+mod read_ahead;
 mod request_body;
 mod response_body;
+mod spare_timer;
 mod stats;
 mod stream;
 

@@ -27,8 +27,8 @@ pub struct RequestProgress {
 
 impl Default for RequestProgress {
     fn default() -> Self {
+        // A new Activity counts as touched when made.
         let activity = Activity::default();
-        activity.touch();
         RequestProgress {
             bytes: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),

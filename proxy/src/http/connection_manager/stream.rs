@@ -61,17 +61,18 @@ pub(super) async fn handle(
     let mut info = StreamInfo::new(Some(context.remote), Some(context.local));
     info.protocol = Some(version);
     let (mut parts, incoming) = request.into_parts();
-    if !parts.headers.contains_key(header::HOST) {
+    info.request_authority = parts.headers.get(header::HOST).cloned();
+    if info.request_authority.is_none() {
         // HTTP/2 carries the authority in the URI; routing and upstreams want Host.
         if let Some(authority) = parts.uri.authority() {
             if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                info.request_authority = Some(value.clone());
                 parts.headers.insert(header::HOST, value);
             }
         }
     }
     info.request_method = Some(parts.method.clone());
     info.request_path = parts.uri.path_and_query().cloned();
-    info.request_authority = parts.headers.get(header::HOST).cloned();
 
     let request_id = headers::prepare_request(&hcm, &mut parts.headers, context.remote);
     info.request_id = request_id
