@@ -1,7 +1,7 @@
 //! L4 proxying: the `envoy.filters.network.tcp_proxy` network filter.
 
-pub mod proxy;
 mod pipe;
+pub mod proxy;
 mod relay;
 
 pub use proxy::TcpProxy;

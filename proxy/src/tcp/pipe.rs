@@ -65,7 +65,11 @@ pub fn take() -> io::Result<Taken> {
     // size (per-user limit): the pipe then keeps the size it has.
     // SAFETY: F_SETPIPE_SZ and F_GETPIPE_SZ on a pipe we own.
     let size = unsafe {
-        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int);
+        libc::fcntl(
+            write.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            PIPE_SIZE as libc::c_int,
+        );
         libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
     };
     let capacity = usize::try_from(size).map_err(|_| io::Error::last_os_error())?;

@@ -126,10 +126,7 @@ async fn relay(
 enum Carrier {
     /// Splicing through a pipe borrowed from the worker's pool while bytes
     /// are in flight (`None` while the direction is idle).
-    Splice {
-        pipe: Option<Pipe>,
-        buffered: usize,
-    },
+    Splice { pipe: Option<Pipe>, buffered: usize },
     /// Reading and writing through a userspace buffer: where no usable pipe
     /// could be had (descriptors or the per-user pipe limit exhausted).
     Buffer {
