@@ -357,3 +357,51 @@ async fn chain_matching_the_destination_port_wins_over_the_default() {
         "the destination_port chain goes to the greeter"
     );
 }
+
+/// Pipe descriptors the process holds (Linux `/proc`).
+fn pipe_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+#[tokio::test]
+async fn idle_connections_hold_no_relay_pipes() {
+    let w = world().await;
+    let address = w.sluice.addr("ECHO_L");
+    let before = pipe_descriptors(w.sluice.pid());
+    let mut streams = Vec::new();
+    for i in 0..50u32 {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let message = format!("connection {i}");
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(echoed, message.as_bytes());
+        streams.push(stream);
+    }
+    // Both directions of every connection moved bytes and are idle now. A
+    // relay that kept its pipes would hold 200 descriptors (50 connections,
+    // two pipes of two ends each); pooled pipes are a handful per worker.
+    let held = pipe_descriptors(w.sluice.pid()).saturating_sub(before);
+    assert!(
+        held < 50,
+        "{held} pipe descriptors held by 50 idle connections"
+    );
+    // And the idle connections still relay.
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let message = format!("again {i}");
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
+}

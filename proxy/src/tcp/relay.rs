@@ -1,25 +1,27 @@
 //! The byte relay of tcp_proxy: both directions between two TCP sockets,
 //! with half-close, byte counts and activity for the idle timeout.
 //!
-//! Each direction moves bytes with `splice(2)` through its own pipe (socket
-//! → pipe → socket, so payload never enters userspace), driven by tokio's
-//! readiness; where a pipe cannot be had (descriptor limits) it falls back
-//! to `read`/`write` through a userspace buffer. End of stream on one side
+//! Each direction moves bytes with `splice(2)` through a pipe (socket →
+//! pipe → socket, so payload never enters userspace), driven by tokio's
+//! readiness. The pipe is borrowed from the worker's pool while bytes are in
+//! flight and given back when the source has nothing to read (`pipe.rs`
+//! says why); where no usable pipe can be had (descriptor or per-user pipe
+//! limits) the direction moves bytes with `read`/`write` through a
+//! userspace buffer instead. End of stream on one side
 //! shuts down the write side of the other once everything read has been
 //! written; the relay ends when both directions have, or at the first error.
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::pipe::{self, Pipe, Taken};
 use crate::activity::Activity;
 
-/// Bytes one `splice` or `read` moves at most; also the pipe size asked for.
-const CHUNK: usize = 256 * 1024;
 /// The userspace buffer of the fallback.
 const FALLBACK_BUFFER: usize = 64 * 1024;
 
@@ -40,7 +42,7 @@ pub async fn relay_both(
     activity: &Activity,
     counts: &ByteCounts,
 ) -> io::Result<()> {
-    let (mut to_upstream, mut to_downstream) = (Carrier::new()?, Carrier::new()?);
+    let (mut to_upstream, mut to_downstream) = (Carrier::new(), Carrier::new());
     tokio::try_join!(
         relay(
             downstream,
@@ -92,7 +94,11 @@ async fn relay(
                     };
                 }
                 Ok(read) => read,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing to read: wait without holding a pipe.
+                    carrier.release();
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             activity.touch();
@@ -118,11 +124,11 @@ async fn relay(
 
 /// Where one direction's bytes wait between reading and writing.
 enum Carrier {
-    Pipe {
-        read: OwnedFd,
-        write: OwnedFd,
-        buffered: usize,
-    },
+    /// Splicing through a pipe borrowed from the worker's pool while bytes
+    /// are in flight (`None` while the direction is idle).
+    Splice { pipe: Option<Pipe>, buffered: usize },
+    /// Reading and writing through a userspace buffer: where no usable pipe
+    /// could be had (descriptors or the per-user pipe limit exhausted).
     Buffer {
         data: Box<[u8]>,
         start: usize,
@@ -131,51 +137,52 @@ enum Carrier {
 }
 
 impl Carrier {
-    /// A pipe, or the userspace buffer when the process is out of descriptors.
-    fn new() -> io::Result<Carrier> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            let error = io::Error::last_os_error();
-            return match error.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE) => Ok(Carrier::Buffer {
-                    data: vec![0; FALLBACK_BUFFER].into_boxed_slice(),
-                    start: 0,
-                    end: 0,
-                }),
-                _ => Err(error),
-            };
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and ours.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // A larger pipe means fewer splices per byte; the default (64 KiB) is
-        // kept when the system limit refuses it.
-        // SAFETY: F_SETPIPE_SZ on a pipe we own.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
-        Ok(Carrier::Pipe {
-            read,
-            write,
+    /// A splicing carrier; it takes its pipe when the first bytes arrive.
+    fn new() -> Carrier {
+        Carrier::Splice {
+            pipe: None,
             buffered: 0,
-        })
+        }
+    }
+
+    fn buffer() -> Carrier {
+        Carrier::Buffer {
+            data: vec![0; FALLBACK_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
 
     fn buffered(&self) -> usize {
         match self {
-            Carrier::Pipe { buffered, .. } => *buffered,
+            Carrier::Splice { buffered, .. } => *buffered,
             Carrier::Buffer { start, end, .. } => end - start,
         }
     }
 
     /// Reads from socket `fd` into the empty carrier; 0 is end of stream.
     fn fill(&mut self, fd: RawFd) -> io::Result<usize> {
+        if let Carrier::Splice { pipe: None, .. } = self {
+            match pipe::take()? {
+                Taken::Pipe(taken) => {
+                    *self = Carrier::Splice {
+                        pipe: Some(taken),
+                        buffered: 0,
+                    }
+                }
+                Taken::Unavailable => *self = Carrier::buffer(),
+            }
+        }
         match self {
-            Carrier::Pipe {
-                write, buffered, ..
+            Carrier::Splice {
+                pipe: Some(pipe),
+                buffered,
             } => {
-                let n = splice(fd, write.as_raw_fd(), CHUNK)?;
+                let n = splice(fd, pipe.write.as_raw_fd(), pipe.capacity)?;
                 *buffered += n;
                 Ok(n)
             }
+            Carrier::Splice { pipe: None, .. } => unreachable!("a pipe was taken above"),
             Carrier::Buffer { data, start, end } => {
                 // SAFETY: `data` is a valid, writable buffer of its length.
                 let n = unsafe { libc::read(fd, data.as_mut_ptr().cast(), data.len()) };
@@ -186,14 +193,28 @@ impl Carrier {
         }
     }
 
+    /// Gives an empty pipe back to the worker's pool (the direction waits
+    /// for its source now).
+    fn release(&mut self) {
+        if let Carrier::Splice { pipe, buffered: 0 } = self {
+            if let Some(pipe) = pipe.take() {
+                pipe::give_back(pipe);
+            }
+        }
+    }
+
     /// Writes what the carrier holds to socket `fd`, as much as it takes.
     fn drain(&mut self, fd: RawFd) -> io::Result<usize> {
         match self {
-            Carrier::Pipe { read, buffered, .. } => {
-                let n = splice(read.as_raw_fd(), fd, *buffered)?;
+            Carrier::Splice {
+                pipe: Some(pipe),
+                buffered,
+            } => {
+                let n = splice(pipe.read.as_raw_fd(), fd, *buffered)?;
                 *buffered -= n;
                 Ok(n)
             }
+            Carrier::Splice { pipe: None, .. } => Ok(0),
             Carrier::Buffer { data, start, end } => {
                 let pending = &data[*start..*end];
                 // SAFETY: `pending` is valid for reads of its length;
@@ -211,6 +232,14 @@ impl Carrier {
                 Ok(n)
             }
         }
+    }
+}
+
+impl Drop for Carrier {
+    /// An empty pipe goes back to the pool; one still holding bytes (the
+    /// relay ended on an error or a timeout) is closed with them.
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -282,6 +311,45 @@ mod tests {
         assert_eq!(reply, b"done");
         assert_eq!(counts.downstream_rx.load(Ordering::Relaxed), 3_000_000);
         assert_eq!(counts.downstream_tx.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn an_idle_direction_gives_its_pipe_back_to_the_pool() {
+        let (mut client, downstream) = pair().await;
+        let (upstream, mut server) = pair().await;
+        let counts = ByteCounts::default();
+        let activity = Activity::default();
+        let relay = relay_both(&downstream, &upstream, &activity, &counts);
+        tokio::pin!(relay);
+        // Each test runs on its own thread: this pool starts empty.
+        assert_eq!(pipe::idle_count(), 0);
+        for round in 0..3 {
+            let bytes = async {
+                client.write_all(&[round; 100_000]).await.unwrap();
+                let mut got = vec![0u8; 100_000];
+                server.read_exact(&mut got).await.unwrap();
+                assert!(got.iter().all(|b| *b == round));
+            };
+            tokio::select! {
+                _ = &mut relay => panic!("the relay ended early"),
+                () = bytes => {}
+            }
+            // Let the relay find its source empty.
+            tokio::select! {
+                _ = &mut relay => panic!("the relay ended early"),
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+            // The one direction that moved bytes took one pipe and gave it
+            // back; the other never needed one.
+            assert_eq!(pipe::idle_count(), 1, "round {round}");
+        }
+        client.shutdown().await.unwrap();
+        server.shutdown().await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), relay)
+            .await
+            .expect("relay finishes")
+            .unwrap();
+        assert_eq!(counts.downstream_rx.load(Ordering::Relaxed), 300_000);
     }
 
     #[tokio::test]
