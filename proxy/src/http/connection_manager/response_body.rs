@@ -26,7 +26,8 @@ pub struct StreamEnd {
 }
 
 impl StreamEnd {
-    fn finish(mut self, completed: bool) {
+    /// Records the stream's end: `completed` false adds the `DC` flag.
+    pub(super) fn finish(mut self, completed: bool) {
         let info = &mut self.info;
         if !completed {
             info.add_flag(ResponseFlag::DownstreamConnectionTermination);
