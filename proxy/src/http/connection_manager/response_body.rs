@@ -87,7 +87,7 @@ pin_project_lite::pin_project! {
 impl ResponseBody {
     pub fn new(
         inner: Body,
-        end: StreamEnd,
+        end: Box<StreamEnd>,
         idle_timeout: Option<Duration>,
         deadline: Option<tokio::time::Instant>,
     ) -> Self {
@@ -95,7 +95,7 @@ impl ResponseBody {
         let idle_timeout = idle_timeout.filter(|_| streaming);
         ResponseBody {
             inner,
-            end: Some(Box::new(end)),
+            end: Some(end),
             idle_timeout,
             idle: None,
             idle_since: idle_timeout.map(|_| tokio::time::Instant::now()),

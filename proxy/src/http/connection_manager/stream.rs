@@ -61,11 +61,13 @@ pub(super) async fn handle(
     let progress = Arc::new(RequestProgress::default());
     // Closes the books if this future is dropped before it returns a
     // response (the client reset the stream or went away).
-    let mut pending = PendingStream(Some(StreamEnd {
+    // Boxed once here: the response body keeps it, and the request's
+    // future stays small (it is moved on its way into hyper's task).
+    let mut pending = PendingStream(Some(Box::new(StreamEnd {
         info: StreamInfo::new(Some(context.remote), Some(context.local)),
         context: context.clone(),
         request: progress.clone(),
-    }));
+    })));
     let info = pending.info_mut();
     info.protocol = Some(version);
     let (mut parts, incoming) = request.into_parts();
@@ -216,7 +218,7 @@ pub(super) async fn handle(
 /// client resets the stream or the connection goes away), it finishes the
 /// stream as not completed — counters, `DC` flag, access log — as Envoy
 /// does for a downstream reset.
-struct PendingStream(Option<StreamEnd>);
+struct PendingStream(Option<Box<StreamEnd>>);
 
 impl PendingStream {
     fn info_mut(&mut self) -> &mut StreamInfo {
@@ -224,7 +226,7 @@ impl PendingStream {
     }
 
     /// Hands the stream's books to the response body.
-    fn responded(mut self) -> StreamEnd {
+    fn responded(mut self) -> Box<StreamEnd> {
         self.0.take().expect("stream pending")
     }
 }
