@@ -2,7 +2,10 @@
 //! AUTO), many streams on one downstream connection, connection reuse to an
 //! HTTP/2 upstream cluster, gRPC requests whose trailers come back through
 //! Sluice, the `grpc: {}` route matcher, and gRPC-shaped local replies
-//! (trailers-only `grpc-status` 12 for no route, 14 for a dead cluster).
+//! (trailers-only `grpc-status` 12 for no route, 14 for a dead cluster);
+//! streams of one connection progress independently (they share the
+//! connection's task) and a stream whose client goes away before the
+//! response is still finished and counted.
 
 mod support;
 
@@ -46,6 +49,8 @@ fn listener(port: &str, prefix: &str, codec: &str) -> String {
               - match: {{ prefix: "/h2-upstream" }}
                 route: {{ cluster: h2_echo }}
               - match: {{ prefix: "/echo" }}
+                route: {{ cluster: h1_echo }}
+              - match: {{ prefix: "/delay/" }}
                 route: {{ cluster: h1_echo }}
           http_filters:
           - name: envoy.filters.http.router
@@ -378,4 +383,98 @@ async fn auto_listener_serves_http1_and_h2c() {
         w.sluice.stat("http.auto.downstream_cx_http2_total").await,
         Some(1)
     );
+}
+
+fn get_request(path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://h2.test{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_stream_does_not_hold_up_the_other_streams_of_its_connection() {
+    let w = world().await;
+    let sender = h2_connect(w.sluice.addr("H2")).await;
+    let mut slow_sender = sender.clone();
+    let slow =
+        tokio::spawn(async move { h2_send(&mut slow_sender, get_request("/delay/1500")).await });
+    // The slow stream is in flight (its upstream request arrived) …
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while w.h1_echo.requests.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // … while ten more on the same connection are answered.
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let mut sender = sender.clone();
+        let reply = h2_send(&mut sender, get_request(&format!("/echo/{i}")))
+            .await
+            .expect("fast stream answered");
+        assert_eq!(reply.status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "fast streams waited for the slow one: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow stream should still be waiting"
+    );
+    let reply = slow.await.unwrap().expect("slow stream answered");
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn a_stream_whose_connection_closes_is_still_finished_and_counted() {
+    let w = world().await;
+    let stream = tokio::net::TcpStream::connect(w.sluice.addr("H2"))
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let request =
+        tokio::spawn(async move { h2_send(&mut sender, get_request("/delay/700")).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while w.h1_echo.requests.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client goes away while the upstream is still answering.
+    connection.abort();
+    request.abort();
+    // The stream is finished (as not completed) although it never got a
+    // response: no request stays counted active, and the connection is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let active = w.sluice.stat("http.h2only.downstream_rq_active").await;
+        let cx_active = w.sluice.stat("http.h2only.downstream_cx_active").await;
+        if active == Some(0) && cx_active == Some(0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream never finished: rq_active {active:?}, cx_active {cx_active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        w.sluice.stat("http.h2only.downstream_rq_total").await,
+        Some(1)
+    );
+    // The proxy still serves.
+    let reply = get_h2(w.sluice.addr("H2"), "h2.test", "/echo/after").await;
+    assert_eq!(reply.status, 200);
 }

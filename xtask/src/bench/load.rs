@@ -290,6 +290,32 @@ pub fn parse_iperf3(json: &str) -> Result<LoadResult, String> {
     })
 }
 
+/// Sends exactly `count` h2c (prior knowledge) `GET /` requests with
+/// `h2load -n`, over `connections` connections of up to `streams` concurrent
+/// streams each (the `h2c` scenario's shape), for instruction counting.
+/// Fails unless every request succeeded with a 2xx.
+pub fn fixed_h2_requests(
+    port: u16,
+    count: usize,
+    connections: usize,
+    streams: usize,
+    timeout_seconds: u64,
+) -> Result<(), String> {
+    let mut command = Command::new("h2load");
+    command
+        .args(["-t1", "-n", &count.to_string()])
+        .args([format!("-c{connections}"), format!("-m{streams}")])
+        .arg(format!("http://127.0.0.1:{port}/"));
+    let result = parse_h2load(&output_of(&mut command, timeout_seconds)?)?;
+    if result.units as usize != count || result.errors > 0 {
+        return Err(format!(
+            "h2load: {} of {count} requests succeeded, {} errors",
+            result.units, result.errors
+        ));
+    }
+    Ok(())
+}
+
 /// Sends `count` sequential keep-alive `GET /` requests on one connection and
 /// reads each response (Content-Length bodies); for instruction counting.
 pub fn fixed_requests(port: u16, count: usize, timeout: Duration) -> Result<(), String> {

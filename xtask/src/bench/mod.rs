@@ -27,6 +27,9 @@ use std::time::Instant;
 use peers::{Peer, Readiness, Tools, LOAD_CPU, PROXY_CPU};
 use ports::{port, Slot};
 use report::{Run, ScenarioSummary};
+
+/// Instructions per request by peer, for each instruction scenario run.
+type InstructionCounts = BTreeMap<Scenario, BTreeMap<Peer, f64>>;
 use scenario::Scenario;
 
 use crate::workspace_root;
@@ -34,8 +37,8 @@ use crate::workspace_root;
 const USAGE: &str = "usage: cargo xtask bench [SCENARIO…] [options]
 
 scenarios (default: all): http1 http1-1conn http1-newconn h2c grpc tcp routes-1k clusters-10k
-  instructions tcp-kernel sockmap demo-ready (the last three need root and cgroup v2, else they
-  are skipped)
+  instructions instructions-h2c (callgrind counts; skipped by --quick) tcp-kernel sockmap
+  demo-ready (the last three need root and cgroup v2, else they are skipped)
   (tls is reserved for a feature still to come)
 
 options:
@@ -138,7 +141,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     if options.scenarios.is_empty() {
         options.scenarios = Scenario::ALL
             .into_iter()
-            .filter(|s| !(options.quick && *s == Scenario::Instructions))
+            .filter(|s| !(options.quick && s.is_instructions()))
             .collect();
     }
     options.scenarios.dedup();
@@ -149,7 +152,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let options = parse_options(args)?;
     let started = Instant::now();
     let root = workspace_root();
-    let needs_valgrind = options.scenarios.contains(&Scenario::Instructions);
+    let needs_valgrind = options.scenarios.iter().any(|s| s.is_instructions());
     let extra: &[(&str, &str)] = if needs_valgrind {
         &[("valgrind", "valgrind")]
     } else {
@@ -194,10 +197,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let mut runs: Vec<Run> = Vec::new();
     let mut summaries: Vec<ScenarioSummary> = Vec::new();
-    let mut instruction_counts: BTreeMap<Peer, f64> = BTreeMap::new();
+    let mut instruction_counts: InstructionCounts = BTreeMap::new();
     for &scenario in &options.scenarios {
-        if scenario == Scenario::Instructions {
-            instruction_counts = count_instructions(&settings)?;
+        if let Some(workload) = instructions::Workload::of(scenario) {
+            println!("\nbench: {} — {}", scenario.name(), scenario.describe());
+            instruction_counts.insert(scenario, instructions::count(workload, &settings)?);
             continue;
         }
         if scenario.is_kernel() {
@@ -233,12 +237,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let scenario = Scenario::parse(summary.scenario)?;
         print!("\n{}", report::markdown_table(scenario, summary));
     }
-    if !instruction_counts.is_empty() {
-        print!(
-            "\ninstructions per http1 request (callgrind, {} requests):\n{}",
-            instructions::COUNTED_REQUESTS,
-            report::instructions_text(&instruction_counts)
-        );
+    for (scenario, counts) in &instruction_counts {
+        if let Some(workload) = instructions::Workload::of(*scenario).filter(|_| !counts.is_empty())
+        {
+            print!(
+                "\ninstructions per {} request (callgrind, {}):\n{}",
+                workload.protocol(),
+                workload.method(),
+                report::instructions_text(counts)
+            );
+        }
     }
     let outputs = write_outputs(
         &root,
@@ -398,39 +406,12 @@ fn start_backends(
     Ok(running)
 }
 
-fn count_instructions(settings: &run::Settings) -> Result<BTreeMap<Peer, f64>, String> {
-    println!(
-        "\nbench: instructions — {}",
-        Scenario::Instructions.describe()
-    );
-    let mut counts = BTreeMap::new();
-    for peer in [Peer::Sluice, Peer::Envoy] {
-        let config =
-            run::write_config(peer, Scenario::Http1, settings)?.expect("proxies have configs");
-        let (program, args, _) = run::command_of(peer, &config, settings);
-        // A failed count is reported, not fatal: the results of the timed
-        // scenarios of a long run are still written.
-        match instructions::per_request(
-            peer.name(),
-            &program,
-            &args,
-            settings.tools.pin,
-            settings.dir,
-        ) {
-            Ok(per_request) => {
-                println!(
-                    "  {:8} {per_request:.0} instructions per request",
-                    peer.name()
-                );
-                counts.insert(peer, per_request);
-            }
-            Err(e) => eprintln!(
-                "bench: instructions / {} failed (left out of the report): {e}",
-                peer.name()
-            ),
-        }
-    }
-    Ok(counts)
+/// One instruction scenario's counts as JSON (`{}` when it did not run).
+fn instruction_json(counts: &InstructionCounts, scenario: Scenario) -> BTreeMap<&'static str, f64> {
+    counts
+        .get(&scenario)
+        .map(|c| c.iter().map(|(p, v)| (p.name(), *v)).collect())
+        .unwrap_or_default()
 }
 
 /// JSON and PNG under target/bench/, and (full runs) BENCHMARKS.md.
@@ -441,7 +422,7 @@ fn write_outputs(
     pinning: &str,
     runs: &[Run],
     summaries: &[ScenarioSummary],
-    instruction_counts: &BTreeMap<Peer, f64>,
+    instruction_counts: &InstructionCounts,
 ) -> Result<String, String> {
     let out = root.join("target/bench");
     let json_path = out.join("bench.json");
@@ -454,7 +435,8 @@ fn write_outputs(
             "sluice_profile": if options.release { "release" } else { "dev" }, "quick": options.quick,
         },
         "scenarios": summaries,
-        "instructions_per_request": instruction_counts.iter().map(|(p, v)| (p.name(), *v)).collect::<BTreeMap<_, _>>(),
+        "instructions_per_request": instruction_json(instruction_counts, Scenario::Instructions),
+        "instructions_per_h2c_request": instruction_json(instruction_counts, Scenario::InstructionsH2c),
         "runs": runs,
     });
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
@@ -493,7 +475,7 @@ fn update_doc(
     machine: &machine::Machine,
     pinning: &str,
     summaries: &[ScenarioSummary],
-    instruction_counts: &BTreeMap<Peer, f64>,
+    instruction_counts: &InstructionCounts,
 ) -> Result<(), String> {
     let document = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let date = Command::new("date")
@@ -532,13 +514,17 @@ fn update_doc(
         ));
         body.push('\n');
     }
-    if !instruction_counts.is_empty() {
-        body.push_str(&format!(
-            "**instructions** — per `http1` request, `valgrind --tool=callgrind`, {} sequential keep-alive requests after {} warm-up (this VM has no `perf` instruction counter):\n\n{}",
-            instructions::COUNTED_REQUESTS,
-            instructions::WARM_UP_REQUESTS,
-            report::instructions_text(instruction_counts)
-        ));
+    for (scenario, counts) in instruction_counts {
+        if let Some(workload) = instructions::Workload::of(*scenario).filter(|_| !counts.is_empty())
+        {
+            body.push_str(&format!(
+                "**{}** — per `{}` request, `valgrind --tool=callgrind`, {} (this VM has no `perf` instruction counter):\n\n{}\n",
+                scenario.name(),
+                workload.protocol(),
+                workload.method(),
+                report::instructions_text(counts)
+            ));
+        }
     }
     let updated =
         report::replace_section(&document, DOC_BEGIN, DOC_END, body.trim_end(), DOC_HISTORY);
@@ -571,6 +557,7 @@ mod tests {
             (1, 1, false, false)
         );
         assert!(!o.scenarios.contains(&Scenario::Instructions));
+        assert!(!o.scenarios.contains(&Scenario::InstructionsH2c));
         let o = parse_options(&args(&["--quick", "--rounds", "2", "http1"])).unwrap();
         assert_eq!((o.rounds, o.scenarios.clone()), (2, vec![Scenario::Http1]));
     }

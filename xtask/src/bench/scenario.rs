@@ -4,7 +4,7 @@
 
 use super::peers::Peer;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scenario {
     /// HTTP/1.1 keep-alive, small fixed response, `wrk`.
     Http1,
@@ -24,6 +24,8 @@ pub enum Scenario {
     Clusters10k,
     /// Instructions per request on `http1` under callgrind (deterministic).
     Instructions,
+    /// Instructions per request on `h2c` under callgrind (deterministic).
+    InstructionsH2c,
     /// An L4 service through the kernel socket-LB beside direct and the
     /// userspace proxies (root and cgroup v2; `kernel` module).
     TcpKernel,
@@ -38,7 +40,7 @@ pub enum Scenario {
 const NOT_YET: &[(&str, &str)] = &[("tls", "TLS termination in Sluice (DownstreamTlsContext)")];
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Http1,
         Scenario::Http1OneConn,
         Scenario::Http1NewConn,
@@ -48,6 +50,7 @@ impl Scenario {
         Scenario::Routes1k,
         Scenario::Clusters10k,
         Scenario::Instructions,
+        Scenario::InstructionsH2c,
         Scenario::TcpKernel,
         Scenario::Sockmap,
         Scenario::DemoReady,
@@ -64,6 +67,7 @@ impl Scenario {
             Scenario::Routes1k => "routes-1k",
             Scenario::Clusters10k => "clusters-10k",
             Scenario::Instructions => "instructions",
+            Scenario::InstructionsH2c => "instructions-h2c",
             Scenario::TcpKernel => "tcp-kernel",
             Scenario::Sockmap => "sockmap",
             Scenario::DemoReady => "demo-ready",
@@ -86,6 +90,9 @@ impl Scenario {
             Scenario::Clusters10k => "10,000 clusters: peak RSS and start-to-ready",
             Scenario::Instructions => {
                 "instructions per http1 request under callgrind, fixed request count"
+            }
+            Scenario::InstructionsH2c => {
+                "instructions per h2c request under callgrind, fixed request count (h2load -n, 4 connections x 32 streams)"
             }
             Scenario::TcpKernel => {
                 "L4 service via the kernel socket-LB vs direct vs userspace tcp_proxy (Sluice, Envoy): iperf3, new connection per request"
@@ -134,7 +141,10 @@ impl Scenario {
                     Peer::Direct,
                 ]
             }
-            Scenario::Routes1k | Scenario::Clusters10k | Scenario::Instructions => {
+            Scenario::Routes1k
+            | Scenario::Clusters10k
+            | Scenario::Instructions
+            | Scenario::InstructionsH2c => {
                 vec![Peer::Sluice, Peer::Envoy]
             }
             // Their own variants (kernel/sockmap on, …): see bench::kernel.
@@ -145,6 +155,11 @@ impl Scenario {
     /// Whether the scenario's throughput is bytes (tcp) rather than requests.
     pub fn is_bulk(self) -> bool {
         self == Scenario::Tcp
+    }
+
+    /// A callgrind instruction count (`bench::instructions`), not a timed run.
+    pub fn is_instructions(self) -> bool {
+        matches!(self, Scenario::Instructions | Scenario::InstructionsH2c)
     }
 
     /// Run by `bench::kernel` (needs root and cgroup v2; own variants and table).
@@ -177,6 +192,21 @@ mod tests {
     fn unknown_scenario_lists_the_known_ones() {
         let error = Scenario::parse("http3").unwrap_err();
         assert!(error.contains("unknown scenario 'http3'") && error.contains("routes-1k"));
+    }
+
+    #[test]
+    fn instruction_counts_are_not_timed_runs() {
+        assert_eq!(
+            Scenario::parse("instructions-h2c"),
+            Ok(Scenario::InstructionsH2c)
+        );
+        assert!(Scenario::InstructionsH2c.is_instructions());
+        assert!(Scenario::Instructions.is_instructions());
+        assert!(!Scenario::H2c.is_instructions());
+        assert_eq!(
+            Scenario::InstructionsH2c.peers(),
+            vec![Peer::Sluice, Peer::Envoy]
+        );
     }
 
     #[test]

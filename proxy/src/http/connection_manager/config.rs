@@ -11,9 +11,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_filter::ConfigType,
     HttpConnectionManager as HcmProto,
 };
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 
+use super::local_streams::StreamExecutor;
 use super::stats::HttpStats;
 use crate::access_log::AccessLogs;
 use crate::config::context::CompileContext;
@@ -69,7 +70,7 @@ pub struct HttpConnectionManager {
     pub(super) idle_timeout: Option<Duration>,
     pub(super) max_connection_duration: Option<Duration>,
     pub(super) max_stream_duration: Option<Duration>,
-    pub(super) builder: auto::Builder<TokioExecutor>,
+    pub(super) builder: auto::Builder<StreamExecutor>,
 }
 
 impl std::fmt::Debug for HttpConnectionManager {
@@ -200,7 +201,8 @@ impl HttpConnectionManager {
             ));
         }
 
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // HTTP/2 streams run in their connection's task (local_streams.rs).
+        let mut builder = auto::Builder::new(StreamExecutor);
         {
             let mut h1 = builder.http1();
             h1.timer(TokioTimer::new())

@@ -1,6 +1,7 @@
 //! One downstream HTTP connection: hyper's HTTP/1.1 or HTTP/2 server
 //! (by `codec_type`), wrapped with the connection-level timeouts
-//! (`idle_timeout`, `max_connection_duration`) and draining.
+//! (`idle_timeout`, `max_connection_duration`) and draining; HTTP/2
+//! streams run in the connection's task ([`LocalStreams`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::config::HttpConnectionManager;
+use super::local_streams::LocalStreams;
 use super::read_ahead::ReadAhead;
 use super::spare_timer::SpareTimer;
 use crate::activity::{Activity, Tracked};
@@ -88,6 +90,8 @@ pub async fn serve_connection(
     let io = ReadAhead::new(tracked, auto_codec);
     let connection = hcm.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
+    // HTTP/2 streams run in this task, polled with the connection.
+    let mut streams = LocalStreams::default();
 
     let mut drain = drain;
     let mut closing = false;
@@ -102,7 +106,7 @@ pub async fn serve_connection(
             None => Duration::from_secs(86400),
         };
         tokio::select! {
-            result = connection.as_mut() => {
+            result = std::future::poll_fn(|cx| streams.poll_connection(connection.as_mut(), cx)) => {
                 if let Err(error) = result {
                     tracing::debug!(target: "sluice::http", %remote, %error, "downstream connection error");
                 }
@@ -138,6 +142,9 @@ pub async fn serve_connection(
         2 => stats.downstream_cx_http2_active.dec(),
         _ => {}
     }
+    // Streams still waiting on an upstream finish (and log) on their own
+    // time, as they would in tasks of their own.
+    streams.finish().await;
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

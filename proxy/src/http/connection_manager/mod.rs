@@ -8,6 +8,7 @@ mod connection;
 mod forward;
 mod headers;
 mod local_reply;
+mod local_streams;
 mod read_ahead;
 mod request_body;
 mod response_body;

@@ -26,7 +26,8 @@ pub struct StreamEnd {
 }
 
 impl StreamEnd {
-    fn finish(mut self, completed: bool) {
+    /// Records the stream's end: `completed` false adds the `DC` flag.
+    pub(super) fn finish(mut self, completed: bool) {
         let info = &mut self.info;
         if !completed {
             info.add_flag(ResponseFlag::DownstreamConnectionTermination);
@@ -86,7 +87,7 @@ pin_project_lite::pin_project! {
 impl ResponseBody {
     pub fn new(
         inner: Body,
-        end: StreamEnd,
+        end: Box<StreamEnd>,
         idle_timeout: Option<Duration>,
         deadline: Option<tokio::time::Instant>,
     ) -> Self {
@@ -94,7 +95,7 @@ impl ResponseBody {
         let idle_timeout = idle_timeout.filter(|_| streaming);
         ResponseBody {
             inner,
-            end: Some(Box::new(end)),
+            end: Some(end),
             idle_timeout,
             idle: None,
             idle_since: idle_timeout.map(|_| tokio::time::Instant::now()),

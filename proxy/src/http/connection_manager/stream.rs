@@ -58,7 +58,17 @@ pub(super) async fn handle(
         stats.downstream_rq_http1_total.inc();
     }
 
-    let mut info = StreamInfo::new(Some(context.remote), Some(context.local));
+    let progress = Arc::new(RequestProgress::default());
+    // Closes the books if this future is dropped before it returns a
+    // response (the client reset the stream or went away).
+    // Boxed once here: the response body keeps it, and the request's
+    // future stays small (it is moved on its way into hyper's task).
+    let mut pending = PendingStream(Some(Box::new(StreamEnd {
+        info: StreamInfo::new(Some(context.remote), Some(context.local)),
+        context: context.clone(),
+        request: progress.clone(),
+    })));
+    let info = pending.info_mut();
     info.protocol = Some(version);
     let (mut parts, incoming) = request.into_parts();
     info.request_authority = parts.headers.get(header::HOST).cloned();
@@ -87,7 +97,6 @@ pub(super) async fn handle(
         info.request_headers = parts.headers.clone();
     }
     let grpc = local_reply::is_grpc(&parts.headers);
-    let progress = Arc::new(RequestProgress::default());
 
     let mut outcome = match routes.as_ref().and_then(|r| r.find(&parts).map(|m| (r, m))) {
         None => {
@@ -136,9 +145,8 @@ pub(super) async fn handle(
                         progress: &progress,
                         grpc,
                     };
-                    let forward = super::forward::forward(
-                        &context, routes, &matched, action, request, &mut info,
-                    );
+                    let forward =
+                        super::forward::forward(&context, routes, &matched, action, request, info);
                     match hcm.max_stream_duration {
                         None => forward.await,
                         Some(max) => {
@@ -169,7 +177,7 @@ pub(super) async fn handle(
                 &matched,
                 outcome.weighted,
                 outcome.response.headers_mut(),
-                &info,
+                info,
             );
             outcome
         }
@@ -199,13 +207,35 @@ pub(super) async fn handle(
         None => hcm.stream_idle_timeout,
     };
     let (response_parts, response_body) = outcome.response.into_parts();
-    let end = StreamEnd {
-        info,
-        context,
-        request: progress,
-    };
+    let end = pending.responded();
     Response::from_parts(
         response_parts,
         ResponseBody::new(response_body, end, idle_timeout, outcome.deadline),
     )
+}
+
+/// A stream between its request and its response: dropped before
+/// [`PendingStream::responded`] (hyper drops the request's future when the
+/// client resets the stream or the connection goes away), it finishes the
+/// stream as not completed — counters, `DC` flag, access log — as Envoy
+/// does for a downstream reset.
+struct PendingStream(Option<Box<StreamEnd>>);
+
+impl PendingStream {
+    fn info_mut(&mut self) -> &mut StreamInfo {
+        &mut self.0.as_mut().expect("stream pending").info
+    }
+
+    /// Hands the stream's books to the response body.
+    fn responded(mut self) -> Box<StreamEnd> {
+        self.0.take().expect("stream pending")
+    }
+}
+
+impl Drop for PendingStream {
+    fn drop(&mut self) {
+        if let Some(end) = self.0.take() {
+            end.finish(false);
+        }
+    }
 }
