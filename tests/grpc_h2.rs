@@ -16,47 +16,30 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use support::{
-    get, get_h2, grpc_frame, h2_connect, h2_send, raw_exchange, Backend, EchoReply, FullReply,
-    GrpcBackend, Sluice,
+    get, get_h2, grpc_frame, h2_connect, h2_send, hcm_listener, raw_exchange, Backend, EchoReply,
+    FullReply, GrpcBackend, Sluice,
 };
 
 fn listener(port: &str, prefix: &str, codec: &str) -> String {
-    format!(
-        r#"
-  - name: {prefix}
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{{port}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {prefix}
-          codec_type: {codec}
-          route_config:
-            name: {prefix}
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/svc.Echo/" }}
-                route: {{ cluster: grpc }}
-              - match: {{ prefix: "/svc.Dead/" }}
-                route: {{ cluster: dead }}
-              - match: {{ prefix: "/match", grpc: {{}} }}
-                route: {{ cluster: grpc }}
-              - match: {{ prefix: "/match" }}
-                route: {{ cluster: h1_echo }}
-              - match: {{ prefix: "/h2-upstream" }}
-                route: {{ cluster: h2_echo }}
-              - match: {{ prefix: "/echo" }}
-                route: {{ cluster: h1_echo }}
-              - match: {{ prefix: "/delay/" }}
-                route: {{ cluster: h1_echo }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
+    let routes = r#"              - match: { prefix: "/svc.Echo/" }
+                route: { cluster: grpc }
+              - match: { prefix: "/svc.Dead/" }
+                route: { cluster: dead }
+              - match: { prefix: "/match", grpc: {} }
+                route: { cluster: grpc }
+              - match: { prefix: "/match" }
+                route: { cluster: h1_echo }
+              - match: { prefix: "/h2-upstream" }
+                route: { cluster: h2_echo }
+              - match: { prefix: "/echo" }
+                route: { cluster: h1_echo }
+              - match: { prefix: "/delay/" }
+                route: { cluster: h1_echo }"#;
+    hcm_listener(
+        port,
+        prefix,
+        &format!("          codec_type: {codec}"),
+        routes,
     )
 }
 

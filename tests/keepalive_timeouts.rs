@@ -10,39 +10,19 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Backend, KeepAlive, Sluice};
+use support::{hcm_listener, Backend, KeepAlive, Sluice};
 
 fn config() -> String {
     let listener = |port: &str, prefix: &str, extra: &str, catch_all: &str| {
-        format!(
-            r#"
-  - name: {prefix}
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{{port}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {prefix}
-{extra}
-          route_config:
-            name: {prefix}
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/short" }}
+        let routes = format!(
+            r#"              - match: {{ prefix: "/short" }}
                 route: {{ cluster: blue, timeout: 0.4s, prefix_rewrite: "/delay/3000" }}
               - match: {{ prefix: "/long" }}
                 route: {{ cluster: blue, timeout: 3s, prefix_rewrite: "/delay/800" }}
               - match: {{ prefix: "/" }}
-                route: {{ cluster: blue {catch_all} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
-        )
+                route: {{ cluster: blue {catch_all} }}"#
+        );
+        hcm_listener(port, prefix, extra, &routes)
     };
     let mut yaml = String::from(
         r#"

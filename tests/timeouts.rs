@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use support::{get, Backend, Sluice};
+use support::{get, hcm_listener, Backend, Sluice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,37 +27,17 @@ const BULK_LEN: usize = 4 * 1024 * 1024;
 /// (HCM fields, 10-space indented) routing everything to cluster `blue`
 /// with `route_extra` on the catch-all route.
 fn listener(port: &str, prefix: &str, extra: &str, route_extra: &str) -> String {
-    format!(
-        r#"
-  - name: {prefix}
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{{port}}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {prefix}
-{extra}
-          route_config:
-            name: {prefix}
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/route-timeout" }}
+    let routes = format!(
+        r#"              - match: {{ prefix: "/route-timeout" }}
                 route: {{ cluster: blue, timeout: 0.5s, prefix_rewrite: "/delay/5000" }}
               - match: {{ prefix: "/no-timeout" }}
                 route: {{ cluster: blue, timeout: 0s, prefix_rewrite: "/delay/1500" }}
               - match: {{ prefix: "/bulk" }}
                 route: {{ cluster: bulk }}
               - match: {{ prefix: "/" }}
-                route: {{ cluster: blue {route_extra} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
-    )
+                route: {{ cluster: blue {route_extra} }}"#
+    );
+    hcm_listener(port, prefix, extra, &routes)
 }
 
 fn config() -> String {

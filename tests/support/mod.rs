@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod config;
 pub mod envoy;
 pub mod proxy;
 
@@ -14,6 +15,8 @@ pub mod proxy;
 pub use backend::{Backend, EchoReply};
 #[allow(unused_imports)]
 pub use client::{get, get_h2, get_until, raw_exchange, request, wait_refused, KeepAlive, Reply};
+#[allow(unused_imports)]
+pub use config::hcm_listener;
 #[allow(unused_imports)]
 pub use proxy::{free_port, run_until_exit, Exited, Sluice};
 
