@@ -375,14 +375,7 @@ async fn idle_connections_hold_no_relay_pipes() {
     let mut streams = Vec::new();
     for i in 0..50u32 {
         let mut stream = TcpStream::connect(address).await.unwrap();
-        let message = format!("connection {i}");
-        stream.write_all(message.as_bytes()).await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-            .await
-            .expect("echo in time")
-            .unwrap();
-        assert_eq!(echoed, message.as_bytes());
+        assert_echoed(&mut stream, &format!("connection {i}")).await;
         streams.push(stream);
     }
     // Both directions of every connection moved bytes and are idle now. A
@@ -395,13 +388,17 @@ async fn idle_connections_hold_no_relay_pipes() {
     );
     // And the idle connections still relay.
     for (i, stream) in streams.iter_mut().enumerate() {
-        let message = format!("again {i}");
-        stream.write_all(message.as_bytes()).await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-            .await
-            .expect("echo in time")
-            .unwrap();
-        assert_eq!(echoed, message.as_bytes());
+        assert_echoed(stream, &format!("again {i}")).await;
     }
+}
+
+/// Sends `message` and reads the same bytes back within 5 s.
+async fn assert_echoed(stream: &mut TcpStream, message: &str) {
+    stream.write_all(message.as_bytes()).await.unwrap();
+    let mut echoed = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(echoed, message.as_bytes());
 }

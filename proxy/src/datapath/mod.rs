@@ -229,6 +229,19 @@ impl DatapathMode {
     }
 }
 
+/// `DatapathFlags` parsed from `--datapath*` arguments alone (unit tests).
+#[cfg(test)]
+pub(crate) fn parse_flags(args: &[&str]) -> Result<DatapathFlags, clap::Error> {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        datapath: DatapathFlags,
+    }
+    Flags::try_parse_from(std::iter::once("sluice").chain(args.iter().copied())).map(|f| f.datapath)
+}
+
 /// How the object is loaded for these flags.
 fn load_options(flags: &DatapathFlags) -> LoadOptions {
     LoadOptions {

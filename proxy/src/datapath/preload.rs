@@ -82,18 +82,10 @@ fn wanted(flags: &DatapathFlags, bootstrap: &Bootstrap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        datapath: DatapathFlags,
-    }
-
     fn flags(args: &[&str]) -> DatapathFlags {
-        Flags::parse_from(std::iter::once("sluice").chain(args.iter().copied())).datapath
+        super::super::parse_flags(args).expect("valid flags")
     }
 
     fn bootstrap(yaml: &str) -> Bootstrap {

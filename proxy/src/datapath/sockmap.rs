@@ -86,18 +86,7 @@ pub fn attach(flags: &DatapathFlags, cgroup: &Path, datapath: &mut Datapath) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Flags {
-        #[command(flatten)]
-        datapath: DatapathFlags,
-    }
-
-    fn parse(args: &[&str]) -> Result<DatapathFlags, clap::Error> {
-        Flags::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
-            .map(|f| f.datapath)
-    }
+    use crate::datapath::parse_flags as parse;
 
     #[test]
     fn sockmap_is_off_by_default_and_takes_on_or_off() {
