@@ -1,5 +1,6 @@
-//! The body of an upstream response. It keeps the request counted as
-//! active (cluster `upstream_rq_active`, host `rq_active`, the pooled
+//! The body of an upstream response (HTTP/1.1 read straight off its lent
+//! connection, or hyper's HTTP/2 stream). It keeps the request counted as
+//! active (cluster `upstream_rq_active`, host `rq_active`, an HTTP/2
 //! connection's in-flight count) until the body ends or is dropped, and
 //! records `upstream_rq_time` when the last byte arrives.
 
@@ -14,8 +15,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::host::Host;
+use super::http1;
 use super::pool::Lent;
 use super::stats::ClusterStats;
+use super::UpstreamError;
 
 /// Counts one request as active from send until its response is done. It
 /// is active (for least-request picks) while its connection is set up, but
@@ -25,8 +28,7 @@ use super::stats::ClusterStats;
 pub(crate) struct ActiveRequest {
     stats: Arc<ClusterStats>,
     host: Arc<Host>,
-    /// Keeps the request counted on its pooled connection (and lends an
-    /// HTTP/1.1 connection until the response is read).
+    /// Keeps the request counted on its HTTP/2 connection.
     connection: Option<Lent>,
     start: Instant,
     completed: bool,
@@ -63,14 +65,11 @@ impl ActiveRequest {
         self.connection = Some(connection);
     }
 
-    /// The response ended: record the request time once, and give the
-    /// connection back to its pool.
+    /// The response ended: record the request time once.
     pub(crate) fn complete(&mut self) {
         if !self.completed {
             self.completed = true;
-            if let Some(connection) = self.connection.as_mut() {
-                connection.response_read();
-            }
+            self.connection = None;
             let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
             self.stats.upstream_rq_time.record(elapsed);
         }
@@ -84,38 +83,48 @@ impl Drop for ActiveRequest {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body; see the module documentation.
-    #[derive(Debug)]
-    pub struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
-        active: ActiveRequest,
-    }
+/// Where the bytes of an upstream response come from.
+#[derive(Debug)]
+pub(crate) enum ResponseSource {
+    Http1(http1::ResponseBody),
+    Http2(Incoming),
+}
+
+/// An upstream response body; see the module documentation.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    source: ResponseSource,
+    active: ActiveRequest,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(inner: Incoming, mut active: ActiveRequest) -> UpstreamBody {
-        if inner.is_end_stream() {
-            active.complete();
+    pub(crate) fn new(source: ResponseSource, active: ActiveRequest) -> UpstreamBody {
+        let mut body = UpstreamBody { source, active };
+        if body.is_end_stream() {
+            body.active.complete();
         }
-        UpstreamBody { inner, active }
+        body
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.source {
+            ResponseSource::Http1(body) => Pin::new(body).poll_frame(cx),
+            ResponseSource::Http2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(UpstreamError::from_hyper),
+        };
         let ended = match &polled {
             Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Ok(_))) => this.is_end_stream(),
             Poll::Ready(Some(Err(_))) | Poll::Pending => false,
         };
         if ended {
@@ -125,10 +134,16 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            ResponseSource::Http1(body) => body.is_end_stream(),
+            ResponseSource::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            ResponseSource::Http1(body) => body.size_hint(),
+            ResponseSource::Http2(body) => body.size_hint(),
+        }
     }
 }

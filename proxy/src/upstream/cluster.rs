@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use tokio::sync::watch;
 
-use super::body::{ActiveRequest, UpstreamBody};
+use super::body::{ActiveRequest, ResponseSource, UpstreamBody};
 use super::config::{
     compile_assignment, ClusterConfig, Discovery, EndpointAddress, EndpointConfig,
 };
@@ -19,7 +19,7 @@ use super::connect::{connect, UpstreamTcpStream};
 use super::dns;
 use super::host::{Host, HostStats};
 use super::lb::{LbPolicy, LoadBalancer};
-use super::pool::{self, PoolContext, UpstreamProtocol};
+use super::pool::{self, PoolContext, PooledResponse, UpstreamProtocol};
 use super::stats::ClusterStats;
 use super::UpstreamError;
 use crate::http::body::Body;
@@ -279,8 +279,14 @@ impl UpstreamCluster {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut active = ActiveRequest::start(self.stats.clone(), host.clone());
         match pool::send(host, request, &mut || active.pool_ready()).await {
-            Ok((response, connection)) => {
-                active.on_connection(connection);
+            Ok(pooled) => {
+                let response = match pooled {
+                    PooledResponse::Http1(response) => response.map(ResponseSource::Http1),
+                    PooledResponse::Http2(response, connection) => {
+                        active.on_connection(connection);
+                        response.map(ResponseSource::Http2)
+                    }
+                };
                 self.record_host_response(host, response.status().as_u16());
                 self.stats.record_response(response.status().as_u16());
                 Ok(response.map(|body| UpstreamBody::new(body, active)))

@@ -21,6 +21,7 @@ mod connect;
 mod dns;
 mod error;
 mod host;
+mod http1;
 pub mod lb;
 mod pool;
 mod protocol_options;

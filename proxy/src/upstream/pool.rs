@@ -1,34 +1,30 @@
 //! Per-host HTTP connection pools. HTTP/1.1 keeps a bounded list of idle
-//! keep-alive connections for reuse; HTTP/2 multiplexes every request over
-//! one connection per host, reconnecting when it closes. Both honour the
-//! cluster's `connect_timeout`, idle timeout and
-//! `max_requests_per_connection`.
+//! keep-alive connections for reuse (see [`super::http1`]); HTTP/2
+//! multiplexes every request over one connection per host, reconnecting
+//! when it closes. Both honour the cluster's `connect_timeout`, idle
+//! timeout and `max_requests_per_connection`.
 //!
 //! A request that fails on a reused connection before it was written (the
 //! server closed the idle connection) is sent again, once, on a fresh
-//! connection; so is a bodiless idempotent request whose reused HTTP/1.1
-//! connection closed before any response byte.
+//! connection.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri, Version};
-use http_body::Body as _;
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::connect::{connect, ConnState, ConnectionGuard, InFlight};
 use super::host::Host;
+use super::http1;
 use super::stats::ClusterStats;
 use super::UpstreamError;
-use crate::http::body::{self, Body};
-
-/// Idle HTTP/1.1 connections kept per host; more are closed.
-const MAX_IDLE_PER_HOST: usize = 256;
+use crate::http::body::Body;
 
 /// The HTTP protocol spoken to a cluster's hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +44,6 @@ pub(crate) struct PoolContext {
     pub stats: Arc<ClusterStats>,
 }
 
-struct Http1Connection {
-    sender: http1::SendRequest<Body>,
-    state: Arc<ConnState>,
-}
-
 struct Http2Connection {
     sender: http2::SendRequest<Body>,
     state: Arc<ConnState>,
@@ -61,7 +52,7 @@ struct Http2Connection {
 /// The connections of one host.
 pub(crate) struct HostPool {
     context: Arc<PoolContext>,
-    idle_http1: Mutex<Vec<Http1Connection>>,
+    pub(super) http1: http1::IdleConnections,
     http2: ArcSwapOption<Http2Connection>,
     http2_connecting: tokio::sync::Mutex<()>,
 }
@@ -78,7 +69,7 @@ impl HostPool {
     pub(crate) fn new(context: Arc<PoolContext>) -> HostPool {
         HostPool {
             context,
-            idle_http1: Mutex::new(Vec::new()),
+            http1: http1::IdleConnections::default(),
             http2: ArcSwapOption::empty(),
             http2_connecting: tokio::sync::Mutex::new(()),
         }
@@ -91,25 +82,7 @@ impl HostPool {
     /// Number of idle HTTP/1.1 connections held.
     #[cfg(test)]
     pub(crate) fn idle_count(&self) -> usize {
-        self.idle_http1.lock().unwrap().len()
-    }
-
-    fn checkout_http1(&self) -> Option<Http1Connection> {
-        let mut idle = self.idle_http1.lock().unwrap();
-        // Most recently used first: the likeliest to still be open.
-        while let Some(connection) = idle.pop() {
-            if connection.sender.is_ready() {
-                return Some(connection);
-            }
-        }
-        None
-    }
-
-    fn return_http1(&self, connection: Http1Connection) {
-        let mut idle = self.idle_http1.lock().unwrap();
-        if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(connection);
-        }
+        self.http1.len()
     }
 
     fn usable(&self, connection: &Http2Connection) -> bool {
@@ -146,60 +119,22 @@ impl HostPool {
     }
 }
 
-/// A request's hold on its pooled connection: keeps the request counted on
-/// the connection (drop it when the response body is done) and, for
-/// HTTP/1.1, lends the connection until the response has been read.
+/// An HTTP/2 request's hold on its connection: keeps the request counted
+/// on the connection (for the idle timeout); drop it when the response body
+/// is done.
 #[derive(Debug)]
 pub(crate) struct Lent {
     _in_flight: InFlight,
-    http1: Option<Http1Lease>,
 }
 
-impl Lent {
-    /// The response was read to its end: an HTTP/1.1 connection goes back
-    /// to the idle list (once hyper is ready for the next request).
-    pub(crate) fn response_read(&mut self) {
-        if let Some(lease) = self.http1.take() {
-            lease.check_in();
-        }
-    }
+/// A response as the pool hands it out, before the cluster's bookkeeping.
+pub(crate) enum PooledResponse {
+    /// The body owns its HTTP/1.1 connection until it ended.
+    Http1(Response<http1::ResponseBody>),
+    Http2(Response<Incoming>, Lent),
 }
 
-/// An HTTP/1.1 connection lent to one request. Dropped before its response
-/// was read (the body abandoned), the connection closes with it.
-struct Http1Lease {
-    host: Arc<Host>,
-    connection: Http1Connection,
-}
-
-impl std::fmt::Debug for Http1Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http1Lease")
-            .field("host", &self.host.address())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Http1Lease {
-    /// Back to the idle list, unless the connection reached
-    /// `max_requests_per_connection`. hyper is usually ready for the next
-    /// request by the time the body's last byte reached us (its connection
-    /// task asks for one in the same turn); otherwise a task waits for it.
-    fn check_in(self) {
-        if self.connection.sender.is_closed() {
-            return;
-        }
-        if self.connection.sender.is_ready() {
-            return_http1(&self.host, self.connection);
-        } else {
-            return_when_idle(self.host, self.connection);
-        }
-    }
-}
-
-/// Sends `request` to `host` over its pool. The returned [`Lent`] keeps the
-/// request counted on its connection: hold it until the response body is
-/// done, and call [`Lent::response_read`] when it was read to its end.
+/// Sends `request` to `host` over its pool.
 ///
 /// `ready` is called when a connection is ready to carry the request
 /// (Envoy's pool ready); it may be called again if the request is replayed
@@ -208,64 +143,18 @@ pub(crate) async fn send(
     host: &Arc<Host>,
     request: Request<Body>,
     ready: &mut (dyn FnMut() + Send),
-) -> Result<(Response<Incoming>, Lent), UpstreamError> {
+) -> Result<PooledResponse, UpstreamError> {
     match host.pool().context().protocol {
-        UpstreamProtocol::Http1 => send_http1(host, request, ready).await,
-        UpstreamProtocol::Http2 => send_http2(host, request, ready).await,
-    }
-}
-
-async fn send_http1(
-    host: &Arc<Host>,
-    mut request: Request<Body>,
-    ready: &mut (dyn FnMut() + Send),
-) -> Result<(Response<Incoming>, Lent), UpstreamError> {
-    prepare_http1(&mut request, host);
-    let pool = host.pool();
-    let mut may_retry = true;
-    loop {
-        let reusable = if may_retry {
-            pool.checkout_http1()
-        } else {
-            None
-        };
-        let reused = reusable.is_some();
-        let mut connection = match reusable {
-            Some(connection) => connection,
-            None => connect_http1(host, pool.context()).await?,
-        };
-        let replay = (reused && may_retry)
-            .then(|| replayable_copy(&request))
-            .flatten();
-        let in_flight = connection.state.begin_request();
-        ready();
-        match connection.sender.try_send_request(request).await {
-            Ok(response) => {
-                let lease = Http1Lease {
-                    host: host.clone(),
-                    connection,
-                };
-                let lent = Lent {
-                    _in_flight: in_flight,
-                    http1: Some(lease),
-                };
-                return Ok((response, lent));
-            }
-            Err(mut failure) => {
-                drop(in_flight);
-                let unsent = failure.take_message();
-                let error = failure.into_error();
-                let closed_early = error.is_incomplete_message() || error.is_canceled();
-                if reused && may_retry {
-                    let again = unsent.or(replay.filter(|_| closed_early));
-                    if let Some(again) = again {
-                        request = again;
-                        may_retry = false;
-                        continue;
-                    }
-                }
-                return Err(UpstreamError::from_hyper(error));
-            }
+        UpstreamProtocol::Http1 => {
+            let mut request = request;
+            prepare_http1(&mut request, host);
+            http1::send(host, request, ready)
+                .await
+                .map(PooledResponse::Http1)
+        }
+        UpstreamProtocol::Http2 => {
+            let (response, lent) = send_http2(host, request, ready).await?;
+            Ok(PooledResponse::Http2(response, lent))
         }
     }
 }
@@ -299,7 +188,6 @@ async fn send_http2(
             Ok(response) => {
                 let lent = Lent {
                     _in_flight: in_flight,
-                    http1: None,
                 };
                 return Ok((response, lent));
             }
@@ -340,21 +228,6 @@ where
     });
 }
 
-async fn connect_http1(
-    host: &Host,
-    context: &Arc<PoolContext>,
-) -> Result<Http1Connection, UpstreamError> {
-    let (stream, guard) = connect(host, context).await?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(UpstreamError::from_hyper)?;
-    context.stats.upstream_cx_http1_total.inc();
-    let state = ConnState::new();
-    drive(connection.with_upgrades(), guard, state.clone(), context);
-    Ok(Http1Connection { sender, state })
-}
-
 async fn connect_http2(
     host: &Host,
     context: &Arc<PoolContext>,
@@ -371,47 +244,6 @@ async fn connect_http2(
     Ok(Http2Connection { sender, state })
 }
 
-/// Puts an HTTP/1.1 connection back in the idle list once hyper is ready
-/// for its next request.
-fn return_when_idle(host: Arc<Host>, mut connection: Http1Connection) {
-    tokio::spawn(async move {
-        if connection.sender.ready().await.is_ok() {
-            return_http1(&host, connection);
-        }
-    });
-}
-
-/// Puts a ready HTTP/1.1 connection back in the idle list, unless it
-/// reached `max_requests_per_connection`.
-fn return_http1(host: &Host, connection: Http1Connection) {
-    let context = host.pool().context();
-    if let Some(max) = context.max_requests_per_connection {
-        if connection.state.requests() >= max {
-            context.stats.upstream_cx_max_requests.inc();
-            return;
-        }
-    }
-    host.pool().return_http1(connection);
-}
-
-/// A copy of a request with no body whose method is idempotent, to send
-/// again if a stale keep-alive connection drops it.
-fn replayable_copy(request: &Request<Body>) -> Option<Request<Body>> {
-    let idempotent = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    );
-    if !idempotent || !request.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(body::empty());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(copy)
-}
-
 /// HTTP/1.1 wants an origin-form target and a Host header.
 fn prepare_http1(request: &mut Request<Body>, host: &Host) {
     *request.version_mut() = Version::HTTP_11;
@@ -425,7 +257,7 @@ fn prepare_http1(request: &mut Request<Body>, host: &Host) {
             request.headers_mut().insert(header::HOST, value);
         }
     }
-    if request.method() != Method::CONNECT && request.uri().authority().is_some() {
+    if request.method() != http::Method::CONNECT && request.uri().authority().is_some() {
         let path = request
             .uri()
             .path_and_query()
