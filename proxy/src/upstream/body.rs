@@ -84,6 +84,9 @@ impl Drop for ActiveRequest {
 }
 
 /// Where the bytes of an upstream response come from.
+// The HTTP/1.1 variant carries its connection; boxing it would cost an
+// allocation per request (the router boxes the whole body once anyway).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ResponseSource {
     Http1(http1::ResponseBody),

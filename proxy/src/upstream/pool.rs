@@ -128,6 +128,9 @@ pub(crate) struct Lent {
 }
 
 /// A response as the pool hands it out, before the cluster's bookkeeping.
+// The HTTP/1.1 variant carries its connection; boxing it would cost an
+// allocation per request (the router boxes the whole body once anyway).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum PooledResponse {
     /// The body owns its HTTP/1.1 connection until it ended.
     Http1(Response<http1::ResponseBody>),
