@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use support::h2::{h2_connect, h2_send};
 use support::{hcm_listener, raw_exchange, request, KeepAlive, Sluice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -229,6 +230,14 @@ async fn chunked_response_is_relayed_and_its_connection_reused() {
         assert_eq!(reply.text(), "hello world");
     }
     assert_eq!(backend.accepted(), 1);
+    // An HTTP/2 client gets the chunked body's trailers too.
+    let mut h2 = h2_connect(sluice.addr("HTTP")).await;
+    let request = http::Request::get("http://x/chunked")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = h2_send(&mut h2, request).await.expect("an h2 response");
+    assert_eq!(reply.body, "hello world");
+    assert_eq!(reply.trailer("x-trailer"), Some("t"));
 }
 
 #[tokio::test]

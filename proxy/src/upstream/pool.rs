@@ -156,7 +156,9 @@ pub(crate) async fn send(
                 .map(PooledResponse::Http1)
         }
         UpstreamProtocol::Http2 => {
-            let (response, lent) = send_http2(host, request, ready).await?;
+            // Boxed: its state (hyper's handshake) is twice the HTTP/1.1
+            // path's, and every caller's future would carry (and move) it.
+            let (response, lent) = Box::pin(send_http2(host, request, ready)).await?;
             Ok(PooledResponse::Http2(response, lent))
         }
     }

@@ -25,7 +25,7 @@ pub static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
 /// Headers that describe one hop and are never forwarded (names are
 /// lowercase; a `match` on the text is far cheaper than comparing
 /// `HeaderName`s).
-fn is_hop_by_hop(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
         "connection"

@@ -6,7 +6,7 @@
 mod config;
 mod connection;
 mod forward;
-mod headers;
+pub(crate) mod headers;
 mod local_reply;
 mod local_streams;
 mod read_ahead;

@@ -10,6 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::http::connection_manager::headers::is_hop_by_hop;
+
 /// Headers a response head may carry; more is a protocol error (Envoy's
 /// default `max_headers_count` is 100 too).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -113,6 +115,7 @@ pub(crate) fn parse_head(
         }
         let head = buffer.split_to(head_len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
+        let mut hop = HopByHop::default();
         for &(name_start, name_end, value_start, value_end) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
                 .map_err(|_| DecodeError::Head("invalid header name".into()))?;
@@ -120,10 +123,18 @@ pub(crate) fn parse_head(
                 head.slice(value_start as usize..value_end as usize),
             )
             .map_err(|_| DecodeError::Head(format!("invalid value of header {name}")))?;
-            headers.append(name, value);
+            if is_hop_by_hop(name.as_str()) {
+                hop.note(&name, value);
+            } else {
+                headers.append(name, value);
+            }
         }
-        let framing = framing_of(status, method, &headers)?;
-        let keep_alive = keep_alive(&headers, http10) && framing != Framing::UntilClose;
+        for name in &hop.listed {
+            headers.remove(name);
+        }
+        let framing = framing_of(status, method, hop.transfer_encoding.as_ref(), &headers)?;
+        let keep_alive = if http10 { hop.keep_alive } else { !hop.close };
+        let keep_alive = keep_alive && framing != Framing::UntilClose;
         return Ok(Some(ResponseHead {
             status,
             headers,
@@ -137,6 +148,7 @@ pub(crate) fn parse_head(
 fn framing_of(
     status: StatusCode,
     method: &Method,
+    transfer_encoding: Option<&HeaderValue>,
     headers: &HeaderMap,
 ) -> Result<Framing, DecodeError> {
     if *method == Method::HEAD
@@ -145,11 +157,7 @@ fn framing_of(
     {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    if let Some(last) = transfer_encoding {
         // Transfer-Encoding overrides Content-Length; a final coding other
         // than chunked runs until the connection closes.
         let chunked = last
@@ -190,21 +198,40 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// HTTP/1.1 is persistent unless `Connection: close`; HTTP/1.0 only with
-/// `Connection: keep-alive`.
-fn keep_alive(headers: &HeaderMap, http10: bool) -> bool {
-    let has_token = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|value| {
-            value
+/// What a response's hop-by-hop headers said. They describe the upstream
+/// connection only, so they are left out of the header map that goes
+/// downstream (with the headers `Connection` names).
+#[derive(Default)]
+struct HopByHop {
+    /// `Connection: close`: HTTP/1.1 is persistent unless it says so.
+    close: bool,
+    /// `Connection: keep-alive`: HTTP/1.0 is persistent only if it says so.
+    keep_alive: bool,
+    /// The last `Transfer-Encoding` value (its last coding frames the body).
+    transfer_encoding: Option<HeaderValue>,
+    /// Other headers `Connection` lists.
+    listed: Vec<HeaderName>,
+}
+
+impl HopByHop {
+    fn note(&mut self, name: &HeaderName, value: HeaderValue) {
+        if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = Some(value);
+        } else if name == header::CONNECTION {
+            for token in value
                 .as_bytes()
                 .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    if http10 {
-        has_token("keep-alive")
-    } else {
-        !has_token("close")
+                .map(<[u8]>::trim_ascii)
+            {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if let Ok(listed) = HeaderName::from_bytes(token) {
+                    self.listed.push(listed);
+                }
+            }
+        }
     }
 }
 

@@ -177,3 +177,14 @@ fn bad_chunked_bodies_are_errors() {
         assert!(decode_all(bad, 1).is_err(), "{bad:?} was accepted");
     }
 }
+
+#[test]
+fn hop_by_hop_headers_and_those_connection_lists_are_left_out() {
+    let head = complete(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nx-private: secret\r\nx-public: shown\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(head.framing, Framing::Chunked);
+    assert!(head.keep_alive);
+    let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-public"]);
+}

@@ -58,7 +58,9 @@ pub(crate) async fn send(
         let is_reused = reused.is_some();
         let mut connection = match reused {
             Some(connection) => connection,
-            None => Connection::open(host, context).await?,
+            // Boxed so the connect state does not bloat (and get moved
+            // with) every request's future; connecting is the rare path.
+            None => Box::pin(Connection::open(host, context)).await?,
         };
         connection.requests += 1;
         ready();
