@@ -123,11 +123,11 @@ pub(super) async fn forward<'a>(
     }
 
     let timeout = action.timeout;
-    if let Some(timeout) = timeout {
+    if let Some(timeout_ms) = &action.timeout_ms_header {
         if !hcm.suppress_envoy_headers {
             parts.headers.insert(
                 headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
-                HeaderValue::from(timeout.as_millis() as u64),
+                timeout_ms.clone(),
             );
         }
     }
@@ -184,7 +184,7 @@ pub(super) async fn forward<'a>(
             if !hcm.suppress_envoy_headers {
                 response_parts.headers.insert(
                     headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-                    HeaderValue::from(elapsed.as_millis() as u64),
+                    headers::number_value(elapsed.as_millis() as u64),
                 );
             }
             Outcome {

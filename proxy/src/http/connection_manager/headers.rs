@@ -266,6 +266,30 @@ fn token_is_hop_by_hop(token: &str) -> bool {
     }
 }
 
+/// `00`…`99`, for [`number_value`].
+static TWO_DIGITS: [u8; 200] = {
+    let mut table = [0u8; 200];
+    let mut n = 0;
+    while n < 100 {
+        table[2 * n] = b'0' + (n / 10) as u8;
+        table[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    table
+};
+
+/// `n` as a header value; below 100 (most upstream service times, in ms)
+/// without allocating.
+pub fn number_value(n: u64) -> HeaderValue {
+    let digits = match n {
+        0..=9 => &TWO_DIGITS[2 * n as usize + 1..2 * n as usize + 2],
+        10..=99 => &TWO_DIGITS[2 * n as usize..2 * n as usize + 2],
+        _ => return HeaderValue::from(n),
+    };
+    let text = std::str::from_utf8(digits).expect("ASCII digits");
+    HeaderValue::from_static(text)
+}
+
 /// A random UUID v4 in canonical text form, as Envoy generates for
 /// `x-request-id`.
 pub fn new_request_id() -> HeaderValue {
@@ -305,6 +329,13 @@ pub fn apply_server_header(hcm: &HttpConnectionManager, headers: &mut HeaderMap)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_as_header_values() {
+        for n in [0u64, 7, 10, 42, 99, 100, 15000, u64::MAX] {
+            assert_eq!(number_value(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn request_ids_are_uuid_v4() {

@@ -132,6 +132,9 @@ pub struct ForwardAction {
     pub append_x_forwarded_host: bool,
     /// Upstream request timeout; `None` means disabled (configured as 0).
     pub timeout: Option<Duration>,
+    /// The timeout in milliseconds as a header value, for
+    /// `x-envoy-expected-rq-timeout-ms` (made once, not per request).
+    pub timeout_ms_header: Option<http::HeaderValue>,
     /// `idle_timeout` as configured: `None` unset (the connection manager's
     /// stream idle timeout applies), `Some(ZERO)` disabled.
     pub idle_timeout: Option<Duration>,
@@ -179,14 +182,17 @@ impl ForwardAction {
             errors.extend_under("", more);
             HashPolicy::default()
         });
+        let timeout = timeout_or(&config.timeout, Some(DEFAULT_ROUTE_TIMEOUT));
         match cluster {
             Some(cluster) if errors.is_empty() => Ok(ForwardAction {
+                timeout_ms_header: timeout
+                    .map(|timeout| http::HeaderValue::from(timeout.as_millis() as u64)),
                 cluster,
                 cluster_not_found_response_code,
                 path_rewrite,
                 host_rewrite,
                 append_x_forwarded_host: config.append_x_forwarded_host,
-                timeout: timeout_or(&config.timeout, Some(DEFAULT_ROUTE_TIMEOUT)),
+                timeout,
                 idle_timeout: config
                     .idle_timeout
                     .as_ref()

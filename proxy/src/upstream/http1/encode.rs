@@ -29,12 +29,12 @@ pub(crate) struct BodyShape {
     pub exact_length: Option<u64>,
 }
 
-/// Appends the request head to `out` and says how its body is framed: an
-/// empty body adds no framing header (a `Content-Length` the client sent
-/// is kept), a declared or known length is sent as `Content-Length`, any
-/// other body is chunked.
-pub(crate) fn encode_head(parts: &mut Parts, body: BodyShape, out: &mut BytesMut) -> BodyEncoding {
-    let encoding = if body.empty {
+/// Says how the request body is framed, setting the framing header: an
+/// empty body adds none (a `Content-Length` the client sent is kept), a
+/// declared or known length is sent as `Content-Length`, any other body is
+/// chunked.
+pub(crate) fn frame_body(parts: &mut Parts, body: BodyShape) -> BodyEncoding {
+    if body.empty {
         BodyEncoding::None
     } else if let Some(declared) = declared_length(&parts.headers) {
         BodyEncoding::Length(declared)
@@ -50,7 +50,12 @@ pub(crate) fn encode_head(parts: &mut Parts, body: BodyShape, out: &mut BytesMut
             HeaderValue::from_static("chunked"),
         );
         BodyEncoding::Chunked
-    };
+    }
+}
+
+/// Appends the request head (origin-form, or authority-form for CONNECT)
+/// to `out`.
+pub(crate) fn write_head(parts: &Parts, out: &mut BytesMut) {
     out.reserve(256);
     out.put_slice(parts.method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -73,7 +78,6 @@ pub(crate) fn encode_head(parts: &mut Parts, body: BodyShape, out: &mut BytesMut
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
-    encoding
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -121,7 +125,8 @@ mod tests {
 
     fn encoded(mut parts: Parts, body: BodyShape) -> (String, BodyEncoding) {
         let mut out = BytesMut::new();
-        let encoding = encode_head(&mut parts, body, &mut out);
+        let encoding = frame_body(&mut parts, body);
+        write_head(&parts, &mut out);
         (String::from_utf8(out.to_vec()).unwrap(), encoding)
     }
 

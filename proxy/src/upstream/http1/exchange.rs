@@ -8,20 +8,19 @@
 //! written (so the body was not touched), or the connection closed before
 //! any response byte and the request is bodiless and idempotent.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{Method, Request, Response, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::decode::{parse_head, ResponseHead};
-use super::encode::{chunk_prefix, chunked_end, encode_head, BodyEncoding, BodyShape};
+use super::encode::{chunk_prefix, chunked_end, frame_body, write_head, BodyEncoding, BodyShape};
 use super::idle::IdleConnections;
 use super::response::ResponseBody;
 use super::{Connection, MAX_READ};
@@ -42,12 +41,11 @@ pub(crate) async fn send(
         empty: body.is_end_stream(),
         exact_length: body.size_hint().exact(),
     };
-    let mut head = BytesMut::new();
-    let encoding = encode_head(&mut parts, shape, &mut head);
-    let head = head.freeze();
+    let encoding = frame_body(&mut parts, shape);
     let replayable_after_write = encoding == BodyEncoding::None && is_idempotent(&parts.method);
     let mut body = (encoding != BodyEncoding::None).then_some(body);
     let context = host.pool().context();
+    let mut head: Option<Bytes> = None;
     let mut may_retry = true;
     loop {
         let reused = if may_retry {
@@ -63,9 +61,17 @@ pub(crate) async fn send(
             None => Box::pin(Connection::open(host, context)).await?,
         };
         connection.requests += 1;
+        // Written into the connection's own buffer: its allocation is
+        // reclaimed for the next request once these bytes are sent.
+        let head = head
+            .get_or_insert_with(|| {
+                write_head(&parts, &mut connection.head_buffer);
+                connection.head_buffer.split().freeze()
+            })
+            .clone();
         ready();
         let mut exchange = Exchange::new(connection, host.clone(), parts.method.clone(), encoding);
-        exchange.out.push_back(head.clone());
+        exchange.connection.write_queue.push_back(head);
         exchange.request_body = body.take();
         match poll_fn(|cx| exchange.poll_head(cx)).await {
             Ok(response_head) => {
@@ -126,8 +132,6 @@ pub(crate) struct Exchange {
     pub(super) connection: Connection,
     pub(super) host: Arc<Host>,
     method: Method,
-    /// Bytes to write, in order.
-    out: VecDeque<Bytes>,
     /// The rest of the request body; `None` once it ended (or failed).
     request_body: Option<Body>,
     encoding: BodyEncoding,
@@ -147,7 +151,6 @@ impl Exchange {
             connection,
             host,
             method,
-            out: VecDeque::with_capacity(4),
             request_body: None,
             encoding,
             head_written: false,
@@ -159,7 +162,7 @@ impl Exchange {
     /// The whole request reached the socket without error.
     pub(super) fn request_complete(&self) -> bool {
         self.request_body.is_none()
-            && self.out.is_empty()
+            && self.connection.write_queue.is_empty()
             && self.write_error.is_none()
             && self.body_error.is_none()
     }
@@ -229,7 +232,7 @@ impl Exchange {
             if self.write_error.is_some() {
                 return;
             }
-            if !self.out.is_empty() {
+            if !self.connection.write_queue.is_empty() {
                 match self.poll_write_out(cx) {
                     Poll::Ready(Ok(())) => self.head_written = true,
                     Poll::Ready(Err(error)) => {
@@ -248,7 +251,9 @@ impl Exchange {
                 Poll::Ready(None) => {
                     self.request_body = None;
                     match self.encoding {
-                        BodyEncoding::Chunked => self.out.push_back(chunked_end(None)),
+                        BodyEncoding::Chunked => {
+                            self.connection.write_queue.push_back(chunked_end(None))
+                        }
                         BodyEncoding::Length(left) if left > 0 => {
                             self.body_error = Some(format!(
                                 "request body ended {left} bytes short of its content-length"
@@ -269,7 +274,9 @@ impl Exchange {
                         if let (BodyEncoding::Chunked, Ok(trailers)) =
                             (self.encoding, frame.into_trailers())
                         {
-                            self.out.push_back(chunked_end(Some(&trailers)));
+                            self.connection
+                                .write_queue
+                                .push_back(chunked_end(Some(&trailers)));
                             self.request_body = None;
                         }
                     }
@@ -293,12 +300,16 @@ impl Exchange {
                     return;
                 }
                 *left -= data.len() as u64;
-                self.out.push_back(data);
+                self.connection.write_queue.push_back(data);
             }
             BodyEncoding::Chunked => {
-                self.out.push_back(chunk_prefix(data.len()));
-                self.out.push_back(data);
-                self.out.push_back(Bytes::from_static(b"\r\n"));
+                self.connection
+                    .write_queue
+                    .push_back(chunk_prefix(data.len()));
+                self.connection.write_queue.push_back(data);
+                self.connection
+                    .write_queue
+                    .push_back(Bytes::from_static(b"\r\n"));
             }
             BodyEncoding::None => {}
         }
@@ -306,10 +317,10 @@ impl Exchange {
 
     /// Writes the queued bytes (gathered into one `writev`).
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
+        while !self.connection.write_queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); 8];
-            let count = self.out.len().min(slices.len());
-            for (slice, bytes) in slices.iter_mut().zip(self.out.iter()) {
+            let count = self.connection.write_queue.len().min(slices.len());
+            for (slice, bytes) in slices.iter_mut().zip(self.connection.write_queue.iter()) {
                 *slice = IoSlice::new(bytes);
             }
             let io = Pin::new(&mut self.connection.io);
@@ -318,10 +329,14 @@ impl Exchange {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             while written > 0 {
-                let front = self.out.front_mut().expect("written bytes were queued");
+                let front = self
+                    .connection
+                    .write_queue
+                    .front_mut()
+                    .expect("written bytes were queued");
                 if written >= front.len() {
                     written -= front.len();
-                    self.out.pop_front();
+                    self.connection.write_queue.pop_front();
                 } else {
                     front.advance(written);
                     written = 0;

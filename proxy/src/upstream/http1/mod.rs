@@ -18,10 +18,11 @@ mod idle;
 mod response;
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 pub(crate) use exchange::send;
@@ -43,6 +44,10 @@ pub(crate) struct Connection {
     io: TcpStream,
     /// Bytes read and not yet consumed.
     read_buffer: BytesMut,
+    /// Where request heads are written (the allocation is reused).
+    head_buffer: BytesMut,
+    /// Bytes to write, in order (empty between requests).
+    write_queue: VecDeque<Bytes>,
     read_size: usize,
     /// Requests this connection has carried (for `max_requests_per_connection`).
     requests: u32,
@@ -60,6 +65,8 @@ impl Connection {
         Ok(Connection {
             io,
             read_buffer: BytesMut::new(),
+            head_buffer: BytesMut::new(),
+            write_queue: VecDeque::with_capacity(4),
             read_size: FIRST_READ,
             requests: 0,
             worker: current_worker(),
