@@ -10,6 +10,7 @@ pub mod config;
 pub mod ctl;
 pub mod datapath;
 pub mod drain;
+pub mod fast_hash;
 pub mod formatter;
 pub mod http;
 pub mod listener;

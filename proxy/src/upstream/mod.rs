@@ -51,13 +51,14 @@ pub use pool::UpstreamProtocol;
 pub use stats::ClusterStats;
 
 use crate::config::{ConfigError, ConfigErrors};
+use crate::fast_hash::FastHashMap;
 
 /// One immutable view of every cluster: bootstrap clusters in
 /// configuration order, then CDS clusters in the order they arrived.
 #[derive(Debug, Default)]
 pub struct ClusterSet {
     clusters: Vec<Arc<UpstreamCluster>>,
-    by_name: HashMap<String, usize>,
+    by_name: FastHashMap<String, usize>,
 }
 
 impl ClusterSet {

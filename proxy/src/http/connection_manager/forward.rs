@@ -4,7 +4,6 @@
 //! and response flags.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{header, HeaderValue, Request, StatusCode};
 
@@ -131,12 +130,15 @@ pub(super) async fn forward<'a>(
             );
         }
     }
-    let started = Instant::now();
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let started = tokio::time::Instant::now();
+    let deadline = timeout.map(|t| started + t);
     let request = Request::from_parts(parts, body::boxed(request_body));
+    // Pinned here and lent: moved into `wait_for_headers`, the upstream
+    // exchange's (large) state would be copied once more per request.
     let send = cluster.send(&host, request);
+    tokio::pin!(send);
     let result = wait_for_headers(
-        send,
+        send.as_mut(),
         deadline,
         hcm.stream_idle_timeout,
         progress,
@@ -208,13 +210,12 @@ enum HeaderWait {
 /// data arriving from downstream resets, as in Envoy. The timer is the
 /// connection's spare (see [`SpareTimer`]).
 async fn wait_for_headers<F: std::future::Future>(
-    send: F,
+    mut send: std::pin::Pin<&mut F>,
     deadline: Option<tokio::time::Instant>,
     stream_idle: Option<std::time::Duration>,
     progress: &RequestProgress,
     timers: &SpareTimer,
 ) -> Result<F::Output, HeaderWait> {
-    tokio::pin!(send);
     let next_wake = || {
         let idle_at = stream_idle.map(|idle| {
             tokio::time::Instant::now() + idle.saturating_sub(progress.activity.idle_for())

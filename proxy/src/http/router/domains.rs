@@ -7,19 +7,18 @@
 //! configuration sets `ignore_port_in_host_matching`. Like Envoy, an empty
 //! domain is accepted and matches only an empty Host.
 
-use std::collections::HashMap;
-
 use crate::config::ConfigError;
+use crate::fast_hash::FastHashMap;
 
 /// Index of virtual hosts by domain; values are positions in the table's
 /// virtual host list.
 #[derive(Debug, Clone, Default)]
 pub struct DomainIndex {
-    exact: HashMap<String, usize>,
+    exact: FastHashMap<String, usize>,
     /// `(length of the suffix, suffix → vhost)`, longest suffix first.
-    suffixes: Vec<(usize, HashMap<String, usize>)>,
+    suffixes: Vec<(usize, FastHashMap<String, usize>)>,
     /// `(length of the prefix, prefix → vhost)`, longest prefix first.
-    prefixes: Vec<(usize, HashMap<String, usize>)>,
+    prefixes: Vec<(usize, FastHashMap<String, usize>)>,
     default: Option<usize>,
 }
 
@@ -110,7 +109,7 @@ impl DomainIndex {
 }
 
 fn insert_by_length(
-    buckets: &mut Vec<(usize, HashMap<String, usize>)>,
+    buckets: &mut Vec<(usize, FastHashMap<String, usize>)>,
     part: &str,
     vhost: usize,
 ) -> Option<usize> {
@@ -118,7 +117,7 @@ fn insert_by_length(
     let position = match buckets.binary_search_by(|(l, _)| len.cmp(l)) {
         Ok(found) => found,
         Err(insert_at) => {
-            buckets.insert(insert_at, (len, HashMap::new()));
+            buckets.insert(insert_at, (len, FastHashMap::default()));
             insert_at
         }
     };

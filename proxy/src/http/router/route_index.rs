@@ -14,7 +14,7 @@
 //! Envoy's first-match semantics. Routes without a usable literal (a regex
 //! such as `.*\.png`, an empty prefix) are tried for every request.
 
-use std::collections::HashMap;
+use crate::fast_hash::FastHashMap;
 
 use regex_syntax::hir::literal::Extractor;
 
@@ -31,7 +31,7 @@ pub const INDEX_MIN_ROUTES: usize = 8;
 #[derive(Debug, Clone, Default)]
 pub struct RouteIndex {
     /// ASCII-lowercased literal prefix → route indices, ascending.
-    by_prefix: HashMap<Box<[u8]>, Vec<u32>>,
+    by_prefix: FastHashMap<Box<[u8]>, Vec<u32>>,
     /// The distinct key lengths of `by_prefix`, ascending.
     key_lengths: Vec<usize>,
     /// Routes every request must try (no usable literal prefix), ascending.
