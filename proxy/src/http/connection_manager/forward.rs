@@ -132,7 +132,14 @@ pub(super) async fn forward<'a>(
     }
     let started = tokio::time::Instant::now();
     let deadline = timeout.map(|t| started + t);
-    let request = Request::from_parts(parts, body::boxed(request_body));
+    // A bodiless request (most GETs) needs no wrapper, and an empty body
+    // boxes without allocating.
+    let request_body = if http_body::Body::is_end_stream(&request_body) {
+        body::empty()
+    } else {
+        body::boxed(request_body)
+    };
+    let request = Request::from_parts(parts, request_body);
     // Pinned here and lent: moved into `wait_for_headers`, the upstream
     // exchange's (large) state would be copied once more per request.
     let send = cluster.send(&host, request);
