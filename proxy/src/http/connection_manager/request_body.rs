@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::activity::Activity;
+use crate::activity::LastActive;
 use crate::http::body::BoxError;
 
 /// Shared between the request body and the stream that owns it.
@@ -22,17 +22,16 @@ pub struct RequestProgress {
     pub bytes: AtomicU64,
     pub timed_out: AtomicBool,
     /// When request data last arrived (resets the stream idle timer).
-    pub activity: Activity,
+    pub activity: LastActive,
 }
 
 impl Default for RequestProgress {
     fn default() -> Self {
-        // A new Activity counts as touched when made.
-        let activity = Activity::default();
         RequestProgress {
             bytes: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
-            activity,
+            // Counts as touched when made.
+            activity: LastActive::default(),
         }
     }
 }
