@@ -12,6 +12,10 @@ use sluice::server::{self, Snapshot};
 use sluice::stats::Store;
 
 fn main() -> ExitCode {
+    // While there is one thread, growing the descriptor table is free;
+    // with more, each growth waits for an RCU grace period (the datapath
+    // holds ~60 descriptors).
+    sluice::datapath::fd_table::reserve();
     let cli = Cli::parse();
     if cli.version {
         println!("{}", version_string());

@@ -211,10 +211,20 @@ impl LoadedObject {
         if !missing.is_empty() {
             return Err(DatapathError::Privileges { missing });
         }
-        let ebpf = EbpfLoader::new()
+        let started = std::time::Instant::now();
+        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
+        let mut loader = EbpfLoader::new();
+        let btf_parsed = started.elapsed();
+        let ebpf = loader
             .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
             .load(OBJECT)
             .map_err(DatapathError::Load)?;
+        tracing::debug!(
+            target: "sluice::datapath",
+            vmlinux_btf = ?btf_parsed,
+            maps_created = ?(started.elapsed() - btf_parsed),
+            "eBPF object loaded"
+        );
         Ok(LoadedObject { ebpf })
     }
 }

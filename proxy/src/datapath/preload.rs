@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use sluice_ebpf::{Datapath, DatapathError, LoadOptions, LoadedObject};
 
 use super::sockmap::SockmapSwitch;
+use super::startup_clock::StageClock;
 use super::{DatapathFlags, DatapathMode};
 
 /// A load started by [`Preload::start`], or none.
@@ -49,13 +50,23 @@ impl Preload {
         cgroup: &Path,
         pin_dir: &Path,
         options: LoadOptions,
+        clock: &mut StageClock,
     ) -> Result<Datapath, DatapathError> {
         let early = self.loading.and_then(|thread| thread.join().ok());
         let object = match early {
-            Some(result) => result?,
-            None => LoadedObject::load(&options)?,
+            Some(result) => {
+                clock.stage("wait_for_early_load");
+                result?
+            }
+            None => {
+                let object = LoadedObject::load(&options)?;
+                clock.stage("load");
+                object
+            }
         };
-        Datapath::load_from(object, cgroup, pin_dir, options)
+        let datapath = Datapath::load_from(object, cgroup, pin_dir, options);
+        clock.stage("pin_maps");
+        datapath
     }
 }
 
