@@ -16,6 +16,7 @@
 //! which case the kernel keeps forwarding until the next start takes over.
 
 mod batch;
+mod early_maps;
 pub mod handover;
 pub mod kernel_log;
 pub mod maps;
@@ -27,12 +28,13 @@ pub mod xdp_mode;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use aya::programs::links::FdLink;
 use aya::programs::xdp::XdpLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use pins::{clear_dir, ensure_bpffs};
+use pins::clear_dir;
 pub use pins::{pinned_hooks, pinned_xdp_interfaces, PinnedHookStatus};
 pub use sluice_ebpf_common as common;
 use sluice_ebpf_common::{map_names, program_names};
@@ -195,13 +197,16 @@ pub struct Datapath {
     _ebpf: Ebpf,
 }
 
-/// The embedded object in the kernel: programs verified, maps created,
-/// nothing pinned or attached. The slow part of [`Datapath::load`] (aya
-/// parses the kernel's BTF; the kernel allocates the preallocated maps),
-/// with no effect outside this process, so a daemon can run it while it
-/// starts everything else.
+/// The embedded object in the kernel: maps created, programs not loaded
+/// yet, nothing attached; maps pinned under `<pin-dir>/incoming/` only when
+/// made by [`LoadedObject::load_early`] (and unpinned if it is dropped
+/// unused). The slow part of [`Datapath::load`] (aya parses the kernel's
+/// BTF; the kernel allocates the preallocated maps), attaching nothing, so
+/// a daemon can run it while it starts everything else.
 pub struct LoadedObject {
     ebpf: Ebpf,
+    /// Maps created and pinned ahead of the load ([`LoadedObject::load_early`]).
+    early: Option<early_maps::EarlyMaps>,
 }
 
 impl LoadedObject {
@@ -211,7 +216,7 @@ impl LoadedObject {
         if !missing.is_empty() {
             return Err(DatapathError::Privileges { missing });
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
         let mut loader = EbpfLoader::new();
         let btf_parsed = started.elapsed();
@@ -225,7 +230,69 @@ impl LoadedObject {
             maps_created = ?(started.elapsed() - btf_parsed),
             "eBPF object loaded"
         );
-        Ok(LoadedObject { ebpf })
+        Ok(LoadedObject { ebpf, early: None })
+    }
+
+    /// [`LoadedObject::load`] for a daemon that will attach to `cgroup` and
+    /// pin under `pin_dir`:
+    /// the pinned maps are created on a second thread, under
+    /// `<pin_dir>/incoming/`, while aya parses the kernel's BTF
+    /// ([`early_maps`]), and the loader opens them. The result goes to
+    /// `deliver` as soon as it exists; the parsed BTF (megabytes of small
+    /// allocations) is freed after that, off the receiver's path. An object
+    /// never used unpins its maps when dropped.
+    pub fn load_early(
+        options: &LoadOptions,
+        cgroup: &Path,
+        pin_dir: &Path,
+        deliver: impl FnOnce(Result<Self, DatapathError>),
+    ) {
+        let missing = privileges::missing_capabilities();
+        if !missing.is_empty() {
+            return deliver(Err(DatapathError::Privileges { missing }));
+        }
+        let started = Instant::now();
+        let (maps_cgroup, maps_pin_dir) = (cgroup.to_path_buf(), pin_dir.to_path_buf());
+        let maps_thread = std::thread::Builder::new()
+            .name("sluice-bpf-maps".into())
+            .spawn(move || early_maps::create(&maps_cgroup, &maps_pin_dir));
+        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
+        let mut loader = EbpfLoader::new();
+        let btf_parsed = started.elapsed();
+        let early = match maps_thread {
+            Ok(thread) => thread.join().unwrap_or_else(|_| {
+                Err(DatapathError::Map {
+                    map: "(all)",
+                    reason: "the thread creating the maps panicked".into(),
+                })
+            }),
+            Err(_) => early_maps::create(cgroup, pin_dir),
+        };
+        let early = match early {
+            Ok(early) => early,
+            Err(error) => return deliver(Err(error)),
+        };
+        let maps_ready = started.elapsed();
+        for name in early.names() {
+            loader.map_pin_path(name, early.pin_path(name));
+        }
+        let loaded = loader
+            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
+            .load(OBJECT)
+            .map_err(DatapathError::Load);
+        tracing::debug!(
+            target: "sluice::datapath",
+            vmlinux_btf = ?btf_parsed,
+            maps_created_alongside = ?maps_ready,
+            loaded = ?started.elapsed(),
+            pinned_early = early.names().len(),
+            "eBPF object loaded"
+        );
+        deliver(loaded.map(|ebpf| LoadedObject {
+            ebpf,
+            early: Some(early),
+        }));
+        // `loader` and its parsed BTF are freed here, after delivery.
     }
 }
 
@@ -261,28 +328,28 @@ impl Datapath {
         pin_dir: &Path,
         options: LoadOptions,
     ) -> Result<Self, DatapathError> {
-        let mut ebpf = object.ebpf;
+        let LoadedObject { mut ebpf, early } = object;
         let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_path_buf(),
             source,
         })?;
-        ensure_bpffs(pin_dir)?;
+        // Maps pinned early for another directory are unpinned (dropped).
+        let early = early.filter(|early| early.pin_dir() == pin_dir);
+        if early.is_none() {
+            early_maps::prepare_pin_dir(pin_dir)?;
+        }
+        let pinned_early = early.as_ref().map(|early| early.names()).unwrap_or(&[]);
         let links_dir = pin_dir.join("links");
         let incoming = pin_dir.join(INCOMING);
-        for dir in [&links_dir, &incoming] {
-            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        // A start that died half-way left its incoming pins: never live.
-        clear_dir(&incoming)?;
         let previous = handover::Previous::open(&links_dir);
         for name in map_names::ALL {
             let map = ebpf.map(name).ok_or_else(|| DatapathError::Map {
                 map: name,
                 reason: "missing from the object".into(),
             })?;
+            if pinned_early.contains(&name) {
+                continue; // pinned there already
+            }
             map.pin(incoming.join(name))
                 .map_err(|e| DatapathError::Map {
                     map: name,
@@ -290,6 +357,9 @@ impl Datapath {
                 })?;
         }
         let maps = maps::LbMaps::from_loaded(&mut ebpf)?;
+        if let Some(early) = early {
+            early.keep(); // the datapath's drop clears `incoming/` from now on
+        }
         Ok(Datapath {
             pin_dir: pin_dir.to_path_buf(),
             cgroup_dir,
@@ -308,11 +378,21 @@ impl Datapath {
     /// any), carries the previous deny lists and reverse entries over, and
     /// publishes this daemon's maps and links at the canonical pin paths.
     pub fn attach_hooks(&mut self) -> Result<(), DatapathError> {
+        let (mut verifying, mut attaching, mut publishing) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for hook in Hook::ALL {
+            let started = Instant::now();
+            verify(&mut self._ebpf, hook)?;
+            let verified = Instant::now();
             let link = attach(&mut self._ebpf, hook, &self.cgroup_dir)?;
+            let attached = Instant::now();
             let link = self.publish_link(hook.attach_point(), hook.program_name(), link)?;
             self.links.push((hook, link));
+            verifying += verified - started;
+            attaching += attached - verified;
+            publishing += attached.elapsed();
         }
+        tracing::debug!(target: "sluice::datapath", ?verifying, ?attaching, ?publishing, "hooks attached");
         if self.previous.is_some() {
             let carried = handover::carry_over(&self.pin_dir, &mut self._ebpf);
             tracing::info!(
@@ -566,44 +646,79 @@ impl Drop for Datapath {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<FdLink, DatapathError> {
-    let point = hook.attach_point();
-    let program_error = |action| {
-        move |source| DatapathError::Program {
-            hook: point,
-            action,
-            source,
-        }
-    };
-    let program = ebpf
-        .program_mut(hook.program_name())
+/// A hook's program in the object, or which is missing.
+fn hook_program(ebpf: &mut Ebpf, hook: Hook) -> Result<&mut aya::programs::Program, DatapathError> {
+    ebpf.program_mut(hook.program_name())
         .ok_or(DatapathError::MissingProgram {
-            hook: point,
+            hook: hook.attach_point(),
             program: hook.program_name(),
-        })?;
-    // SockOps and CgroupSockAddr share no trait for load/attach/take_link:
-    // one body, instantiated per program type.
-    macro_rules! load_and_attach {
+        })
+}
+
+fn program_error(
+    hook: Hook,
+    action: &'static str,
+) -> impl Fn(aya::programs::ProgramError) -> DatapathError {
+    move |source| DatapathError::Program {
+        hook: hook.attach_point(),
+        action,
+        source,
+    }
+}
+
+/// Loads `hook`'s program into the kernel (the verifier runs here) unless
+/// it is loaded already.
+fn verify(ebpf: &mut Ebpf, hook: Hook) -> Result<(), DatapathError> {
+    let program = hook_program(ebpf, hook)?;
+    if program.fd().is_ok() {
+        return Ok(());
+    }
+    // SockOps and CgroupSockAddr share no trait for load: one body,
+    // instantiated per program type.
+    macro_rules! load {
         ($program_type:ty) => {{
-            let program: &mut $program_type =
-                program.try_into().map_err(program_error("type check"))?;
-            program.load().map_err(program_error("load (verifier)"))?;
+            let program: &mut $program_type = program
+                .try_into()
+                .map_err(program_error(hook, "type check"))?;
+            program
+                .load()
+                .map_err(program_error(hook, "load (verifier)"))
+        }};
+    }
+    if hook == Hook::SockopsRedirect {
+        load!(SockOps)
+    } else {
+        load!(CgroupSockAddr)
+    }
+}
+
+/// Attaches `hook`'s program (loaded by [`verify`]) to `cgroup`.
+fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<FdLink, DatapathError> {
+    verify(ebpf, hook)?;
+    let program = hook_program(ebpf, hook)?;
+    // SockOps and CgroupSockAddr share no trait for attach/take_link: one
+    // body, instantiated per program type.
+    macro_rules! attach {
+        ($program_type:ty) => {{
+            let program: &mut $program_type = program
+                .try_into()
+                .map_err(program_error(hook, "type check"))?;
             let link_id = program
                 .attach(cgroup, CgroupAttachMode::Single)
-                .map_err(program_error("attach"))?;
+                .map_err(program_error(hook, "attach"))?;
             let link = program
                 .take_link(link_id)
-                .map_err(program_error("take link"))?;
+                .map_err(program_error(hook, "take link"))?;
             FdLink::try_from(link)
         }};
     }
     let link = if hook == Hook::SockopsRedirect {
-        load_and_attach!(SockOps)
+        attach!(SockOps)
     } else {
-        load_and_attach!(CgroupSockAddr)
+        attach!(CgroupSockAddr)
     };
     link.map_err(|source| DatapathError::NotALink {
-        hook: point,
+        hook: hook.attach_point(),
         source,
     })
 }
