@@ -18,7 +18,9 @@
 mod batch;
 mod early_maps;
 pub mod handover;
+mod hook_programs;
 pub mod kernel_log;
+mod loaded_object;
 pub mod maps;
 mod pins;
 pub mod privileges;
@@ -32,8 +34,10 @@ use std::time::{Duration, Instant};
 
 use aya::programs::links::FdLink;
 use aya::programs::xdp::XdpLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps, Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use hook_programs::{attach, verify};
+pub use loaded_object::LoadedObject;
 use pins::clear_dir;
 pub use pins::{pinned_hooks, pinned_xdp_interfaces, PinnedHookStatus};
 pub use sluice_ebpf_common as common;
@@ -195,105 +199,6 @@ pub struct Datapath {
     sockmap: Option<sockmap::Attached>,
     // Keeps the programs' fds; declared last so it drops after the links.
     _ebpf: Ebpf,
-}
-
-/// The embedded object in the kernel: maps created, programs not loaded
-/// yet, nothing attached; maps pinned under `<pin-dir>/incoming/` only when
-/// made by [`LoadedObject::load_early`] (and unpinned if it is dropped
-/// unused). The slow part of [`Datapath::load`] (aya parses the kernel's
-/// BTF; the kernel allocates the preallocated maps), attaching nothing, so
-/// a daemon can run it while it starts everything else.
-pub struct LoadedObject {
-    ebpf: Ebpf,
-    /// Maps created and pinned ahead of the load ([`LoadedObject::load_early`]).
-    early: Option<early_maps::EarlyMaps>,
-}
-
-impl LoadedObject {
-    /// Checks the capabilities and loads the object.
-    pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
-        let missing = privileges::missing_capabilities();
-        if !missing.is_empty() {
-            return Err(DatapathError::Privileges { missing });
-        }
-        let started = Instant::now();
-        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
-        let mut loader = EbpfLoader::new();
-        let btf_parsed = started.elapsed();
-        let ebpf = loader
-            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
-            .load(OBJECT)
-            .map_err(DatapathError::Load)?;
-        tracing::debug!(
-            target: "sluice::datapath",
-            vmlinux_btf = ?btf_parsed,
-            maps_created = ?(started.elapsed() - btf_parsed),
-            "eBPF object loaded"
-        );
-        Ok(LoadedObject { ebpf, early: None })
-    }
-
-    /// [`LoadedObject::load`] for a daemon that will attach to `cgroup` and
-    /// pin under `pin_dir`:
-    /// the pinned maps are created on a second thread, under
-    /// `<pin_dir>/incoming/`, while aya parses the kernel's BTF
-    /// ([`early_maps`]), and the loader opens them. The result goes to
-    /// `deliver` as soon as it exists; the parsed BTF (megabytes of small
-    /// allocations) is freed after that, off the receiver's path. An object
-    /// never used unpins its maps when dropped.
-    pub fn load_early(
-        options: &LoadOptions,
-        cgroup: &Path,
-        pin_dir: &Path,
-        deliver: impl FnOnce(Result<Self, DatapathError>),
-    ) {
-        let missing = privileges::missing_capabilities();
-        if !missing.is_empty() {
-            return deliver(Err(DatapathError::Privileges { missing }));
-        }
-        let started = Instant::now();
-        let (maps_cgroup, maps_pin_dir) = (cgroup.to_path_buf(), pin_dir.to_path_buf());
-        let maps_thread = std::thread::Builder::new()
-            .name("sluice-bpf-maps".into())
-            .spawn(move || early_maps::create(&maps_cgroup, &maps_pin_dir));
-        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
-        let mut loader = EbpfLoader::new();
-        let btf_parsed = started.elapsed();
-        let early = match maps_thread {
-            Ok(thread) => thread.join().unwrap_or_else(|_| {
-                Err(DatapathError::Map {
-                    map: "(all)",
-                    reason: "the thread creating the maps panicked".into(),
-                })
-            }),
-            Err(_) => early_maps::create(cgroup, pin_dir),
-        };
-        let early = match early {
-            Ok(early) => early,
-            Err(error) => return deliver(Err(error)),
-        };
-        let maps_ready = started.elapsed();
-        for name in early.names() {
-            loader.map_pin_path(name, early.pin_path(name));
-        }
-        let loaded = loader
-            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
-            .load(OBJECT)
-            .map_err(DatapathError::Load);
-        tracing::debug!(
-            target: "sluice::datapath",
-            vmlinux_btf = ?btf_parsed,
-            maps_created_alongside = ?maps_ready,
-            loaded = ?started.elapsed(),
-            pinned_early = early.names().len(),
-            "eBPF object loaded"
-        );
-        deliver(loaded.map(|ebpf| LoadedObject {
-            ebpf,
-            early: Some(early),
-        }));
-        // `loader` and its parsed BTF are freed here, after delivery.
-    }
 }
 
 impl Datapath {
@@ -644,81 +549,4 @@ impl Drop for Datapath {
             }
         }
     }
-}
-
-/// A hook's program in the object, or which is missing.
-fn hook_program(ebpf: &mut Ebpf, hook: Hook) -> Result<&mut aya::programs::Program, DatapathError> {
-    ebpf.program_mut(hook.program_name())
-        .ok_or(DatapathError::MissingProgram {
-            hook: hook.attach_point(),
-            program: hook.program_name(),
-        })
-}
-
-fn program_error(
-    hook: Hook,
-    action: &'static str,
-) -> impl Fn(aya::programs::ProgramError) -> DatapathError {
-    move |source| DatapathError::Program {
-        hook: hook.attach_point(),
-        action,
-        source,
-    }
-}
-
-/// Loads `hook`'s program into the kernel (the verifier runs here) unless
-/// it is loaded already.
-fn verify(ebpf: &mut Ebpf, hook: Hook) -> Result<(), DatapathError> {
-    let program = hook_program(ebpf, hook)?;
-    if program.fd().is_ok() {
-        return Ok(());
-    }
-    // SockOps and CgroupSockAddr share no trait for load: one body,
-    // instantiated per program type.
-    macro_rules! load {
-        ($program_type:ty) => {{
-            let program: &mut $program_type = program
-                .try_into()
-                .map_err(program_error(hook, "type check"))?;
-            program
-                .load()
-                .map_err(program_error(hook, "load (verifier)"))
-        }};
-    }
-    if hook == Hook::SockopsRedirect {
-        load!(SockOps)
-    } else {
-        load!(CgroupSockAddr)
-    }
-}
-
-/// Attaches `hook`'s program (loaded by [`verify`]) to `cgroup`.
-fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<FdLink, DatapathError> {
-    verify(ebpf, hook)?;
-    let program = hook_program(ebpf, hook)?;
-    // SockOps and CgroupSockAddr share no trait for attach/take_link: one
-    // body, instantiated per program type.
-    macro_rules! attach {
-        ($program_type:ty) => {{
-            let program: &mut $program_type = program
-                .try_into()
-                .map_err(program_error(hook, "type check"))?;
-            let link_id = program
-                .attach(cgroup, CgroupAttachMode::Single)
-                .map_err(program_error(hook, "attach"))?;
-            let link = program
-                .take_link(link_id)
-                .map_err(program_error(hook, "take link"))?;
-            FdLink::try_from(link)
-        }};
-    }
-    let link = if hook == Hook::SockopsRedirect {
-        attach!(SockOps)
-    } else {
-        attach!(CgroupSockAddr)
-    };
-    link.map_err(|source| DatapathError::NotALink {
-        hook: hook.attach_point(),
-        source,
-    })
 }

@@ -1,0 +1,167 @@
+//! The embedded object in the kernel before anything is attached:
+//! [`LoadedObject`] loads it (aya parses the kernel's BTF and the kernel
+//! creates the maps — created alongside on a thread of their own and pinned
+//! under `<pin-dir>/incoming/` by [`LoadedObject::load_early`], see
+//! [`early_maps`](crate::early_maps)), and verifies the hook programs on two
+//! threads, so a daemon can run all of it while it starts everything else.
+
+use std::path::Path;
+use std::time::Instant;
+
+use aya::{Ebpf, EbpfLoader};
+
+use crate::hook_programs::verify_program;
+use crate::{early_maps, privileges, DatapathError, Hook, LoadOptions, OBJECT};
+
+/// The embedded object in the kernel: maps created, programs not loaded
+/// yet, nothing attached; maps pinned under `<pin-dir>/incoming/` only when
+/// made by [`LoadedObject::load_early`] (and unpinned if it is dropped
+/// unused). The slow part of [`Datapath::load`] (aya parses the kernel's
+/// BTF; the kernel allocates the preallocated maps), attaching nothing, so
+/// a daemon can run it while it starts everything else.
+pub struct LoadedObject {
+    pub(crate) ebpf: Ebpf,
+    /// Maps created and pinned ahead of the load ([`LoadedObject::load_early`]).
+    pub(crate) early: Option<early_maps::EarlyMaps>,
+}
+
+impl LoadedObject {
+    /// Checks the capabilities and loads the object.
+    pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
+        let missing = privileges::missing_capabilities();
+        if !missing.is_empty() {
+            return Err(DatapathError::Privileges { missing });
+        }
+        let started = Instant::now();
+        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
+        let mut loader = EbpfLoader::new();
+        let btf_parsed = started.elapsed();
+        let ebpf = loader
+            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
+            .load(OBJECT)
+            .map_err(DatapathError::Load)?;
+        tracing::debug!(
+            target: "sluice::datapath",
+            vmlinux_btf = ?btf_parsed,
+            maps_created = ?(started.elapsed() - btf_parsed),
+            "eBPF object loaded"
+        );
+        Ok(LoadedObject { ebpf, early: None })
+    }
+
+    /// [`LoadedObject::load`] for a daemon that will attach to `cgroup` and
+    /// pin under `pin_dir`:
+    /// the pinned maps are created on a second thread, under
+    /// `<pin_dir>/incoming/`, while aya parses the kernel's BTF
+    /// ([`early_maps`]), and the loader opens them. The result goes to
+    /// `deliver` as soon as it exists; the parsed BTF (megabytes of small
+    /// allocations) is freed after that, off the receiver's path. An object
+    /// never used unpins its maps when dropped.
+    pub fn load_early(
+        options: &LoadOptions,
+        cgroup: &Path,
+        pin_dir: &Path,
+        deliver: impl FnOnce(Result<Self, DatapathError>),
+    ) {
+        let missing = privileges::missing_capabilities();
+        if !missing.is_empty() {
+            return deliver(Err(DatapathError::Privileges { missing }));
+        }
+        let started = Instant::now();
+        let (maps_cgroup, maps_pin_dir) = (cgroup.to_path_buf(), pin_dir.to_path_buf());
+        let maps_thread = std::thread::Builder::new()
+            .name("sluice-bpf-maps".into())
+            .spawn(move || early_maps::create(&maps_cgroup, &maps_pin_dir));
+        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
+        let mut loader = EbpfLoader::new();
+        let btf_parsed = started.elapsed();
+        let early = match maps_thread {
+            Ok(thread) => thread.join().unwrap_or_else(|_| {
+                Err(DatapathError::Map {
+                    map: "(all)",
+                    reason: "the thread creating the maps panicked".into(),
+                })
+            }),
+            Err(_) => early_maps::create(cgroup, pin_dir),
+        };
+        let early = match early {
+            Ok(early) => early,
+            Err(error) => return deliver(Err(error)),
+        };
+        let maps_ready = started.elapsed();
+        for name in early.names() {
+            loader.map_pin_path(name, early.pin_path(name));
+        }
+        let loaded = loader
+            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
+            .load(OBJECT)
+            .map_err(DatapathError::Load);
+        tracing::debug!(
+            target: "sluice::datapath",
+            vmlinux_btf = ?btf_parsed,
+            maps_created_alongside = ?maps_ready,
+            loaded = ?started.elapsed(),
+            pinned_early = early.names().len(),
+            "eBPF object loaded"
+        );
+        let loaded = loaded.and_then(|ebpf| {
+            let mut object = LoadedObject {
+                ebpf,
+                early: Some(early),
+            };
+            object.verify_hooks()?;
+            Ok(object)
+        });
+        tracing::debug!(target: "sluice::datapath", verified = ?started.elapsed(), "hook programs verified");
+        deliver(loaded);
+        // `loader` and its parsed BTF are freed here, after delivery.
+    }
+}
+
+impl LoadedObject {
+    /// Loads every [`Hook`]'s program into the kernel (the verifier's work;
+    /// nothing is attached), split over this thread and one more: the
+    /// four large socket-address programs go two to each side.
+    fn verify_hooks(&mut self) -> Result<(), DatapathError> {
+        let mut programs: Vec<(Hook, &mut aya::programs::Program)> = Vec::new();
+        for (name, program) in self.ebpf.programs_mut() {
+            if let Some(hook) = Hook::ALL
+                .into_iter()
+                .find(|hook| hook.program_name() == name)
+            {
+                programs.push((hook, program));
+            }
+        }
+        programs.sort_by_key(|(hook, _)| Hook::ALL.iter().position(|h| h == hook));
+        // Hook::ALL alternates: connect4, getpeername4, connect6, … on one
+        // side; sendmsg4, recvmsg4, sendmsg6, … on the other.
+        let (mine, theirs): (Vec<_>, Vec<_>) = programs
+            .into_iter()
+            .enumerate()
+            .partition(|(index, _)| index % 2 == 0);
+        let verify_all = |programs: Vec<(usize, (Hook, &mut aya::programs::Program))>| {
+            programs
+                .into_iter()
+                .try_for_each(|(_, (hook, program))| verify_program(program, hook))
+        };
+        std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("sluice-bpf-verify".into())
+                .spawn_scoped(scope, || verify_all(theirs));
+            let (mine_result, theirs_result) = match other {
+                Ok(other) => (
+                    verify_all(mine),
+                    other.join().unwrap_or_else(|_| {
+                        Err(DatapathError::Map {
+                            map: "(programs)",
+                            reason: "the thread verifying programs panicked".into(),
+                        })
+                    }),
+                ),
+                // No second thread: the rest are verified when attached.
+                Err(_) => (verify_all(mine), Ok(())),
+            };
+            mine_result.and(theirs_result)
+        })
+    }
+}
