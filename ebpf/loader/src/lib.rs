@@ -163,6 +163,11 @@ pub struct LoadOptions {
     /// Leave links and maps pinned on drop (the kernel keeps forwarding
     /// until the next start takes over).
     pub keep_pins: bool,
+    /// Local acceleration stays off for this daemon's lifetime: the
+    /// sockmap maps (a 65,536-entry SOCKHASH and a preallocated 65,536-entry
+    /// LRU, ~2 ms of start-up and ~5 MiB of kernel memory) are created with
+    /// one entry, and [`Datapath::attach_sockmap`] refuses.
+    pub without_sockmap: bool,
     /// `AYA_LOG_LEVEL` for the programs' `aya-log` records (0: none; see
     /// [`kernel_log::kernel_level`]).
     pub kernel_log_level: u8,

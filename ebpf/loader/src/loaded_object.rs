@@ -36,7 +36,7 @@ impl LoadedObject {
         // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
         let mut loader = EbpfLoader::new();
         let btf_parsed = started.elapsed();
-        let ebpf = loader
+        let ebpf = sized(&mut loader, options)
             .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
             .load(OBJECT)
             .map_err(DatapathError::Load)?;
@@ -92,7 +92,7 @@ impl LoadedObject {
         for name in early.names() {
             loader.map_pin_path(name, early.pin_path(name));
         }
-        let loaded = loader
+        let loaded = sized(&mut loader, options)
             .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
             .load(OBJECT)
             .map_err(DatapathError::Load);
@@ -164,4 +164,14 @@ impl LoadedObject {
             mine_result.and(theirs_result)
         })
     }
+}
+
+/// The loader with the capacities `options` ask for.
+fn sized<'l, 'a>(loader: &'l mut EbpfLoader<'a>, options: &LoadOptions) -> &'l mut EbpfLoader<'a> {
+    if options.without_sockmap {
+        for name in sluice_ebpf_common::sockmap::map_names::ALL {
+            loader.map_max_entries(name, 1);
+        }
+    }
+    loader
 }

@@ -248,6 +248,8 @@ pub(crate) fn parse_flags(args: &[&str]) -> Result<DatapathFlags, clap::Error> {
 fn load_options(flags: &DatapathFlags) -> LoadOptions {
     LoadOptions {
         keep_pins: flags.keep_pins,
+        // Off by flag is off until exit: no capacity for it.
+        without_sockmap: flags.sockmap == sockmap::SockmapSwitch::Off,
         kernel_log_level: sluice_ebpf::kernel_log::kernel_level(),
     }
 }

@@ -178,6 +178,12 @@ mod tests {
     }
 
     #[test]
+    fn sockmap_off_loads_the_object_without_sockmap_capacity() {
+        assert!(super::super::load_options(&flags(&[])).without_sockmap);
+        assert!(!super::super::load_options(&flags(&["--datapath-sockmap", "on"])).without_sockmap);
+    }
+
+    #[test]
     fn nothing_wanted_loads_nothing() {
         let preload = Preload::start_from_flags(&flags(&[]));
         assert!(preload.loading.is_none());
