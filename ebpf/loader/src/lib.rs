@@ -26,6 +26,7 @@ mod pins;
 pub mod privileges;
 pub mod socket_maps;
 pub mod sockmap;
+mod vmlinux_btf;
 pub mod xdp_mode;
 
 use std::fs::File;

@@ -11,7 +11,8 @@ use std::time::Instant;
 use aya::{Ebpf, EbpfLoader};
 
 use crate::hook_programs::verify_program;
-use crate::{early_maps, privileges, DatapathError, Hook, LoadOptions, OBJECT};
+use crate::pins::ensure_bpffs;
+use crate::{early_maps, privileges, vmlinux_btf, DatapathError, Hook, LoadOptions, OBJECT};
 
 /// The embedded object in the kernel: maps created, programs not loaded
 /// yet, nothing attached; maps pinned under `<pin-dir>/incoming/` only when
@@ -68,11 +69,24 @@ impl LoadedObject {
             return deliver(Err(DatapathError::Privileges { missing }));
         }
         let started = Instant::now();
+        // bpffs is mounted (if it must be) before this thread's mounts
+        // become its own, so the pins made alongside are visible here.
+        if let Err(error) = std::fs::File::open(cgroup)
+            .map_err(|source| DatapathError::Cgroup {
+                path: cgroup.to_path_buf(),
+                source,
+            })
+            .and_then(|_| ensure_bpffs(pin_dir))
+        {
+            return deliver(Err(error));
+        }
         let (maps_cgroup, maps_pin_dir) = (cgroup.to_path_buf(), pin_dir.to_path_buf());
         let maps_thread = std::thread::Builder::new()
             .name("sluice-bpf-maps".into())
             .spawn(move || early_maps::create(&maps_cgroup, &maps_pin_dir));
-        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here.
+        // aya 0.14 parses all of /sys/kernel/btf/vmlinux here, unless it
+        // is hidden from this thread (the object needs no CO-RE relocation).
+        let btf_hidden = vmlinux_btf::hide_from_this_thread();
         let mut loader = EbpfLoader::new();
         let btf_parsed = started.elapsed();
         let early = match maps_thread {
@@ -98,6 +112,7 @@ impl LoadedObject {
             .map_err(DatapathError::Load);
         tracing::debug!(
             target: "sluice::datapath",
+            btf_hidden,
             vmlinux_btf = ?btf_parsed,
             maps_created_alongside = ?maps_ready,
             loaded = ?started.elapsed(),
