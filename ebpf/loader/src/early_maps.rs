@@ -18,6 +18,7 @@
 //! behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use aya::maps::MapData;
 use aya_obj::generated::bpf_map_type;
@@ -89,7 +90,8 @@ impl Drop for EarlyMaps {
 /// `<pin-dir>` (bpffs, `links/`, an empty `incoming/`) as
 /// [`Datapath::load_from`](crate::Datapath::load_from) does, then creates
 /// and pins the maps of [`map_names::ALL`] whose type aya creates as
-/// defined. Nothing under the pin directory is touched when the cgroup
+/// defined, on this thread and one more (the kernel's allocation of a
+/// preallocated map is most of the load). Nothing under the pin directory is touched when the cgroup
 /// cannot be opened.
 pub(crate) fn create(cgroup: &Path, pin_dir: &Path) -> Result<EarlyMaps, DatapathError> {
     std::fs::File::open(cgroup).map_err(|source| DatapathError::Cgroup {
@@ -101,34 +103,68 @@ pub(crate) fn create(cgroup: &Path, pin_dir: &Path) -> Result<EarlyMaps, Datapat
         map: "(object)",
         reason: format!("parsing the object's map definitions failed: {e}"),
     })?;
-    let mut early = EarlyMaps {
+    // The work, costliest first (the preallocated LRU hashes), taken by
+    // this thread and one more.
+    let mut work: Vec<(&'static str, aya_obj::Map)> = map_names::ALL
+        .into_iter()
+        .filter_map(|name| Some((name, object.maps.remove(name)?)))
+        .filter(|(_, definition)| {
+            CREATED_AS_DEFINED
+                .iter()
+                .any(|kind| *kind as u32 == definition.map_type())
+        })
+        .collect();
+    work.sort_by_key(|(_, definition)| {
+        definition.map_type() != bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32
+    });
+    work.reverse(); // popped from the end
+    let work = Mutex::new(work);
+    let created = Mutex::new(Vec::new());
+    let create_until_done = || -> Result<(), DatapathError> {
+        loop {
+            let Some((name, definition)) = lock(&work).pop() else {
+                return Ok(());
+            };
+            let map = MapData::create(definition, name, None).map_err(|e| DatapathError::Map {
+                map: name,
+                reason: e.to_string(),
+            })?;
+            let path = pin_dir.join(INCOMING).join(name);
+            map.pin(&path).map_err(|e| DatapathError::Map {
+                map: name,
+                reason: format!("pinning at {} failed: {e}", path.display()),
+            })?;
+            // The pin keeps the map; our descriptor closes here.
+            lock(&created).push(name);
+        }
+    };
+    let result = std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("sluice-bpf-maps-2".into())
+            .spawn_scoped(scope, create_until_done);
+        let mine = create_until_done();
+        // Without a helper thread this one took all the work.
+        let theirs = helper.map_or(Ok(()), |helper| {
+            helper.join().unwrap_or_else(|_| {
+                Err(DatapathError::Map {
+                    map: "(all)",
+                    reason: "the thread creating maps panicked".into(),
+                })
+            })
+        });
+        mine.and(theirs)
+    });
+    // Created maps are unpinned on drop if anything failed.
+    let early = EarlyMaps {
         pin_dir: pin_dir.to_path_buf(),
-        names: Vec::new(),
+        names: created.into_inner().unwrap_or_else(|e| e.into_inner()),
         kept: false,
     };
-    for name in map_names::ALL {
-        let Some(definition) = object.maps.remove(name) else {
-            continue; // the loader reports a missing map
-        };
-        if !CREATED_AS_DEFINED
-            .iter()
-            .any(|kind| *kind as u32 == definition.map_type())
-        {
-            continue;
-        }
-        let map = MapData::create(definition, name, None).map_err(|e| DatapathError::Map {
-            map: name,
-            reason: e.to_string(),
-        })?;
-        let path = early.pin_path(name);
-        map.pin(&path).map_err(|e| DatapathError::Map {
-            map: name,
-            reason: format!("pinning at {} failed: {e}", path.display()),
-        })?;
-        // The pin keeps the map; our descriptor closes here.
-        early.names.push(name);
-    }
-    Ok(early)
+    result.map(|()| early)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// bpffs under `pin_dir`, `links/` and an empty `incoming/` (a start that
