@@ -4,7 +4,9 @@
 //! `<pin-dir>/incoming/` while they are created): a start that fails
 //! afterwards, or a configuration that ends up not using the datapath,
 //! leaves no pin behind (pinned maps would hold their kernel memory until
-//! the next start). Needs root, bpffs and cgroup v2; skips with a reason
+//! the next start); and a daemon without an XDP interface, whose XDP counter
+//! maps are created with one entry, still reads every service's XDP
+//! counters (as zero). Needs root, bpffs and cgroup v2; skips with a reason
 //! otherwise, except under `CI=true` where it must run.
 
 #[path = "datapath_support.rs"]
@@ -140,4 +142,52 @@ static_resources:
         log(&sandbox)
     );
     assert_eq!(pins, Vec::<PathBuf>::new(), "{}", log(&sandbox));
+}
+
+#[test]
+fn without_an_xdp_interface_every_service_reads_zero_xdp_counters() {
+    if skip() {
+        return;
+    }
+    // Loaded without XDP, XDP_SERVICE_COUNTERS has one entry: services
+    // with ids past it (here the second) still read, as zero.
+    let sandbox = Sandbox::new("startup-noxdp");
+    let hosts = sandbox.dir.path().join("hosts");
+    write_hosts(&hosts, &["127.0.0.2"]);
+    let one = config(4321, true);
+    let (start, end) = (
+        one.find("  - name: kube_dns_vip").unwrap(),
+        one.find("  clusters:").unwrap(),
+    );
+    let second = one[start..end]
+        .replace("kube_dns_vip", "second_vip")
+        .replace("port_value: 80", "port_value: 81");
+    let two = format!("{}{second}{}", &one[..end], &one[end..]);
+    let daemon = Daemon::start(&sandbox, &two, &hosts, "noxdp");
+    let keys = [80, 81].map(|port| format!("datapath.xdp.service.{VIP}:{port}/tcp.packets"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let counters = loop {
+        let output = sluicectl(&sandbox, &["bpf", "counters", "-o", "json"]);
+        let counters: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_default();
+        if keys.iter().all(|key| counters.get(key).is_some()) {
+            break counters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "services not in the kernel: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for key in &keys {
+        assert_eq!(counters[key], 0, "{counters}");
+    }
+    let dump = sluicectl_json(&sandbox, &["bpf", "dump", "XDP_SERVICE_COUNTERS"]);
+    let entries = dump.as_array().expect("a JSON array");
+    assert_eq!(entries.len(), 2, "{dump}");
+    for entry in entries {
+        assert_eq!(entry["value"]["packets"], 0, "{dump}");
+    }
 }

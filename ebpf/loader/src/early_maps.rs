@@ -90,10 +90,14 @@ impl Drop for EarlyMaps {
 /// `<pin-dir>` (bpffs, `links/`, an empty `incoming/`) as
 /// [`Datapath::load_from`](crate::Datapath::load_from) does, then creates
 /// and pins the maps of [`map_names::ALL`] whose type aya creates as
-/// defined, on this thread and one more (the kernel's allocation of a
+/// defined (`shrunk` ones with one entry), on this thread and one more (the kernel's allocation of a
 /// preallocated map is most of the load). Nothing under the pin directory is touched when the cgroup
 /// cannot be opened.
-pub(crate) fn create(cgroup: &Path, pin_dir: &Path) -> Result<EarlyMaps, DatapathError> {
+pub(crate) fn create(
+    cgroup: &Path,
+    pin_dir: &Path,
+    shrunk: &[&'static str],
+) -> Result<EarlyMaps, DatapathError> {
     std::fs::File::open(cgroup).map_err(|source| DatapathError::Cgroup {
         path: cgroup.to_path_buf(),
         source,
@@ -108,6 +112,12 @@ pub(crate) fn create(cgroup: &Path, pin_dir: &Path) -> Result<EarlyMaps, Datapat
     let mut work: Vec<(&'static str, aya_obj::Map)> = map_names::ALL
         .into_iter()
         .filter_map(|name| Some((name, object.maps.remove(name)?)))
+        .map(|(name, mut definition)| {
+            if shrunk.contains(&name) {
+                definition.set_max_entries(1); // as `EbpfLoader::map_max_entries`
+            }
+            (name, definition)
+        })
         .filter(|(_, definition)| {
             CREATED_AS_DEFINED
                 .iter()

@@ -169,9 +169,29 @@ pub struct LoadOptions {
     /// LRU, ~2 ms of start-up and ~5 MiB of kernel memory) are created with
     /// one entry, and [`Datapath::attach_sockmap`] refuses.
     pub without_sockmap: bool,
+    /// No XDP interface for this daemon's lifetime: `XDP_COUNTERS` and
+    /// `XDP_SERVICE_COUNTERS` (per-CPU arrays of 4,096 entries, 40 bytes
+    /// per entry and CPU together, ~3 ms to create) get one entry — every
+    /// service's XDP counters read zero, as they would — and
+    /// [`Datapath::attach_xdp`] refuses.
+    pub without_xdp: bool,
     /// `AYA_LOG_LEVEL` for the programs' `aya-log` records (0: none; see
     /// [`kernel_log::kernel_level`]).
     pub kernel_log_level: u8,
+}
+
+impl LoadOptions {
+    /// Maps created smaller than the object defines them, by these options.
+    pub(crate) fn shrunk_maps(&self) -> Vec<&'static str> {
+        let mut maps = Vec::new();
+        if self.without_sockmap {
+            maps.extend(sluice_ebpf_common::sockmap::map_names::ALL);
+        }
+        if self.without_xdp {
+            maps.extend([map_names::XDP_COUNTERS, map_names::XDP_SERVICE_COUNTERS]);
+        }
+        maps
+    }
 }
 
 /// An XDP attachment: the interface and the mode the kernel reports.
@@ -421,6 +441,13 @@ impl Datapath {
     /// mode returned is what the kernel reports for the interface.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<XdpAttachment, DatapathError> {
         const HOOK: &str = "xdp";
+        if self.options.without_xdp {
+            return Err(DatapathError::Map {
+                map: map_names::XDP_COUNTERS,
+                reason: "the object was loaded without XDP capacity (LoadOptions::without_xdp)"
+                    .into(),
+            });
+        }
         let program_error = |action| {
             move |source| DatapathError::Program {
                 hook: HOOK,

@@ -81,9 +81,10 @@ impl LoadedObject {
             return deliver(Err(error));
         }
         let (maps_cgroup, maps_pin_dir) = (cgroup.to_path_buf(), pin_dir.to_path_buf());
+        let shrunk = options.shrunk_maps();
         let maps_thread = std::thread::Builder::new()
             .name("sluice-bpf-maps".into())
-            .spawn(move || early_maps::create(&maps_cgroup, &maps_pin_dir));
+            .spawn(move || early_maps::create(&maps_cgroup, &maps_pin_dir, &shrunk));
         // aya 0.14 parses all of /sys/kernel/btf/vmlinux here, unless it
         // is hidden from this thread (the object needs no CO-RE relocation).
         let btf_hidden = vmlinux_btf::hide_from_this_thread();
@@ -96,7 +97,7 @@ impl LoadedObject {
                     reason: "the thread creating the maps panicked".into(),
                 })
             }),
-            Err(_) => early_maps::create(cgroup, pin_dir),
+            Err(_) => early_maps::create(cgroup, pin_dir, &options.shrunk_maps()),
         };
         let early = match early {
             Ok(early) => early,
@@ -183,10 +184,8 @@ impl LoadedObject {
 
 /// The loader with the capacities `options` ask for.
 fn sized<'l, 'a>(loader: &'l mut EbpfLoader<'a>, options: &LoadOptions) -> &'l mut EbpfLoader<'a> {
-    if options.without_sockmap {
-        for name in sluice_ebpf_common::sockmap::map_names::ALL {
-            loader.map_max_entries(name, 1);
-        }
+    for name in options.shrunk_maps() {
+        loader.map_max_entries(name, 1);
     }
     loader
 }

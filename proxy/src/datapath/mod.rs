@@ -250,6 +250,8 @@ fn load_options(flags: &DatapathFlags) -> LoadOptions {
         keep_pins: flags.keep_pins,
         // Off by flag is off until exit: no capacity for it.
         without_sockmap: flags.sockmap == sockmap::SockmapSwitch::Off,
+        // XDP interfaces are only given at start.
+        without_xdp: flags.xdp_interfaces.is_empty(),
         kernel_log_level: sluice_ebpf::kernel_log::kernel_level(),
     }
 }

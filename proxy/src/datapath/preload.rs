@@ -184,6 +184,12 @@ mod tests {
     }
 
     #[test]
+    fn no_xdp_interface_loads_the_object_without_xdp_capacity() {
+        assert!(super::super::load_options(&flags(&[])).without_xdp);
+        assert!(!super::super::load_options(&flags(&["--datapath-xdp-iface", "lo"])).without_xdp);
+    }
+
+    #[test]
     fn nothing_wanted_loads_nothing() {
         let preload = Preload::start_from_flags(&flags(&[]));
         assert!(preload.loading.is_none());
