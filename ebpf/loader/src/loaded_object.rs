@@ -1,8 +1,9 @@
 //! The embedded object in the kernel before anything is attached:
-//! [`LoadedObject`] loads it (aya parses the kernel's BTF and the kernel
-//! creates the maps — created alongside on a thread of their own and pinned
-//! under `<pin-dir>/incoming/` by [`LoadedObject::load_early`], see
-//! [`early_maps`](crate::early_maps)), and verifies the hook programs on two
+//! [`LoadedObject`] loads it (the kernel creates the maps — on threads of
+//! their own and pinned under `<pin-dir>/incoming/` by
+//! [`LoadedObject::load_early`], see [`early_maps`](crate::early_maps), which
+//! also keeps aya from parsing the kernel's BTF, see
+//! [`vmlinux_btf`](crate::vmlinux_btf)) and verifies the hook programs on two
 //! threads, so a daemon can run all of it while it starts everything else.
 
 use std::path::Path;
@@ -17,7 +18,7 @@ use crate::{early_maps, privileges, vmlinux_btf, DatapathError, Hook, LoadOption
 /// The embedded object in the kernel: maps created, programs not loaded
 /// yet, nothing attached; maps pinned under `<pin-dir>/incoming/` only when
 /// made by [`LoadedObject::load_early`] (and unpinned if it is dropped
-/// unused). The slow part of [`Datapath::load`] (aya parses the kernel's
+/// unused). The slow part of [`Datapath::load`](crate::Datapath::load) (aya parses the kernel's
 /// BTF; the kernel allocates the preallocated maps), attaching nothing, so
 /// a daemon can run it while it starts everything else.
 pub struct LoadedObject {
@@ -51,13 +52,15 @@ impl LoadedObject {
     }
 
     /// [`LoadedObject::load`] for a daemon that will attach to `cgroup` and
-    /// pin under `pin_dir`:
-    /// the pinned maps are created on a second thread, under
-    /// `<pin_dir>/incoming/`, while aya parses the kernel's BTF
-    /// ([`early_maps`]), and the loader opens them. The result goes to
-    /// `deliver` as soon as it exists; the parsed BTF (megabytes of small
-    /// allocations) is freed after that, off the receiver's path. An object
-    /// never used unpins its maps when dropped.
+    /// pin under `pin_dir`: the pinned maps are created on two more threads,
+    /// under `<pin_dir>/incoming/` (`early_maps`), and the loader opens
+    /// them; the kernel's BTF is hidden from this thread so aya does not
+    /// parse it (`vmlinux_btf`; parsed alongside the maps where that is
+    /// not allowed); the hook programs are verified on two threads. The
+    /// result goes to `deliver` as soon as it exists; anything parsed is
+    /// freed after that, off the receiver's path. An object never used
+    /// unpins its maps when dropped. Call it on a thread of its own: the
+    /// thread's mounts become private to it.
     pub fn load_early(
         options: &LoadOptions,
         cgroup: &Path,
