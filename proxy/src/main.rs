@@ -12,6 +12,10 @@ use sluice::server::{self, Snapshot};
 use sluice::stats::Store;
 
 fn main() -> ExitCode {
+    // While there is one thread, growing the descriptor table is free;
+    // with more, each growth waits for an RCU grace period (the datapath
+    // holds ~60 descriptors).
+    sluice::datapath::fd_table::reserve();
     let cli = Cli::parse();
     if cli.version {
         println!("{}", version_string());
@@ -37,17 +41,23 @@ fn main() -> ExitCode {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "--config-yaml".to_string());
 
+    // The kernel object loads while the configuration is read and compiled
+    // and the server starts (nothing is attached until it is used): from
+    // here when the flags alone want the datapath, else once the bootstrap
+    // says so.
+    let preload = match cli.mode {
+        Mode::Serve => Preload::start_from_flags(&cli.datapath),
+        Mode::Validate | Mode::InitOnly => Preload::default(),
+    };
     let mut bootstrap =
         match config::load_bootstrap(cli.config_path.as_deref(), cli.config_yaml.as_deref()) {
             Ok(bootstrap) => bootstrap,
             Err(errors) => return report_config_errors(&source, &errors),
         };
     apply_node_overrides(&cli, &mut bootstrap);
-    // The kernel object loads while the configuration compiles and the
-    // server starts (nothing outside the process changes until it is used).
     let preload = match cli.mode {
-        Mode::Serve => Preload::start(&cli.datapath, &bootstrap),
-        Mode::Validate | Mode::InitOnly => Preload::default(),
+        Mode::Serve => preload.or_start(&cli.datapath, &bootstrap),
+        Mode::Validate | Mode::InitOnly => preload,
     };
     let store = Store::new();
     let snapshot = match Snapshot::compile(bootstrap, &store) {

@@ -16,23 +16,30 @@
 //! which case the kernel keeps forwarding until the next start takes over.
 
 mod batch;
+mod early_maps;
 pub mod handover;
+mod hook_programs;
 pub mod kernel_log;
+mod loaded_object;
 pub mod maps;
 mod pins;
 pub mod privileges;
 pub mod socket_maps;
 pub mod sockmap;
+mod vmlinux_btf;
 pub mod xdp_mode;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use aya::programs::links::FdLink;
 use aya::programs::xdp::XdpLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps, Xdp, XdpMode};
-use aya::{Ebpf, EbpfLoader};
-use pins::{clear_dir, ensure_bpffs};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use hook_programs::{attach, verify};
+pub use loaded_object::LoadedObject;
+use pins::clear_dir;
 pub use pins::{pinned_hooks, pinned_xdp_interfaces, PinnedHookStatus};
 pub use sluice_ebpf_common as common;
 use sluice_ebpf_common::{map_names, program_names};
@@ -157,9 +164,34 @@ pub struct LoadOptions {
     /// Leave links and maps pinned on drop (the kernel keeps forwarding
     /// until the next start takes over).
     pub keep_pins: bool,
+    /// Local acceleration stays off for this daemon's lifetime: the
+    /// sockmap maps (a 65,536-entry SOCKHASH and a preallocated 65,536-entry
+    /// LRU, ~2 ms of start-up and ~5 MiB of kernel memory) are created with
+    /// one entry, and [`Datapath::attach_sockmap`] refuses.
+    pub without_sockmap: bool,
+    /// No XDP interface for this daemon's lifetime: `XDP_COUNTERS` and
+    /// `XDP_SERVICE_COUNTERS` (per-CPU arrays of 4,096 entries, 40 bytes
+    /// per entry and CPU together, ~3 ms to create) get one entry — every
+    /// service's XDP counters read zero, as they would — and
+    /// [`Datapath::attach_xdp`] refuses.
+    pub without_xdp: bool,
     /// `AYA_LOG_LEVEL` for the programs' `aya-log` records (0: none; see
     /// [`kernel_log::kernel_level`]).
     pub kernel_log_level: u8,
+}
+
+impl LoadOptions {
+    /// Maps created smaller than the object defines them, by these options.
+    pub(crate) fn shrunk_maps(&self) -> Vec<&'static str> {
+        let mut maps = Vec::new();
+        if self.without_sockmap {
+            maps.extend(sluice_ebpf_common::sockmap::map_names::ALL);
+        }
+        if self.without_xdp {
+            maps.extend([map_names::XDP_COUNTERS, map_names::XDP_SERVICE_COUNTERS]);
+        }
+        maps
+    }
 }
 
 /// An XDP attachment: the interface and the mode the kernel reports.
@@ -195,30 +227,6 @@ pub struct Datapath {
     _ebpf: Ebpf,
 }
 
-/// The embedded object in the kernel: programs verified, maps created,
-/// nothing pinned or attached. The slow part of [`Datapath::load`] (aya
-/// parses the kernel's BTF; the kernel allocates the preallocated maps),
-/// with no effect outside this process, so a daemon can run it while it
-/// starts everything else.
-pub struct LoadedObject {
-    ebpf: Ebpf,
-}
-
-impl LoadedObject {
-    /// Checks the capabilities and loads the object.
-    pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
-        let missing = privileges::missing_capabilities();
-        if !missing.is_empty() {
-            return Err(DatapathError::Privileges { missing });
-        }
-        let ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &options.kernel_log_level, true)
-            .load(OBJECT)
-            .map_err(DatapathError::Load)?;
-        Ok(LoadedObject { ebpf })
-    }
-}
-
 impl Datapath {
     /// Loads the embedded object, attaches every [`Hook`] to `cgroup` and
     /// pins under `pin_dir`, taking over from a previous daemon's pins.
@@ -251,28 +259,28 @@ impl Datapath {
         pin_dir: &Path,
         options: LoadOptions,
     ) -> Result<Self, DatapathError> {
-        let mut ebpf = object.ebpf;
+        let LoadedObject { mut ebpf, early } = object;
         let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_path_buf(),
             source,
         })?;
-        ensure_bpffs(pin_dir)?;
+        // Maps pinned early for another directory are unpinned (dropped).
+        let early = early.filter(|early| early.pin_dir() == pin_dir);
+        if early.is_none() {
+            early_maps::prepare_pin_dir(pin_dir)?;
+        }
+        let pinned_early = early.as_ref().map(|early| early.names()).unwrap_or(&[]);
         let links_dir = pin_dir.join("links");
         let incoming = pin_dir.join(INCOMING);
-        for dir in [&links_dir, &incoming] {
-            std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        // A start that died half-way left its incoming pins: never live.
-        clear_dir(&incoming)?;
         let previous = handover::Previous::open(&links_dir);
         for name in map_names::ALL {
             let map = ebpf.map(name).ok_or_else(|| DatapathError::Map {
                 map: name,
                 reason: "missing from the object".into(),
             })?;
+            if pinned_early.contains(&name) {
+                continue; // pinned there already
+            }
             map.pin(incoming.join(name))
                 .map_err(|e| DatapathError::Map {
                     map: name,
@@ -280,6 +288,9 @@ impl Datapath {
                 })?;
         }
         let maps = maps::LbMaps::from_loaded(&mut ebpf)?;
+        if let Some(early) = early {
+            early.keep(); // the datapath's drop clears `incoming/` from now on
+        }
         Ok(Datapath {
             pin_dir: pin_dir.to_path_buf(),
             cgroup_dir,
@@ -298,11 +309,21 @@ impl Datapath {
     /// any), carries the previous deny lists and reverse entries over, and
     /// publishes this daemon's maps and links at the canonical pin paths.
     pub fn attach_hooks(&mut self) -> Result<(), DatapathError> {
+        let (mut verifying, mut attaching, mut publishing) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for hook in Hook::ALL {
+            let started = Instant::now();
+            verify(&mut self._ebpf, hook)?;
+            let verified = Instant::now();
             let link = attach(&mut self._ebpf, hook, &self.cgroup_dir)?;
+            let attached = Instant::now();
             let link = self.publish_link(hook.attach_point(), hook.program_name(), link)?;
             self.links.push((hook, link));
+            verifying += verified - started;
+            attaching += attached - verified;
+            publishing += attached.elapsed();
         }
+        tracing::debug!(target: "sluice::datapath", ?verifying, ?attaching, ?publishing, "hooks attached");
         if self.previous.is_some() {
             let carried = handover::carry_over(&self.pin_dir, &mut self._ebpf);
             tracing::info!(
@@ -420,6 +441,13 @@ impl Datapath {
     /// mode returned is what the kernel reports for the interface.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<XdpAttachment, DatapathError> {
         const HOOK: &str = "xdp";
+        if self.options.without_xdp {
+            return Err(DatapathError::Map {
+                map: map_names::XDP_COUNTERS,
+                reason: "the object was loaded without XDP capacity (LoadOptions::without_xdp)"
+                    .into(),
+            });
+        }
         let program_error = |action| {
             move |source| DatapathError::Program {
                 hook: HOOK,
@@ -554,46 +582,4 @@ impl Drop for Datapath {
             }
         }
     }
-}
-
-fn attach(ebpf: &mut Ebpf, hook: Hook, cgroup: &File) -> Result<FdLink, DatapathError> {
-    let point = hook.attach_point();
-    let program_error = |action| {
-        move |source| DatapathError::Program {
-            hook: point,
-            action,
-            source,
-        }
-    };
-    let program = ebpf
-        .program_mut(hook.program_name())
-        .ok_or(DatapathError::MissingProgram {
-            hook: point,
-            program: hook.program_name(),
-        })?;
-    // SockOps and CgroupSockAddr share no trait for load/attach/take_link:
-    // one body, instantiated per program type.
-    macro_rules! load_and_attach {
-        ($program_type:ty) => {{
-            let program: &mut $program_type =
-                program.try_into().map_err(program_error("type check"))?;
-            program.load().map_err(program_error("load (verifier)"))?;
-            let link_id = program
-                .attach(cgroup, CgroupAttachMode::Single)
-                .map_err(program_error("attach"))?;
-            let link = program
-                .take_link(link_id)
-                .map_err(program_error("take link"))?;
-            FdLink::try_from(link)
-        }};
-    }
-    let link = if hook == Hook::SockopsRedirect {
-        load_and_attach!(SockOps)
-    } else {
-        load_and_attach!(CgroupSockAddr)
-    };
-    link.map_err(|source| DatapathError::NotALink {
-        hook: point,
-        source,
-    })
 }

@@ -138,6 +138,9 @@ impl LbMaps {
         self.service_counters
             .set(service_id, zeros, 0)
             .map_err(map_error(map_names::LB4_SERVICE_COUNTERS))?;
+        if service_id >= self.xdp_service_counters.len() {
+            return Ok(()); // loaded without XDP: nothing counts there
+        }
         let zeros = per_cpu_zeros().map_err(map_error(map_names::XDP_SERVICE_COUNTERS))?;
         self.xdp_service_counters
             .set(service_id, zeros, 0)
@@ -145,11 +148,16 @@ impl LbMaps {
     }
 
     /// A service's XDP counters (packets to its ip:port on XDP interfaces)
-    /// summed over CPUs.
+    /// summed over CPUs. Zero for every service of a daemon loaded without
+    /// XDP (`LoadOptions::without_xdp`: the map has one entry, and no XDP
+    /// program runs to count).
     pub fn xdp_service_counters(
         &self,
         service_id: u32,
     ) -> Result<XdpServiceCounters, DatapathError> {
+        if service_id >= self.xdp_service_counters.len() {
+            return Ok(XdpServiceCounters::default());
+        }
         let per_cpu = self
             .xdp_service_counters
             .get(&service_id, 0)

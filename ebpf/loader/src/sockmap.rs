@@ -115,6 +115,14 @@ impl Datapath {
     /// Local acceleration on: pins the sockmap maps, attaches `sk_msg` to
     /// `SOCKMAP_SOCKETS`, then `sockops` to `cgroup` (its link pinned).
     pub fn attach_sockmap(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        if self.options.without_sockmap {
+            return Err(DatapathError::Map {
+                map: map_names::SOCKMAP_SOCKETS,
+                reason:
+                    "the object was loaded without sockmap capacity (LoadOptions::without_sockmap)"
+                        .into(),
+            });
+        }
         let cgroup_dir = File::open(cgroup).map_err(|source| DatapathError::Cgroup {
             path: cgroup.to_path_buf(),
             source,

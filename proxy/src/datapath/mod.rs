@@ -24,6 +24,7 @@
 //! shutdown, so the kernel keeps forwarding across a restart. What is
 //! attached (or why not) is in `/server_info` ([`status`]).
 
+pub mod fd_table;
 pub mod kernel_log;
 pub mod lb_table;
 pub mod maglev;
@@ -32,6 +33,7 @@ pub mod preload;
 pub mod redirect;
 pub mod redirect_plan;
 pub mod sockmap;
+pub mod startup_clock;
 pub mod stats;
 pub mod status;
 pub mod sync;
@@ -246,6 +248,10 @@ pub(crate) fn parse_flags(args: &[&str]) -> Result<DatapathFlags, clap::Error> {
 fn load_options(flags: &DatapathFlags) -> LoadOptions {
     LoadOptions {
         keep_pins: flags.keep_pins,
+        // Off by flag is off until exit: no capacity for it.
+        without_sockmap: flags.sockmap == sockmap::SockmapSwitch::Off,
+        // XDP interfaces are only given at start.
+        without_xdp: flags.xdp_interfaces.is_empty(),
         kernel_log_level: sluice_ebpf::kernel_log::kernel_level(),
     }
 }
@@ -329,7 +335,13 @@ fn start_recording(
         udp_notice::warn_unserved(&listeners, format!("kernel datapath off: {error}"));
         Ok(None)
     };
-    let mut datapath = match preload.load_datapath(&cgroup, &flags.pin_dir, load_options(flags)) {
+    let mut clock = startup_clock::StageClock::start();
+    let mut datapath = match preload.load_datapath(
+        &cgroup,
+        &flags.pin_dir,
+        load_options(flags),
+        &mut clock,
+    ) {
         Ok(datapath) => datapath,
         Err(error) => {
             // Nothing was touched: a previous daemon's pinned programs keep
@@ -355,14 +367,17 @@ fn start_recording(
             plan
         }
     };
+    clock.stage("plan_and_redirect_listener");
     // Maps are complete before any hook sees them.
     let mut syncer = sync::Syncer::default();
     if let Err(error) = syncer.apply(&initial, datapath.maps()) {
         return off(status, &error);
     }
+    clock.stage("first_sync");
     if let Err(error) = datapath.attach_hooks() {
         return off(status, &error);
     }
+    clock.stage("attach_hooks");
     for interface in &flags.xdp_interfaces {
         match datapath.attach_xdp(interface) {
             Ok(attached) => {
@@ -391,8 +406,10 @@ fn start_recording(
         }
     }
     datapath.finish_handover();
+    clock.stage("xdp_and_handover");
     if sockmap_wanted {
         sockmap::attach(flags, &cgroup, &mut datapath)?;
+        clock.stage("sockmap");
     }
     let xdp_maps = match XdpMaps::open_pinned(&flags.pin_dir) {
         Ok(maps) => Some(maps),
@@ -401,6 +418,7 @@ fn start_recording(
             None
         }
     };
+    clock.stage("xdp_maps");
     let kernel_log_task = match datapath.take_kernel_logger() {
         Ok(logger) => kernel_log::spawn(logger),
         Err(error) => {
@@ -408,6 +426,8 @@ fn start_recording(
             None
         }
     };
+    clock.stage("kernel_logger");
+    clock.log();
     tracing::info!(
         target: "sluice::datapath",
         cgroup = %cgroup.display(),
