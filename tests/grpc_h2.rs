@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::Request;
 use support::{
     get, get_h2, grpc_frame, h2_connect, h2_send, hcm_listener, raw_exchange, Backend, EchoReply,
-    FullReply, GrpcBackend, Sluice,
+    FullReply, GrpcBackend, Sluice, ADMIN_AND_LISTENERS,
 };
 
 fn listener(port: &str, prefix: &str, codec: &str) -> String {
@@ -80,13 +80,7 @@ const CLUSTERS: &str = r#"
 "#;
 
 fn config() -> String {
-    let mut yaml = String::from(
-        r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
-static_resources:
-  listeners:"#,
-    );
+    let mut yaml = String::from(ADMIN_AND_LISTENERS);
     yaml += &listener("H2", "h2only", "HTTP2");
     yaml += &listener("H1", "h1only", "HTTP1");
     yaml += &listener("AUTO", "auto", "AUTO");

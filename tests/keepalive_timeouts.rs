@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{hcm_listener, Backend, KeepAlive, Sluice};
+use support::{hcm_listener, static_cluster, Backend, KeepAlive, Sluice, ADMIN_AND_LISTENERS};
 
 fn config() -> String {
     let listener = |port: &str, prefix: &str, extra: &str, catch_all: &str| {
@@ -24,13 +24,7 @@ fn config() -> String {
         );
         hcm_listener(port, prefix, extra, &routes)
     };
-    let mut yaml = String::from(
-        r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
-static_resources:
-  listeners:"#,
-    );
+    let mut yaml = String::from(ADMIN_AND_LISTENERS);
     yaml += &listener("MAIN", "main", "", "");
     yaml += &listener(
         "STREAM_IDLE",
@@ -38,15 +32,9 @@ static_resources:
         "          stream_idle_timeout: 0.5s",
         ", timeout: 0s",
     );
-    yaml += r#"
-  clusters:
-  - name: blue
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: blue
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${BLUE} } } } }] }]
-"#;
-    yaml
+    yaml += "\n  clusters:";
+    yaml += &static_cluster("blue", "BLUE");
+    yaml + "\n"
 }
 
 /// GET `path` on `connection`: the status and how long it took.

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use support::{get, hcm_listener, Backend, Sluice};
+use support::{get, hcm_listener, static_cluster, Backend, Sluice, ADMIN_AND_LISTENERS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -41,13 +41,7 @@ fn listener(port: &str, prefix: &str, extra: &str, route_extra: &str) -> String 
 }
 
 fn config() -> String {
-    let mut yaml = String::from(
-        r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
-static_resources:
-  listeners:"#,
-    );
+    let mut yaml = String::from(ADMIN_AND_LISTENERS);
     yaml += &listener("MAIN", "main", "", "");
     yaml += &listener(
         "STREAM_IDLE",
@@ -80,20 +74,10 @@ static_resources:
         "          common_http_protocol_options: { max_stream_duration: 0.5s }",
         ", timeout: 0s",
     );
-    yaml += r#"
-  clusters:
-  - name: blue
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: blue
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${BLUE} } } } }] }]
-  - name: bulk
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: bulk
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${BULK} } } } }] }]
-"#;
-    yaml
+    yaml += "\n  clusters:";
+    yaml += &static_cluster("blue", "BLUE");
+    yaml += &static_cluster("bulk", "BULK");
+    yaml + "\n"
 }
 
 struct World {
@@ -567,13 +551,7 @@ async fn stalled_response(addr: std::net::SocketAddr) -> (String, Duration) {
 #[tokio::test]
 async fn stalled_response_bodies_are_aborted_by_the_stream_idle_and_route_timeouts() {
     let (port, backend) = stalling_backend().await;
-    let mut yaml = String::from(
-        r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
-static_resources:
-  listeners:"#,
-    );
+    let mut yaml = String::from(ADMIN_AND_LISTENERS);
     yaml += &listener(
         "STREAM_IDLE",
         "stream_idle",

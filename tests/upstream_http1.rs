@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use support::h2::{h2_connect, h2_send};
-use support::{hcm_listener, raw_exchange, request, KeepAlive, Sluice};
+use support::{
+    hcm_listener, raw_exchange, request, static_cluster, KeepAlive, Sluice, ADMIN_AND_LISTENERS,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -23,19 +25,9 @@ const ROUTES: &str = "              - match: { prefix: \"/\" }
 
 fn config() -> String {
     format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:{}
-  clusters:
-  - name: scripted
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: scripted
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{BACKEND}} }} }} }} }}] }}]
-"#,
-        hcm_listener("HTTP", "ingress", "", ROUTES)
+        "{ADMIN_AND_LISTENERS}{}\n  clusters:{}\n",
+        hcm_listener("HTTP", "ingress", "", ROUTES),
+        static_cluster("scripted", "BACKEND")
     )
 }
 

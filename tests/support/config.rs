@@ -31,3 +31,25 @@ pub fn hcm_listener(port: &str, prefix: &str, hcm_fields: &str, routes: &str) ->
 "#
     )
 }
+
+/// The admin listener on `${ADMIN}` and the opening of
+/// `static_resources.listeners`: listeners (e.g. [`hcm_listener`]) follow,
+/// then `\n  clusters:` and [`static_cluster`]s.
+pub const ADMIN_AND_LISTENERS: &str = "
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
+static_resources:
+  listeners:";
+
+/// A `clusters:` entry: STATIC cluster `name` with one endpoint on
+/// 127.0.0.1:`${<port>}` and a 1 s connect timeout.
+pub fn static_cluster(name: &str, port: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{{port}}} }} }} }} }}] }}]"#
+    )
+}

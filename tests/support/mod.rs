@@ -16,7 +16,7 @@ pub use backend::{Backend, EchoReply};
 #[allow(unused_imports)]
 pub use client::{get, get_h2, get_until, raw_exchange, request, wait_refused, KeepAlive, Reply};
 #[allow(unused_imports)]
-pub use config::hcm_listener;
+pub use config::{hcm_listener, static_cluster, ADMIN_AND_LISTENERS};
 #[allow(unused_imports)]
 pub use proxy::{free_port, run_until_exit, Exited, Sluice};
 
